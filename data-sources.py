@@ -1027,19 +1027,20 @@ def sort_views(views: list[SourceView], now: datetime) -> list[SourceView]:
 
 def sources_table(views, schemas, now, verdicts=None) -> Table:
     table = Table(title=f"Data sources ({len(views)})", title_justify="left", expand=False)
-    for column in ("ID", "Audience", "Subject", "Schema", "URL", "Status", "Expires"):
+    table.add_column("ID", no_wrap=True)
+    for column in ("Audience", "Subject", "Schema", "URL", "Status"):
         table.add_column(column, overflow="fold")
+    table.add_column("Expires", no_wrap=True)
     if verdicts is not None:
         table.add_column("Signature", overflow="fold")
     for view in sort_views(views, now):
-        status_style = "green" if view.active else "red"
         row = [
             view.short_id,
             view.audience or "unknown",
             view.subject or "unknown",
             schema_name(schemas, view.schema_id),
             view.url or "unknown",
-            Text(view.status or "unknown", style=status_style),
+            Text(view.status or "unknown", style="green" if view.active else "red"),
             Text(expiry_text(view, now), style=EXPIRY_STYLES[urgency(view, now)[0]]),
         ]
         if verdicts is not None:

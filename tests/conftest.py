@@ -1,0 +1,162 @@
+"""Fixtures: the fake Webex API, an env file pointing at it, a records folder, and two ways to
+run the tool as people do: a plain subprocess (cron, pipes) and a pseudo-terminal (the menu)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pexpect
+import pyte
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from fake_webex import FakeWebex  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "data-sources.py"
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("data_sources", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["data_sources"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def ds():
+    """The script as a module, for its pure helpers and its client."""
+    return load_script()
+
+
+@pytest.fixture
+def fake():
+    server = FakeWebex().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def records(tmp_path) -> Path:
+    return tmp_path / "records"
+
+
+def write_env(path: Path, values: dict) -> Path:
+    path.write_text("".join(f"{key}={value}\n" for key, value in values.items()))
+    return path
+
+
+@pytest.fixture
+def env_file(tmp_path, fake, records) -> Path:
+    return write_env(tmp_path / ".env", {**fake.env(), "WEBEX_RECORDS_DIR": records, "WEBEX_READ_TIMEOUT": 5})
+
+
+def child_env(**extra) -> dict:
+    """The environment of a run: none of the developer's WEBEX_ settings leak in."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WEBEX_")}
+    env.update(PYTHONIOENCODING="utf-8", LANG="C.UTF-8", COLUMNS="200", PROMPT_TOOLKIT_NO_CPR="1", TERM="xterm")
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+def run_cli(*args, env_file=None, timeout=60, **extra_env) -> subprocess.CompletedProcess:
+    """The tool without a terminal, as cron or a pipe runs it."""
+    argv = [sys.executable, str(SCRIPT), *(["--env-file", str(env_file)] if env_file else []), *map(str, args)]
+    return subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL, env=child_env(**extra_env), timeout=timeout)
+
+
+def record_files(records: Path, pattern: str = "*.json") -> list[Path]:
+    return sorted(records.glob(pattern)) if records.exists() else []
+
+
+def load_record(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+class Terminal:
+    """The tool in a pseudo-terminal: keys in, a rendered screen out (pyte), no sleeps."""
+
+    KEYS = {"enter": "\r", "down": "\x1b[B", "up": "\x1b[A", "ctrl-c": "\x03", "ctrl-u": "\x15", "backspace": "\x7f"}
+
+    def __init__(self, args, env, rows=60, cols=200):
+        self.screen = pyte.Screen(cols, rows)
+        self.stream = pyte.Stream(self.screen)
+        self.transcript = ""
+        self.child = pexpect.spawn(sys.executable, [str(SCRIPT), *map(str, args)], env=env, dimensions=(rows, cols), encoding="utf-8", codec_errors="replace")
+
+    def _pump(self, timeout: float) -> None:
+        try:
+            data = self.child.read_nonblocking(65536, timeout=timeout)
+        except pexpect.TIMEOUT:
+            return
+        self.stream.feed(data)
+        self.transcript += data
+
+    def text(self) -> str:
+        return "\n".join(line.rstrip() for line in self.screen.display)
+
+    def plain_transcript(self) -> str:
+        return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Z0-9]|\r", "", self.transcript)
+
+    def wait_for(self, pattern: str, timeout: float = 20) -> str:
+        """Read output until the screen shows pattern (a regular expression); return the screen."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while not re.search(pattern, self.text()):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"screen never showed {pattern!r}; it shows:\n{self.text()}")
+            try:
+                self._pump(0.2)
+            except pexpect.EOF:
+                if not re.search(pattern, self.text()):
+                    raise AssertionError(f"program ended before showing {pattern!r}; screen:\n{self.text()}") from None
+        return self.text()
+
+    def press(self, *keys: str) -> None:
+        for key in keys:
+            self.child.send(self.KEYS.get(key, key))
+
+    def type(self, text: str) -> None:
+        self.child.send(text)
+
+    def choose(self, label: str) -> None:
+        """Pick a menu entry by typing part of its label into the select's filter."""
+        self.wait_for(r"type to filter")
+        self.type(label)
+        self.wait_for(re.escape(label))
+        self.press("enter")
+
+    def exit_code(self, timeout: float = 20) -> int:
+        while True:
+            try:
+                self._pump(timeout)
+            except pexpect.EOF:
+                break
+        self.child.wait()
+        self.child.close()
+        return self.child.exitstatus if self.child.exitstatus is not None else 128 + self.child.signalstatus
+
+
+@pytest.fixture
+def terminal(env_file):
+    """Start the menu: terminal() or terminal('--save-list')."""
+    started = []
+
+    def start(*args, env=None, **extra_env):
+        term = Terminal(["--env-file", env or env_file, *args], child_env(**extra_env))
+        started.append(term)
+        return term
+
+    yield start
+    for term in started:
+        if term.child.isalive():
+            term.child.terminate(force=True)

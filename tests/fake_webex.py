@@ -1,0 +1,461 @@
+"""A fake Webex BYODS API on a real socket, faithful to ../shared/webex-byods-api.md.
+
+Two servers on 127.0.0.1: the API (`/v1/...`) and an identity broker that publishes the JWKS
+(`/idb/oauth2/v2/keys/verificationjwk`), as Webex keeps them on different hosts. Responses omit
+audience, subject and lifetime, as the real ones do: they live only in the RS256-signed token.
+Faults are injected per method and path: status codes with Retry-After, dropped connections,
+slow answers, malformed bodies.
+
+Run it on its own to try the tool without a Webex org:
+
+    python tests/fake_webex.py            # prints the settings to put in .env
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import hmac
+import json
+import re
+import secrets
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+_KEY = None
+_KEY_LOCK = threading.Lock()
+
+
+def signing_key():
+    """One RSA key per process: generating one per test would dominate the suite's time."""
+    global _KEY
+    with _KEY_LOCK:
+        if _KEY is None:
+            _KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        return _KEY
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass
+class Fault:
+    method: str
+    path: str  # a regular expression matched against the whole path
+    status: int = 500
+    times: int = 1
+    headers: dict = field(default_factory=dict)
+    body: object = None  # dict: JSON; str/bytes: sent as is; None: a Webex error body
+    delay: float = 0.0
+    drop: bool = False
+
+
+@dataclass
+class Seen:
+    server: str
+    method: str
+    path: str
+    headers: dict
+    body: bytes
+    at: float
+    connection: int
+
+
+class FakeWebex:
+    def __init__(self, latency: float = 0.0, tls_context=None):
+        self.latency = latency
+        self.access_token = "fake-access-" + secrets.token_hex(16)
+        self.client_id = "fake-client-id"
+        self.client_secret = "fake-client-secret-" + secrets.token_hex(8)
+        self.refresh_token = "fake-refresh-" + secrets.token_hex(16)
+        self.scopes = {"read", "write"}
+        self.kid = "fake-kid-1"
+        self.org_id = str(uuid.uuid4())
+        self.application_id = "C" + secrets.token_hex(32)
+        self.created_status = 200
+        self.jwks_down = False
+        self.allowed_domains: set[str] | None = None
+        self.schemas = {}
+        for service, description in (("Voice Virtual Agent", "Connects Webex calls to a virtual agent"), ("Contact Center Transcripts", None)):
+            schema_id = str(uuid.uuid4())
+            schema = {"id": schema_id, "serviceType": service, "appType": "BYODS", "protocol": "gRPC", "url": "https://schemas.example/" + schema_id, "createdAt": iso(time.time() - 86400 * 90)}
+            if description:
+                schema["description"] = description
+            self.schemas[schema_id] = schema
+        self.sources: dict[str, dict] = {}
+        self.faults: list[Fault] = []
+        self.seen: list[Seen] = []
+        self.issued_tokens: list[str] = []
+        self.used_nonces: set[str] = set()
+        self.connections = {"api": 0, "idb": 0}
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.lock = threading.Condition()
+        self.api = self._server("api", tls_context)
+        self.idb = self._server("idb", None)
+        scheme = "https" if tls_context else "http"
+        self.base_url = f"{scheme}://127.0.0.1:{self.api.server_address[1]}/v1"
+        self.issuer = f"http://127.0.0.1:{self.idb.server_address[1]}/idb"
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def _server(self, role, tls_context):
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def setup(self):
+                super().setup()
+                with fake.lock:
+                    fake.connections[role] += 1
+                    self.connection_number = fake.connections[role]
+
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                fake.handle(self, role)
+
+            do_POST = do_PUT = do_DELETE = do_GET
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        server.daemon_threads = True
+        if tls_context:
+            server.socket = tls_context.wrap_socket(server.socket, server_side=True)
+        return server
+
+    def start(self):
+        for server in (self.api, self.idb):
+            threading.Thread(target=server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self):
+        for server in (self.api, self.idb):
+            server.shutdown()
+            server.server_close()
+
+    def env(self) -> dict:
+        """The settings the tool needs to talk to this fake."""
+        return {
+            "WEBEX_ACCESS_TOKEN": self.access_token,
+            "WEBEX_API_BASE_URL": self.base_url,
+            "WEBEX_TRUSTED_ISSUERS": self.issuer,
+        }
+
+    # -- data -----------------------------------------------------------------------------------
+    def sign(self, claims: dict, kid: str | None = None, alg: str = "RS256") -> str:
+        header = {"kid": kid or self.kid, "typ": "JWT", "alg": alg}
+        if alg == "RS256":
+            pem = signing_key().private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+            token = jwt.encode(claims, pem, algorithm="RS256", headers={"kid": header["kid"]})
+        else:  # hand-made, because pyjwt rightly refuses to make these
+            signing_input = b64url(json.dumps(header).encode()) + "." + b64url(json.dumps(claims).encode())
+            signature = b""
+            if alg == "HS256":
+                secret = signing_key().public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+                signature = hmac.new(secret, signing_input.encode(), hashlib.sha256).digest()
+            token = signing_input + "." + b64url(signature)
+        with self.lock:
+            self.issued_tokens.append(token)
+        return token
+
+    def claims_for(self, source: dict) -> dict:
+        return {
+            "aud": source["audience"],
+            "sub": source["subject"],
+            "iss": source.get("issuer") or self.issuer,
+            "iat": source["iat"],
+            "exp": source["exp"],
+            "jti": source["nonce"],
+            "com.cisco.datasource.url": source["url"],
+            "com.cisco.datasource.schema.uuid": source["schemaId"],
+            "com.cisco.org.uuid": self.org_id,
+        }
+
+    def issue(self, source: dict, kid=None, alg="RS256") -> None:
+        source["jwsToken"] = self.sign(self.claims_for(source), kid, alg)
+
+    def add_source(self, audience="BYODS", subject="BYODS", url=None, schema_id=None, lifetime=1440,
+                   expires_in=None, status="active", error_message=None, nonce=None, issuer=None,
+                   kid=None, alg="RS256") -> dict:
+        now = int(time.time())
+        exp = now + (lifetime * 60 if expires_in is None else int(expires_in))
+        source = {
+            "id": str(uuid.uuid4()),
+            "schemaId": schema_id or next(iter(self.schemas)),
+            "url": url or f"https://dap.example.com/{re.sub('[^a-z0-9]+', '-', audience.lower())}/{secrets.token_hex(3)}",
+            "audience": audience,
+            "subject": subject,
+            "nonce": nonce or str(uuid.uuid4()),
+            "lifetime": lifetime,
+            "status": status,
+            "iat": exp - lifetime * 60,
+            "exp": exp,
+            "createdBy": str(uuid.uuid4()),
+            "createdAt": iso(now - 3600),
+        }
+        if issuer:
+            source["issuer"] = issuer
+        if error_message:
+            source["errorMessage"] = error_message
+        self.issue(source, kid, alg)
+        with self.lock:
+            self.sources[source["id"]] = source
+            self.used_nonces.add(source["nonce"])
+        return source
+
+    def public_view(self, source: dict) -> dict:
+        """What the real API answers: no audience, subject or lifetime."""
+        body = {
+            "id": source["id"],
+            "schemaId": source["schemaId"],
+            "orgId": self.org_id,
+            "applicationId": self.application_id,
+            "status": source["status"],
+            "jwsToken": source["jwsToken"],
+            "tokenExpiryTime": iso(source["exp"]),
+            "nonce": source["nonce"],
+            "createdBy": source["createdBy"],
+            "createdAt": source["createdAt"],
+            "url": source["url"],
+        }
+        if source["status"] == "disabled" and source.get("errorMessage"):
+            body["errorMessage"] = source["errorMessage"]
+        return body
+
+    def fail(self, method, path, status=500, times=1, **kwargs) -> Fault:
+        fault = Fault(method, path, status, times, **kwargs)
+        with self.lock:
+            self.faults.append(fault)
+        return fault
+
+    # -- what the fake saw ----------------------------------------------------------------------
+    def requests(self, method=None, path=None, server="api") -> list[Seen]:
+        with self.lock:
+            return [s for s in self.seen if s.server == server and (method is None or s.method == method) and (path is None or re.fullmatch(path, s.path))]
+
+    def wait_for(self, predicate, timeout=10.0) -> bool:
+        """Block until predicate(fake) holds; woken by every request, never by polling sleeps."""
+        with self.lock:
+            return self.lock.wait_for(lambda: predicate(self), timeout)
+
+    # -- serving --------------------------------------------------------------------------------
+    def handle(self, handler: BaseHTTPRequestHandler, role: str) -> None:
+        length = int(handler.headers.get("Content-Length") or 0)
+        body = handler.rfile.read(length) if length else b""
+        path = urlsplit(handler.path).path
+        with self.lock:
+            self.seen.append(Seen(role, handler.command, path, dict(handler.headers), body, time.monotonic(), handler.connection_number))
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            fault = next((f for f in self.faults if f.times > 0 and f.method == handler.command and re.fullmatch(f.path, path)), None)
+            if fault:
+                fault.times -= 1
+            self.lock.notify_all()
+        try:
+            if role == "api" and self.latency:
+                time.sleep(self.latency)
+            if fault:
+                self.apply_fault(handler, fault)
+            elif role == "idb":
+                self.serve_keys(handler, path)
+            else:
+                self.route(handler, path, body)
+        finally:
+            with self.lock:
+                self.in_flight -= 1
+                self.lock.notify_all()
+
+    def apply_fault(self, handler, fault: Fault) -> None:
+        if fault.delay:
+            time.sleep(fault.delay)
+        if fault.drop:
+            handler.close_connection = True
+            handler.connection.shutdown(2)
+            return
+        if fault.body is None:
+            self.error(handler, fault.status, f"Injected fault {fault.status}", fault.headers)
+        else:
+            self.send(handler, fault.status, fault.body, fault.headers)
+
+    def send(self, handler, status: int, body=None, headers=None) -> None:
+        if isinstance(body, (dict, list)):
+            data, content_type = json.dumps(body).encode(), "application/json"
+        elif isinstance(body, str):
+            data, content_type = body.encode(), "text/html" if "<html" in body.lower() else "text/plain"
+        else:
+            data, content_type = body or b"", "application/json"
+        handler.send_response(status)
+        handler.send_header("TrackingID", "ROUTER_" + uuid.uuid4().hex[:24].upper())
+        if data:
+            handler.send_header("Content-Type", content_type)
+        handler.send_header("Content-Length", str(len(data)))
+        for key, value in (headers or {}).items():
+            handler.send_header(key, str(value))
+        handler.end_headers()
+        if data:
+            handler.wfile.write(data)
+
+    def error(self, handler, status: int, message: str, headers=None) -> None:
+        tracking = "ROUTER_" + uuid.uuid4().hex[:24].upper()
+        body = {"message": message, "errors": [{"description": message}], "trackingId": tracking}
+        self.send(handler, status, body, {"TrackingID": tracking, **(headers or {})})
+
+    def serve_keys(self, handler, path: str) -> None:
+        if path != "/idb/oauth2/v2/keys/verificationjwk":
+            return self.error(handler, 404, "No such issuer")
+        if self.jwks_down:
+            return self.error(handler, 503, "Key service unavailable")
+        jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(signing_key().public_key()))
+        jwk.update(kid=self.kid, use="sig", alg="RS256")
+        self.send(handler, 200, {"keys": [jwk]})
+
+    def route(self, handler, path: str, body: bytes) -> None:
+        method = handler.command
+        if method == "POST" and path == "/v1/access_token":
+            return self.renew(handler, body)
+        if handler.headers.get("Authorization") != f"Bearer {self.access_token}":
+            return self.error(handler, 401, "The request requires a valid access token set in the Authorization request header.")
+        needed = "read" if method == "GET" else "write"
+        if needed not in self.scopes:
+            return self.error(handler, 403, "Unauthorized: missing scope spark-admin:datasource_" + needed)
+        match = re.fullmatch(r"/v1/dataSources(?:/(schemas)(?:/([^/]+))?|/([^/]+))?/?", path)
+        if not match:
+            return self.error(handler, 404, "Not found")
+        schemas, schema_id, source_id = match.groups()
+        if schemas and method == "GET":
+            if schema_id is None:
+                return self.send(handler, 200, {"items": list(self.schemas.values())})
+            if schema_id in self.schemas:
+                return self.send(handler, 200, self.schemas[schema_id])
+            return self.error(handler, 404, "Schema not found")
+        if source_id is None and method == "GET":
+            with self.lock:
+                items = [self.public_view(s) for s in self.sources.values()]
+            return self.send(handler, 200, {"items": items})
+        if source_id is None and method == "POST":
+            return self.write(handler, None, body)
+        with self.lock:
+            source = self.sources.get(source_id)
+        if source is None:
+            return self.error(handler, 404, "Data source not found")
+        if method == "GET":
+            return self.send(handler, 200, self.public_view(source))
+        if method == "PUT":
+            return self.write(handler, source, body)
+        if method == "DELETE":
+            with self.lock:
+                self.sources.pop(source_id, None)
+            return self.send(handler, 204)
+        return self.error(handler, 405, "Method not allowed")
+
+    def invalid(self, payload, updating: bool) -> str | None:
+        if not isinstance(payload, dict):
+            return "Body must be a JSON object"
+        for name in ("schemaId", "url", "audience", "subject", "nonce"):
+            if not isinstance(payload.get(name), str) or not payload[name]:
+                return f"{name} is required"
+        if payload["schemaId"] not in self.schemas:
+            return "schemaId is not one of the Service App's schemas"
+        url = urlsplit(payload["url"])
+        if url.scheme != "https" or not url.hostname:
+            return "url must be https"
+        if self.allowed_domains is not None and url.hostname not in self.allowed_domains:
+            return f"url domain {url.hostname} is not registered for the Service App"
+        lifetime = payload.get("tokenLifetimeMinutes")
+        if isinstance(lifetime, str) and lifetime.isdigit():
+            lifetime = int(lifetime)
+        if isinstance(lifetime, bool) or not isinstance(lifetime, int) or not 1 <= lifetime <= 1440:
+            return "tokenLifetimeMinutes must be 1 to 1440"
+        if updating:
+            if payload.get("status") not in ("active", "disabled"):
+                return "status must be active or disabled"
+            if payload["status"] == "disabled" and not payload.get("errorMessage"):
+                return "errorMessage is required when status is disabled"
+        return None
+
+    def write(self, handler, source: dict | None, body: bytes) -> None:
+        try:
+            payload = json.loads(body or b"null")
+        except ValueError:
+            return self.error(handler, 400, "Malformed JSON body")
+        problem = self.invalid(payload, updating=source is not None)
+        if problem:
+            return self.error(handler, 400, problem)
+        with self.lock:
+            if payload["nonce"] in self.used_nonces:
+                conflict = True
+            else:
+                conflict = False
+                self.used_nonces.add(payload["nonce"])
+        if conflict:
+            return self.error(handler, 409, "The nonce has already been used")
+        now = int(time.time())
+        lifetime = int(payload["tokenLifetimeMinutes"])
+        updated = dict(source or {"id": str(uuid.uuid4()), "createdBy": str(uuid.uuid4()), "createdAt": iso(now), "status": "active"})
+        updated.update({k: payload[k] for k in ("schemaId", "url", "audience", "subject", "nonce")})
+        updated.update(lifetime=lifetime, iat=now, exp=now + lifetime * 60)
+        updated.pop("issuer", None)
+        if source is not None:
+            updated["status"] = payload["status"]
+            updated["errorMessage"] = payload.get("errorMessage") if payload["status"] == "disabled" else None
+        self.issue(updated)
+        with self.lock:
+            self.sources[updated["id"]] = updated
+        self.send(handler, 200 if source else self.created_status, self.public_view(updated))
+
+    def renew(self, handler, body: bytes) -> None:
+        form = {k: v[0] for k, v in parse_qs(body.decode()).items()}
+        expected = {"grant_type": "refresh_token", "client_id": self.client_id, "client_secret": self.client_secret, "refresh_token": self.refresh_token}
+        if form != expected:
+            return self.error(handler, 400, "Invalid refresh token or client credentials")
+        self.access_token = "fake-access-renewed-" + secrets.token_hex(16)
+        self.refresh_token = "fake-refresh-renewed-" + secrets.token_hex(16)
+        self.send(handler, 200, {"access_token": self.access_token, "expires_in": 1209599,
+                                 "refresh_token": self.refresh_token, "refresh_token_expires_in": 7775999})
+
+
+def seed_demo(fake: FakeWebex, count: int = 5) -> None:
+    """A few sources that walk every menu path: fine, expiring soon, expired, disabled."""
+    fake.add_source(audience="Acme Contact Center", subject="transcripts", expires_in=20 * 3600)
+    fake.add_source(audience="Globex Voice", subject="virtual agent", lifetime=60, expires_in=20 * 60)
+    fake.add_source(audience="Initech", subject="call data", expires_in=-2 * 3600)
+    fake.add_source(audience="Umbrella", subject="paused", status="disabled", error_message="Contract paused until renewal")
+    for number in range(5, count + 1):
+        fake.add_source(audience=f"Customer {number:04d}", subject="BYODS", expires_in=(number * 97) % 86400)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Run the fake Webex BYODS API on 127.0.0.1.")
+    parser.add_argument("--sources", type=int, default=5, help="how many data sources to seed (at least 4)")
+    parser.add_argument("--latency-ms", type=float, default=0, help="simulated round trip per request")
+    args = parser.parse_args()
+    fake = FakeWebex(latency=args.latency_ms / 1000).start()
+    seed_demo(fake, args.sources)
+    print("Fake Webex API running. Put these in a .env file (or export them):\n")
+    for key, value in fake.env().items():
+        print(f"{key}={value}")
+    print("\nThen: python data-sources.py --env-file that-file      Ctrl-C here stops the fake.", flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        fake.stop()
+
+
+if __name__ == "__main__":
+    main()
