@@ -617,15 +617,19 @@ class WebexClient:
                 self.sleeper(BACKOFF_BASE * 2 ** (attempt - 1), error.message)
                 continue
             status = response.status_code
-            retryable = status in (POST_RETRY_STATUSES if method == "POST" else RETRY_STATUSES)
-            if retryable and attempt < MAX_ATTEMPTS:
-                wait = retry_after_seconds(response)
-                wait = min(BACKOFF_BASE * 2 ** (attempt - 1) if wait is None else wait, RETRY_WAIT_CAP)
-                if time.monotonic() - started + wait <= RETRY_BUDGET:
+            if status in (POST_RETRY_STATUSES if method == "POST" else RETRY_STATUSES):
+                asked = retry_after_seconds(response)
+                wait = min(BACKOFF_BASE * 2 ** (attempt - 1), RETRY_WAIT_CAP) if asked is None else asked
+                fits = wait <= RETRY_WAIT_CAP and time.monotonic() - started + wait <= RETRY_BUDGET
+                if fits and attempt < MAX_ATTEMPTS:
                     if status in (423, 429):
                         self._pause_everyone(wait)  # a rate limit slows every worker, not just this one
                     self.sleeper(wait, f"Webex answered {status}")
                     continue
+                error = error_from_response(response, method)
+                if asked is not None:
+                    error.hint = f"Webex asked to wait {asked:g} s: try again after that."
+                raise error
             if status == 401 and token is None and not renewed and self.settings.can_renew:
                 self._renew_once(sent_token)
                 renewed = True

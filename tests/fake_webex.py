@@ -53,6 +53,15 @@ def iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+class QuietServer(ThreadingHTTPServer):
+    """A dropped connection is a fault we inject, not news."""
+
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        pass
+
+
 @dataclass
 class Fault:
     method: str
@@ -133,21 +142,24 @@ class FakeWebex:
 
             do_POST = do_PUT = do_DELETE = do_GET
 
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        server.daemon_threads = True
+        server = QuietServer(("127.0.0.1", 0), Handler)
         if tls_context:
             server.socket = tls_context.wrap_socket(server.socket, server_side=True)
         return server
 
     def start(self):
         for server in (self.api, self.idb):
-            threading.Thread(target=server.serve_forever, daemon=True).start()
+            threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
         return self
 
     def stop(self):
         for server in (self.api, self.idb):
             server.shutdown()
             server.server_close()
+
+    def expire_access_token(self) -> None:
+        """The token the tool holds stops working, as a Service App token does after some days."""
+        self.access_token = "fake-access-unknown-" + secrets.token_hex(16)
 
     def env(self) -> dict:
         """The settings the tool needs to talk to this fake."""

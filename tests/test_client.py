@@ -1,0 +1,299 @@
+"""WebexClient against the fake API on a real socket: every operation, every fault."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import socket
+import ssl
+import threading
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.x509.oid import NameOID
+from fake_webex import FakeWebex, signing_key
+
+
+@pytest.fixture
+def waits():
+    return []
+
+
+@pytest.fixture
+def make_client(ds, fake, waits):
+    """A client for the fake; the sleeper records each wait (5xx backoff) instead of sleeping."""
+
+    def make(read_timeout=5.0, base_url=None, **settings):
+        conf = ds.Settings(access_token=fake.access_token, env_file=None, base_url=base_url or fake.base_url,
+                           connect_timeout=2.0, read_timeout=read_timeout, **settings)
+        return ds.WebexClient(conf, sleeper=lambda seconds, reason: waits.append((seconds, reason)))
+
+    return make
+
+
+@pytest.fixture
+def client(make_client):
+    return make_client()
+
+
+def payload(fake, **fields):
+    base = {"schemaId": next(iter(fake.schemas)), "url": "https://dap.example.com/new", "audience": "BYODS",
+            "subject": "BYODS", "nonce": "n-" + str(len(fake.seen)) + "-" + str(id(fields)), "tokenLifetimeMinutes": 60}
+    base.update(fields)
+    return base
+
+
+# -- every operation --------------------------------------------------------------------------
+
+
+def test_list_sources_returns_items_without_audience_which_the_view_reads_from_claims(ds, fake, client):
+    fake.add_source(audience="Acme", subject="calls", lifetime=90)
+    items = client.list_sources()
+    assert len(items) == 1 and "audience" not in items[0]
+    view = ds.source_view(items[0])
+    assert (view.audience, view.subject, view.lifetime_minutes) == ("Acme", "calls", 90)
+
+
+def test_every_operation_hits_its_documented_path(fake, client):
+    source = fake.add_source()
+    schema_id = next(iter(fake.schemas))
+    assert client.get_source(source["id"])["id"] == source["id"]
+    assert [s["id"] for s in client.list_schemas()] == list(fake.schemas)
+    assert client.get_schema(schema_id)["serviceType"] == "Voice Virtual Agent"
+    created = client.create_source(payload(fake))
+    assert created.status == 200 and created.tracking_id.startswith("ROUTER_")
+    updated = client.update_source(source["id"], payload(fake, status="active"))
+    assert updated.body["nonce"] == json.loads(fake.requests("PUT")[0].body)["nonce"]
+    assert client.delete_source(source["id"]).status == 204
+    seen = [(s.method, s.path) for s in fake.requests()]
+    assert seen == [
+        ("GET", f"/v1/dataSources/{source['id']}"), ("GET", "/v1/dataSources/schemas"), ("GET", f"/v1/dataSources/schemas/{schema_id}"),
+        ("POST", "/v1/dataSources"), ("PUT", f"/v1/dataSources/{source['id']}"), ("DELETE", f"/v1/dataSources/{source['id']}"),
+    ]
+    assert all(s.headers["Authorization"] == f"Bearer {fake.access_token}" for s in fake.requests())
+
+
+def test_register_accepts_201_as_success(fake, client):
+    fake.created_status = 201
+    assert client.create_source(payload(fake)).status == 201
+
+
+def test_webex_error_bodies_become_one_error_with_status_message_and_tracking_id(ds, fake, client):
+    with pytest.raises(ds.ApiError) as caught:
+        client.get_source("nope")
+    error = caught.value
+    assert error.status == 404 and error.message == "Data source not found" and error.tracking_id.startswith("ROUTER_")
+    assert "404" in str(error) and error.tracking_id in str(error)
+
+
+def test_a_401_says_the_token_is_invalid_and_how_to_fix_it(ds, fake, make_client):
+    client = make_client()
+    client.settings.access_token = "wrong-token-123456"
+    with pytest.raises(ds.ApiError) as caught:
+        client.list_sources()
+    assert caught.value.status == 401 and "WEBEX_REFRESH_TOKEN" in str(caught.value)
+
+
+@pytest.mark.parametrize("scope, call, expected", [("read", "list_sources", "spark-admin:datasource_read"), ("write", "delete_source", "spark-admin:datasource_write")])
+def test_a_403_names_the_missing_scope_and_the_service_app_token(ds, fake, client, scope, call, expected):
+    fake.scopes.discard(scope)
+    with pytest.raises(ds.ApiError) as caught:
+        getattr(client, call)(*([] if call == "list_sources" else ["any-id"]))
+    assert caught.value.status == 403 and expected in str(caught.value) and "personal token" in str(caught.value)
+
+
+# -- retries ----------------------------------------------------------------------------------
+
+
+def test_429_waits_the_retry_after_then_succeeds(fake, client, waits):
+    fake.fail("GET", "/v1/dataSources/", 429, headers={"Retry-After": "1"})
+    assert client.list_sources() == []
+    first, second = fake.requests("GET")
+    assert second.at - first.at >= 0.95
+    assert waits == [(1.0, "Webex answered 429")]
+
+
+def test_423_locked_is_retried_for_a_put(fake, client, waits):
+    source = fake.add_source()
+    fake.fail("PUT", ".*", 423, headers={"Retry-After": "0"})
+    assert client.update_source(source["id"], payload(fake, status="active")).status == 200
+    assert len(fake.requests("PUT")) == 2
+
+
+@pytest.mark.parametrize("status", [502, 503, 504])
+def test_gateway_errors_are_retried_with_growing_backoff_for_idempotent_calls(fake, client, waits, status):
+    fake.fail("GET", "/v1/dataSources/", status, times=3)
+    assert client.list_sources() == []
+    assert [seconds for seconds, _ in waits] == [0.5, 1.0, 2.0]
+
+
+def test_retries_are_bounded_then_reported(ds, fake, client, waits):
+    fake.fail("GET", "/v1/dataSources/", 503, times=99)
+    with pytest.raises(ds.ApiError) as caught:
+        client.list_sources()
+    assert caught.value.status == 503 and len(fake.requests("GET")) == ds.MAX_ATTEMPTS
+    assert "try again later" in str(caught.value)
+
+
+def test_a_retry_after_longer_than_the_budget_is_reported_without_waiting(ds, fake, client, waits):
+    fake.fail("GET", "/v1/dataSources/", 429, times=99, headers={"Retry-After": "100000"})
+    with pytest.raises(ds.ApiError) as caught:
+        client.list_sources()
+    assert caught.value.status == 429 and len(fake.requests("GET")) == 1
+    assert "asked to wait 100000 s" in str(caught.value)
+
+
+def test_post_is_never_retried_after_a_502(ds, fake, client):
+    fake.fail("POST", "/v1/dataSources", 502)
+    with pytest.raises(ds.ApiError):
+        client.create_source(payload(fake))
+    assert len(fake.requests("POST")) == 1
+
+
+@pytest.mark.parametrize("status", [429, 423, 503])
+def test_post_is_retried_when_webex_said_it_did_not_process_it(fake, client, status):
+    fake.fail("POST", "/v1/dataSources", status, headers={"Retry-After": "0"})
+    assert client.create_source(payload(fake)).status == 200
+    assert len(fake.requests("POST")) == 2 and len(fake.sources) == 1
+
+
+def test_post_is_not_retried_after_a_dropped_connection_and_says_to_check(ds, fake, client):
+    fake.fail("POST", "/v1/dataSources", drop=True)
+    with pytest.raises(ds.ApiError) as caught:
+        client.create_source(payload(fake))
+    assert len(fake.requests("POST")) == 1
+    assert caught.value.maybe_processed and "Refresh and check" in str(caught.value)
+
+
+def test_get_is_retried_after_a_dropped_connection(fake, client):
+    fake.fail("GET", "/v1/dataSources/", drop=True)
+    assert client.list_sources() == []
+    assert len(fake.requests("GET")) == 2
+
+
+def test_post_timeout_is_not_retried(ds, fake, make_client):
+    client = make_client(read_timeout=0.3)
+    fake.fail("POST", "/v1/dataSources", 200, delay=1.0, body={"id": "late"})
+    with pytest.raises(ds.ApiError) as caught:
+        client.create_source(payload(fake))
+    assert "did not answer within 0.3 s" in str(caught.value) and "may have been created" in str(caught.value)
+    assert len(fake.requests("POST")) == 1
+
+
+def test_get_timeout_is_retried(fake, make_client):
+    client = make_client(read_timeout=0.3)
+    fake.fail("GET", "/v1/dataSources/", 200, delay=1.0, body={"items": []})
+    assert client.list_sources() == []
+    assert len(fake.requests("GET")) == 2
+
+
+# -- no answer at all -------------------------------------------------------------------------
+
+
+def test_refused_connection_is_one_sentence(ds, make_client):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    client = make_client(base_url=f"http://127.0.0.1:{port}/v1")
+    with pytest.raises(ds.ApiError, match="refused the connection"):
+        client.list_sources()
+
+
+def test_dns_failure_is_one_sentence(ds, make_client, monkeypatch):
+    # No name server is reachable here, so the resolver itself answers "no such host".
+    def no_such_host(*args, **kwargs):
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_such_host)
+    client = make_client(base_url="https://webexapis.invalid/v1")
+    with pytest.raises(ds.ApiError, match="Cannot resolve the host webexapis.invalid"):
+        client.list_sources()
+
+
+def self_signed_context(tmp_path) -> ssl.SSLContext:
+    key = signing_key()
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(1).not_valid_before(now).not_valid_after(now + dt.timedelta(days=1)).sign(key, hashes.SHA256()))
+    (tmp_path / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+    return context
+
+
+def test_tls_failure_is_one_sentence(ds, tmp_path, make_client):
+    tls_fake = FakeWebex(tls_context=self_signed_context(tmp_path)).start()
+    try:
+        client = make_client(base_url=tls_fake.base_url)
+        with pytest.raises(ds.ApiError, match="TLS failed"):
+            client.list_sources()
+    finally:
+        tls_fake.stop()
+
+
+# -- malformed answers ------------------------------------------------------------------------
+
+
+def test_non_json_success_is_reported_not_crashed(ds, fake, client):
+    fake.fail("GET", "/v1/dataSources/", 200, body="{not json")
+    with pytest.raises(ds.ApiError, match="not JSON"):
+        client.list_sources()
+
+
+def test_an_html_error_page_still_gives_the_status(ds, fake, client):
+    fake.fail("GET", r"/v1/dataSources/x", 400, body="<html><body>Bad gateway config</body></html>")
+    with pytest.raises(ds.ApiError) as caught:
+        client.get_source("x")
+    assert caught.value.status == 400 and "Bad Request" in str(caught.value)
+
+
+def test_a_list_without_items_is_reported(ds, fake, client):
+    fake.fail("GET", "/v1/dataSources/", 200, body={"nothing": []})
+    with pytest.raises(ds.ApiError, match="'items' is missing"):
+        client.list_sources()
+
+
+def test_list_items_without_an_id_are_left_out(fake, client):
+    fake.fail("GET", "/v1/dataSources/", 200, body={"items": [{"id": "ok"}, {"url": "no id"}, "junk"]})
+    assert client.list_sources() == [{"id": "ok"}]
+
+
+# -- the access token -------------------------------------------------------------------------
+
+
+def test_a_401_with_refresh_credentials_renews_once_and_retries(ds, fake, make_client):
+    client = make_client(client_id=fake.client_id, client_secret=fake.client_secret, refresh_token=fake.refresh_token)
+    old = fake.access_token
+    renewed = []
+    client.on_token_renewed = lambda access, refresh: renewed.append((access, refresh))
+    fake.expire_access_token()
+    assert client.list_sources() == []
+    assert fake.access_token != old and renewed == [(fake.access_token, fake.refresh_token)]
+    form = fake.requests("POST", "/v1/access_token")[0]
+    assert "Authorization" not in form.headers and b"grant_type=refresh_token" in form.body
+    assert fake.requests("GET")[-1].headers["Authorization"] == f"Bearer {fake.access_token}"
+
+
+def test_concurrent_401s_renew_the_token_only_once(ds, fake, make_client):
+    client = make_client(client_id=fake.client_id, client_secret=fake.client_secret, refresh_token=fake.refresh_token)
+    fake.expire_access_token()
+    answers = []
+    threads = [threading.Thread(target=lambda: answers.append(client.list_sources())) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert answers == [[]] * 4
+    assert len(fake.requests("POST", "/v1/access_token")) == 1
+
+
+def test_a_failed_renewal_says_what_to_do(ds, fake, make_client):
+    client = make_client(client_id=fake.client_id, client_secret="wrong-secret-value", refresh_token=fake.refresh_token)
+    fake.expire_access_token()
+    with pytest.raises(ds.ApiError) as caught:
+        client.list_sources()
+    assert caught.value.status == 401 and "new refresh token" in str(caught.value)
+    assert "wrong-secret-value" not in str(caught.value)
