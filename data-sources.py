@@ -1409,13 +1409,13 @@ def countdown(seconds: float, reason: str) -> None:
     end = time.monotonic() + seconds
     with console.status(reason) as status:
         while (left := end - time.monotonic()) > 0:
-            status.update(f"{reason}: retrying in {math.ceil(left)} s")
+            status.update(f"{reason.rstrip('.')}: retrying in {math.ceil(left)} s")
             time.sleep(min(1.0, left))
 
 
 def announce_wait(seconds: float, reason: str) -> None:
     """The scripted wait before a retry: one line on stderr, then wait."""
-    err_console.print(f"{reason}: retrying in {seconds:g} s.")
+    err_console.print(f"{reason.rstrip('.')}: retrying in {seconds:g} s.")
     time.sleep(seconds)
 
 

@@ -239,13 +239,14 @@ class FakeWebex:
             "orgId": self.org_id,
             "applicationId": self.application_id,
             "status": source["status"],
-            "jwsToken": source["jwsToken"],
             "tokenExpiryTime": iso(source["exp"]),
             "nonce": source["nonce"],
             "createdBy": source["createdBy"],
             "createdAt": source["createdAt"],
             "url": source["url"],
         }
+        if "jwsToken" in source:  # tests delete it to model a malformed answer
+            body["jwsToken"] = source["jwsToken"]
         if source["status"] == "disabled" and source.get("errorMessage"):
             body["errorMessage"] = source["errorMessage"]
         return body
@@ -449,7 +450,7 @@ def seed_demo(fake: FakeWebex, count: int = 5) -> None:
     fake.add_source(audience="Initech", subject="call data", expires_in=-2 * 3600)
     fake.add_source(audience="Umbrella", subject="paused", status="disabled", error_message="Contract paused until renewal")
     for number in range(5, count + 1):
-        fake.add_source(audience=f"Customer {number:04d}", subject="BYODS", expires_in=(number * 97) % 86400)
+        fake.add_source(audience=f"Customer {number:04d}", subject="BYODS", expires_in=(2 + number % 22) * 3600)
 
 
 def main() -> None:
