@@ -97,7 +97,8 @@ def test_malformed_sources_show_as_unknown_and_the_rest_of_the_table_still_shows
     rows = {row.split("\t")[0]: row.split("\t") for row in result.stdout.splitlines()[1:]}
     assert rows[good["id"]][1] == "Good"
     assert rows[no_token["id"]][1] == "unknown" and rows[no_token["id"]][8] == "no token"
-    assert rows[garbage["id"]][7] == "unknown"
+    assert rows[garbage["id"]][1] == "unknown" and rows[garbage["id"]][7].startswith("in ")  # tokenExpiryTime still tells
+    assert rows[garbage["id"]][8].startswith("invalid")
     assert rows[odd_schema["id"]][3] == "unknown (00000000)"
 
 
