@@ -66,7 +66,7 @@ class QuietServer(ThreadingHTTPServer):
 class Fault:
     method: str
     path: str  # a regular expression matched against the whole path
-    status: int = 500
+    status: int | None = 500  # None: answer normally, after the delay
     times: int = 1
     headers: dict = field(default_factory=dict)
     body: object = None  # dict: JSON; str/bytes: sent as is; None: a Webex error body
@@ -283,7 +283,9 @@ class FakeWebex:
         try:
             if role == "api" and self.latency:
                 time.sleep(self.latency)
-            if fault:
+            if fault and fault.delay:
+                time.sleep(fault.delay)
+            if fault and fault.status is not None:
                 self.apply_fault(handler, fault)
             elif role == "idb":
                 self.serve_keys(handler, path)
@@ -295,8 +297,6 @@ class FakeWebex:
                 self.lock.notify_all()
 
     def apply_fault(self, handler, fault: Fault) -> None:
-        if fault.delay:
-            time.sleep(fault.delay)
         if fault.drop:
             handler.close_connection = True
             handler.connection.shutdown(2)
