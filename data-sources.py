@@ -62,6 +62,7 @@ MAX_WORKERS = 32
 DEFAULT_CONNECT_TIMEOUT = 5.0
 DEFAULT_READ_TIMEOUT = 30.0
 EXPIRING_SOON_SECONDS = 3600
+MENU_TABLE_ROWS = 40  # the menu's table shows the most urgent; the menu itself lists them all
 MAX_TEXT_LENGTH = 1024
 
 # Retries: 429/423/502-504 are retried, bounded in count and in total time. A POST is retried
@@ -1029,7 +1030,7 @@ def sort_views(views: list[SourceView], now: datetime) -> list[SourceView]:
     return sorted(views, key=lambda v: urgency(v, now))
 
 
-def sources_table(views, schemas, now, verdicts=None) -> Table:
+def sources_table(views, schemas, now, verdicts=None, limit=None) -> Table:
     table = Table(title=f"Data sources ({len(views)})", title_justify="left", expand=False)
     table.add_column("ID", no_wrap=True)
     for column in ("Audience", "Subject", "Schema", "URL", "Status"):
@@ -1037,7 +1038,8 @@ def sources_table(views, schemas, now, verdicts=None) -> Table:
     table.add_column("Expires", no_wrap=True)
     if verdicts is not None:
         table.add_column("Signature", overflow="fold")
-    for view in sort_views(views, now):
+    shown = sort_views(views, now)[:limit]
+    for view in shown:
         row = [
             view.short_id,
             view.audience or "unknown",
@@ -1053,6 +1055,8 @@ def sources_table(views, schemas, now, verdicts=None) -> Table:
         table.add_row(*(escape(cell) if isinstance(cell, str) else cell for cell in row))
     if not views:
         table.caption = "No data sources yet: choose Register to add one."
+    elif len(shown) < len(views):
+        table.caption = f"The {len(shown)} most urgent of {len(views)}: type in the menu to find any, or run --list for all."
     return table
 
 
@@ -1431,7 +1435,7 @@ class Menu:
     def run(self) -> int:
         while True:
             now = datetime.now(UTC)
-            console.print(sources_table(self.state.views, self.state.schemas, now))
+            console.print(sources_table(self.state.views, self.state.schemas, now, limit=MENU_TABLE_ROWS))
             for warning in self.state.warnings:
                 err_console.print(f"[yellow]Warning:[/] {escape(warning)}")
             notice = expiring_notice(self.state.views, now)

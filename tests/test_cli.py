@@ -289,3 +289,22 @@ def test_an_expired_token_is_renewed_and_saved_keeping_every_other_line(fake, tm
     assert stat.S_IMODE(env.stat().st_mode) == 0o600
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".env.")] == []
     assert fake.access_token not in result.stdout + result.stderr
+
+
+def test_list_and_rotation_do_not_import_the_prompt_libraries(fake, env_file):
+    import subprocess
+    import sys
+
+    from conftest import SCRIPT, child_env
+
+    fake.add_source()
+    probe = (
+        "import runpy, sys\n"
+        "sys.argv = ['data-sources.py', '--env-file', sys.argv[1], sys.argv[2], *sys.argv[3:]]\n"
+        "try:\n    runpy.run_path(%r, run_name='__main__')\n"
+        "except SystemExit as exit:\n    code = exit.code\n"
+        "print('LOADED', sorted(m for m in ('questionary', 'prompt_toolkit') if m in sys.modules), code)\n"
+    ) % str(SCRIPT)
+    for args in (["--list"], ["--rotate", "all"], ["--rotate-expiring", "60"]):
+        result = subprocess.run([sys.executable, "-c", probe, str(env_file), *args], capture_output=True, text=True, env=child_env(), stdin=subprocess.DEVNULL)
+        assert "LOADED [] 0" in result.stdout, (args, result.stdout, result.stderr)

@@ -406,3 +406,17 @@ def test_an_expired_token_in_the_menu_offers_a_new_one_and_carries_on(fake, term
     term.choose("Quit")
     assert term.exit_code() == 0
     assert f"WEBEX_ACCESS_TOKEN={fake.access_token}" in env_file.read_text()
+
+
+def test_with_many_sources_the_table_shows_the_most_urgent_and_the_menu_finds_any(fake, terminal):
+    for n in range(60):
+        fake.add_source(audience=f"Org {n:02d}", expires_in=3600 * (n + 2))
+    fake.add_source(audience="Lapsed", expires_in=-5)
+    term = terminal()
+    screen = term.wait_for("type to filter")
+    assert "The 40 most urgent of 61" in term.plain_transcript()
+    term.choose("Org 59")
+    assert "Org 59" in term.wait_for(r"Update this data source\?")
+    term.press("n")
+    term.choose("Quit")
+    assert term.exit_code() == 0 and screen

@@ -1,0 +1,145 @@
+"""Benchmark: python tests/bench.py   (not part of the test run; takes a few minutes)
+
+Starts the fake API on 127.0.0.1 with a simulated round trip and measures, medians over runs:
+time to the menu, requests and connections of a menu session, --list with 1000 sources, and
+bulk rotation of 200 sources sequential versus the default pool. Prints one table.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from conftest import SCRIPT, Terminal, child_env, write_env  # noqa: E402
+from fake_webex import FakeWebex, seed_demo  # noqa: E402
+
+RUNS = int(os.environ.get("BENCH_RUNS", "5"))
+FLOOR_IMPORTS = "import requests, dotenv.parser, rich.console, rich.table, rich.panel, questionary"
+
+
+def fake_with(sources: int, latency: float) -> FakeWebex:
+    fake = FakeWebex().start()
+    seed_demo(fake, sources)
+    fake.latency = latency
+    return fake
+
+
+def env_for(fake: FakeWebex, folder: Path) -> Path:
+    return write_env(folder / ".env", {**fake.env(), "WEBEX_RECORDS_DIR": folder / "records"})
+
+
+def time_to_menu(sources: int, latency: float, folder: Path) -> float:
+    fake = fake_with(sources, latency)
+    env = env_for(fake, folder)
+    times = []
+    for _ in range(RUNS):
+        started = time.perf_counter()
+        term = Terminal(["--env-file", env], child_env())
+        term.wait_for("type to filter", timeout=60)
+        times.append(time.perf_counter() - started)
+        term.child.terminate(force=True)
+    fake.stop()
+    return statistics.median(times)
+
+
+def import_floor() -> float:
+    times = []
+    for _ in range(RUNS):
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-c", FLOOR_IMPORTS], check=True)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def menu_session(folder: Path) -> dict:
+    """Start, view a source, update it keeping defaults, refresh, quit (100 ms round trip, so
+    requests that overlap are seen to overlap)."""
+    fake = fake_with(5, 0.1)
+    term = Terminal(["--env-file", env_for(fake, folder)], child_env())
+    term.choose("Acme")
+    term.wait_for(r"Update this data source\?")
+    term.press("y")
+    for label in ("Audience", "Subject", "URL", "Schema", "Token lifetime", "Nonce", "Status"):
+        term.wait_for(rf"\? {label}")
+        term.press("enter")
+    term.wait_for("Send this update")
+    term.press("y")
+    term.wait_for("Record:")
+    term.choose("Refresh")
+    term.choose("Quit")
+    term.exit_code()
+    fake.stop()
+    return {
+        "api_requests": len(fake.requests()),
+        "api_connections": fake.connections["api"],
+        "max_in_flight": fake.max_in_flight,
+        "key_requests": len(fake.requests(server="idb")),
+    }
+
+
+def run_measured(args, env) -> tuple[float, float]:
+    """Wall seconds and peak resident memory (MB) of one run of the tool."""
+    started = time.perf_counter()
+    process = subprocess.Popen([sys.executable, str(SCRIPT), *map(str, args)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, env=env)
+    _, status, usage = os.wait4(process.pid, 0)
+    elapsed = time.perf_counter() - started
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        raise SystemExit(f"{args} failed with {process.returncode}")
+    return elapsed, usage.ru_maxrss / 1024
+
+
+def list_thousand(folder: Path) -> tuple[float, float]:
+    fake = fake_with(1000, 0.0)
+    env = env_for(fake, folder)
+    runs = [run_measured(["--env-file", env, "--list"], child_env()) for _ in range(RUNS)]
+    fake.stop()
+    return statistics.median(r[0] for r in runs), max(r[1] for r in runs)
+
+
+def rotation(workers: int, folder: Path) -> tuple[float, int]:
+    fake = FakeWebex(latency=0.1).start()
+    for n in range(200):
+        fake.add_source(audience=f"Org {n}")
+    seconds, _ = run_measured(["--env-file", env_for(fake, folder), "--rotate", "all", "--workers", workers], child_env())
+    fake.stop()
+    return seconds, len(fake.requests())
+
+
+def main() -> None:
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        floor = import_floor()
+        rows.append(("import floor (python -c, same packages)", f"{floor * 1000:.0f} ms", ""))
+        for sources, latency in ((5, 0.0), (500, 0.0), (5, 0.2), (500, 0.2)):
+            seconds = time_to_menu(sources, latency, folder)
+            budget = floor + latency + 0.150
+            rows.append((f"time to menu, {sources} sources, {latency * 1000:.0f} ms round trip", f"{seconds * 1000:.0f} ms",
+                         f"floor + RTT + 150 ms = {budget * 1000:.0f} ms: {'met' if seconds <= budget else 'NOT met'}"))
+        session = menu_session(folder)
+        rows.append(("menu session: API requests / connections / most in flight", f"{session['api_requests']} / {session['api_connections']} / {session['max_in_flight']}",
+                     f"key set fetches: {session['key_requests']}; connections <= in flight: {'met' if session['api_connections'] <= session['max_in_flight'] else 'NOT met'}"))
+        wall, memory = list_thousand(folder)
+        rows.append(("--list, 1000 sources, 0 ms", f"{wall * 1000:.0f} ms, {memory:.0f} MB peak", f"< 1500 ms and < 100 MB: {'met' if wall < 1.5 and memory < 100 else 'NOT met'}"))
+        sequential, seq_requests = rotation(1, folder)
+        pooled, pool_requests = rotation(4, folder)
+        rows.append(("rotate 200 sources, 100 ms, sequential (--workers 1)", f"{sequential:.1f} s", f"{seq_requests} requests"))
+        rows.append(("rotate 200 sources, 100 ms, default pool (4)", f"{pooled:.1f} s", f"{pool_requests} requests; speed-up {sequential / pooled:.1f}x: {'met' if sequential / pooled >= 3 else 'NOT met'}"))
+    width = max(len(r[0]) for r in rows)
+    print(f"data-sources.py benchmark, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, median of {RUNS} runs\n")
+    for name, value, note in rows:
+        print(f"{name:<{width}}  {value:>22}  {note}")
+    print(json.dumps({"rows": rows}), file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
