@@ -18,8 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from conftest import SCRIPT, Terminal, child_env, write_env  # noqa: E402
-from fake_webex import FakeWebex, seed_demo  # noqa: E402
+from conftest import SCRIPT, Terminal, child_env, write_env
+from fake_webex import FakeWebex, seed_demo
 
 RUNS = int(os.environ.get("BENCH_RUNS", "5"))
 FLOOR_IMPORTS = "import requests, dotenv.parser, rich.console, rich.table, rich.panel, questionary"

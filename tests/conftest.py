@@ -10,6 +10,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import ClassVar
 
 import pexpect
 import pyte
@@ -17,7 +18,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from fake_webex import FakeWebex  # noqa: E402
+from fake_webex import FakeWebex
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "data-sources.py"
@@ -70,7 +71,7 @@ def child_env(**extra) -> dict:
 def run_cli(*args, env_file=None, timeout=60, **extra_env) -> subprocess.CompletedProcess:
     """The tool without a terminal, as cron or a pipe runs it."""
     argv = [sys.executable, str(SCRIPT), *(["--env-file", str(env_file)] if env_file else []), *map(str, args)]
-    return subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL, env=child_env(**extra_env), timeout=timeout)
+    return subprocess.run(argv, check=False, capture_output=True, text=True, stdin=subprocess.DEVNULL, env=child_env(**extra_env), timeout=timeout)
 
 
 def record_files(records: Path, pattern: str = "*.json") -> list[Path]:
@@ -84,7 +85,7 @@ def load_record(path: Path) -> dict:
 class Terminal:
     """The tool in a pseudo-terminal: keys in, a rendered screen out (pyte), no sleeps."""
 
-    KEYS = {"enter": "\r", "down": "\x1b[B", "up": "\x1b[A", "ctrl-c": "\x03", "ctrl-u": "\x15", "backspace": "\x7f"}
+    KEYS: ClassVar[dict[str, str]] = {"enter": "\r", "down": "\x1b[B", "up": "\x1b[A", "ctrl-c": "\x03", "ctrl-u": "\x15", "backspace": "\x7f"}
 
     def __init__(self, args, env, rows=60, cols=200):
         self.screen = pyte.Screen(cols, rows)

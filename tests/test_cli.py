@@ -165,7 +165,8 @@ def test_rotate_one_id_sends_a_new_nonce_and_everything_else_unchanged(fake, env
 
 
 def test_rotate_accepts_a_unique_prefix_and_refuses_unknown_ids_before_rotating(fake, env_file):
-    one, two = fake.add_source(), fake.add_source()
+    one = fake.add_source()
+    fake.add_source()
     result = run_cli("--rotate", one["id"][:8], "no-such-id", env_file=env_file)
     assert result.returncode == 2 and "'no-such-id' is not a data source" in result.stderr
     assert fake.requests("PUT") == []
@@ -301,10 +302,10 @@ def test_list_and_rotation_do_not_import_the_prompt_libraries(fake, env_file):
     probe = (
         "import runpy, sys\n"
         "sys.argv = ['data-sources.py', '--env-file', sys.argv[1], sys.argv[2], *sys.argv[3:]]\n"
-        "try:\n    runpy.run_path(%r, run_name='__main__')\n"
+        f"try:\n    runpy.run_path({str(SCRIPT)!r}, run_name='__main__')\n"
         "except SystemExit as exit:\n    code = exit.code\n"
         "print('LOADED', sorted(m for m in ('questionary', 'prompt_toolkit') if m in sys.modules), code)\n"
-    ) % str(SCRIPT)
+    )
     for args in (["--list"], ["--rotate", "all"], ["--rotate-expiring", "60"]):
-        result = subprocess.run([sys.executable, "-c", probe, str(env_file), *args], capture_output=True, text=True, env=child_env(), stdin=subprocess.DEVNULL)
+        result = subprocess.run([sys.executable, "-c", probe, str(env_file), *args], check=False, capture_output=True, text=True, env=child_env(), stdin=subprocess.DEVNULL)
         assert "LOADED [] 0" in result.stdout, (args, result.stdout, result.stderr)

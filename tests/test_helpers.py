@@ -16,8 +16,11 @@ from hypothesis import strategies as st
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
 
+def encode(obj) -> str:
+    return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
+
+
 def token_with(claims) -> str:
-    encode = lambda obj: base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()  # noqa: E731
     return f"{encode({'alg': 'RS256', 'kid': 'k'})}.{encode(claims)}.c2ln"
 
 
