@@ -91,6 +91,7 @@ class Terminal:
         self.screen = pyte.Screen(cols, rows)
         self.stream = pyte.Stream(self.screen)
         self.transcript = ""
+        self.last_key_at = 0  # where the transcript stood when the last key was sent
         self.child = pexpect.spawn(sys.executable, [str(SCRIPT), *map(str, args)], env=env, dimensions=(rows, cols), encoding="utf-8", codec_errors="replace")
 
     def _pump(self, timeout: float) -> None:
@@ -104,34 +105,41 @@ class Terminal:
     def text(self) -> str:
         return "\n".join(line.rstrip() for line in self.screen.display)
 
-    def plain_transcript(self) -> str:
-        return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Z0-9]|\r", "", self.transcript)
+    def plain_transcript(self, start: int = 0) -> str:
+        return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Z0-9]|\r", "", self.transcript[start:])
 
-    def wait_for(self, pattern: str, timeout: float = 20) -> str:
-        """Read output until the screen shows pattern (a regular expression); return the screen."""
+    def wait_for(self, pattern: str, timeout: float = 20, after_last_key: bool = False) -> str:
+        """Read output until the screen shows pattern (a regular expression); return the screen.
+        after_last_key: it must be in what was drawn since the last key, not left from before."""
         import time
 
+        def shown() -> bool:
+            if after_last_key and not re.search(pattern, self.plain_transcript(self.last_key_at)):
+                return False
+            return bool(re.search(pattern, self.text()))
+
         deadline = time.monotonic() + timeout
-        while not re.search(pattern, self.text()):
+        while not shown():
             if time.monotonic() > deadline:
                 raise AssertionError(f"screen never showed {pattern!r}; it shows:\n{self.text()}")
             try:
                 self._pump(0.2)
             except pexpect.EOF:
-                if not re.search(pattern, self.text()):
+                if not shown():
                     raise AssertionError(f"program ended before showing {pattern!r}; screen:\n{self.text()}") from None
         return self.text()
 
     def press(self, *keys: str) -> None:
         for key in keys:
-            self.child.send(self.KEYS.get(key, key))
+            self.type(self.KEYS.get(key, key))
 
     def type(self, text: str) -> None:
+        self.last_key_at = len(self.transcript)
         self.child.send(text)
 
     def choose(self, label: str) -> None:
         """Pick a menu entry by typing part of its label into the select's filter."""
-        self.wait_for(r"type to filter")
+        self.wait_for(r"type to filter", after_last_key=True)
         self.type(label)
         self.wait_for(re.escape(label))
         self.press("enter")

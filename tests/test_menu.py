@@ -11,13 +11,42 @@ from fake_webex import seed_demo
 
 
 def menu_ready(term):
-    return term.wait_for(r"type to filter")
+    return term.wait_for(r"type to filter", after_last_key=True)
 
 
 def keep_defaults(term, *labels):
     for label in labels:
-        term.wait_for(rf"\? {label}")
+        term.wait_for(rf"\? {label}", after_last_key=True)
         term.press("enter")
+
+
+def quit_cleanly(term):
+    term.choose("Quit")
+    assert term.exit_code() == 0
+
+
+def rotate_first(term):
+    """Rotate, Enter on the most urgent source, Enter to confirm."""
+    term.choose("Rotate")
+    term.wait_for("Rotate which source")
+    term.press("enter")
+    term.wait_for(r"now\?")
+    term.press("enter")
+
+
+def open_update(term, audience):
+    term.choose(audience)
+    term.wait_for(r"Update this data source\?")
+    term.press("y")
+
+
+def delete_first(term, typed):
+    term.choose("Delete")
+    term.wait_for("Delete which source")
+    term.press("enter")
+    term.wait_for("To delete, type its audience")
+    term.type(typed)
+    term.press("enter")
 
 
 def test_startup_shows_the_table_with_trouble_on_top_and_the_fix_for_it(fake, terminal):
@@ -30,8 +59,7 @@ def test_startup_shows_the_table_with_trouble_on_top_and_the_fix_for_it(fake, te
     assert "--rotate-expiring 60" in screen
     for word in ("Register", "Rotate", "Refresh", "Quit", "Delete"):
         assert word in screen
-    term.choose("Quit")
-    assert term.exit_code() == 0
+    quit_cleanly(term)
 
 
 def test_view_shows_details_claims_and_a_verified_signature(fake, terminal):
@@ -43,17 +71,14 @@ def test_view_shows_details_claims_and_a_verified_signature(fake, terminal):
     assert re.search(r"Signature\s+valid", screen) and '"jti"' in screen and "sha256:" in screen
     assert source["jwsToken"] not in term.transcript
     term.press("n")
-    term.choose("Quit")
-    assert term.exit_code() == 0
+    quit_cleanly(term)
     assert len(fake.requests("GET", server="idb")) == 1
 
 
 def test_update_keeping_every_default_sends_the_same_values_with_a_new_nonce(fake, terminal, records):
     source = fake.add_source(audience="Acme", subject="calls", lifetime=90)
     term = terminal()
-    term.choose("Acme")
-    term.wait_for(r"Update this data source\?")
-    term.press("y")
+    open_update(term, "Acme")
     keep_defaults(term, "Audience: Acme", "Subject: calls", "URL: https://", "Schema:", r"Token lifetime .*: 90", "Nonce:", "Status:")
     screen = term.wait_for(r"Send this update")
     assert "nonce" in screen and source["nonce"] in screen
@@ -66,16 +91,13 @@ def test_update_keeping_every_default_sends_the_same_values_with_a_new_nonce(fak
     assert body["nonce"] != source["nonce"]
     [record] = record_files(records, f"data_source_update_{source['id']}_*.json")
     assert load_record(record)["configuration"] == body
-    term.choose("Quit")
-    assert term.exit_code() == 0
+    quit_cleanly(term)
 
 
 def test_disabling_requires_an_error_message_and_shows_what_changes(fake, terminal):
     source = fake.add_source(audience="Acme")
     term = terminal()
-    term.choose("Acme")
-    term.wait_for(r"Update this data source\?")
-    term.press("y")
+    open_update(term, "Acme")
     keep_defaults(term, "Audience:", "Subject:", "URL:", "Schema:", "Token lifetime", "Nonce:")
     term.wait_for(r"\? Status:")
     term.press("down", "enter")
@@ -91,8 +113,7 @@ def test_disabling_requires_an_error_message_and_shows_what_changes(fake, termin
     body = json.loads(fake.requests("PUT")[0].body)
     assert body["status"] == "disabled" and body["errorMessage"] == "Contract ended"
     assert fake.sources[source["id"]]["status"] == "disabled"
-    term.choose("Quit")
-    assert term.exit_code() == 0
+    quit_cleanly(term)
 
 
 def test_register_with_defaults_needs_only_the_url_and_the_new_source_appears(fake, terminal, records):
@@ -116,8 +137,7 @@ def test_register_with_defaults_needs_only_the_url_and_the_new_source_appears(fa
     assert len(record_files(records, f"data_source_registration_{new_id}_*.json")) == 1
     screen = menu_ready(term)
     assert new_id[:8] in screen
-    term.choose("Quit")
-    assert term.exit_code() == 0
+    quit_cleanly(term)
 
 
 def test_bad_url_and_lifetime_are_refused_at_the_prompt_which_stays_open(fake, terminal):
@@ -150,8 +170,7 @@ def test_bad_url_and_lifetime_are_refused_at_the_prompt_which_stays_open(fake, t
     term.wait_for("Record:")
     body = json.loads(fake.requests("POST")[0].body)
     assert body["url"] == "https://dap.example.com/ok" and body["tokenLifetimeMinutes"] == 30
-    term.choose("Quit")
-    assert term.exit_code() == 0
+    quit_cleanly(term)
 
 
 def test_a_refused_registration_is_offered_again_with_everything_typed_kept(fake, terminal, records):
@@ -185,8 +204,7 @@ def test_a_refused_registration_is_offered_again_with_everything_typed_kept(fake
     term.press("y")
     term.wait_for(r"Done: registration")
     assert [s["audience"] for s in fake.sources.values()] == ["Typed Audience"]
-    term.choose("Quit")
-    assert term.exit_code() == 0
+    quit_cleanly(term)
 
 
 def test_rotate_takes_two_keystrokes_after_choosing_it_and_shows_the_new_expiry(fake, terminal, records):
@@ -202,8 +220,7 @@ def test_rotate_takes_two_keystrokes_after_choosing_it_and_shows_the_new_expiry(
     body = json.loads(fake.requests("PUT")[0].body)
     assert body["nonce"] != source["nonce"] and body["tokenLifetimeMinutes"] == 120
     assert len(record_files(records, f"data_source_rotation_{source['id']}_*.json")) == 1
-    term.choose("Quit")
-    assert term.exit_code() == 0
+    quit_cleanly(term)
 
 
 def test_rotating_all_urgent_sources_shows_a_progress_bar_and_summary(fake, terminal):
@@ -218,8 +235,7 @@ def test_rotating_all_urgent_sources_shows_a_progress_bar_and_summary(fake, term
     term.wait_for(r"Rotated 2, skipped 0, failed 0")
     assert re.search(r"Rotating.*100%", term.plain_transcript())
     assert {p.path.rsplit("/", 1)[1] for p in fake.requests("PUT")} == {s["id"] for s in urgent}
-    term.choose("Quit")
-    assert term.exit_code() == 0
+    quit_cleanly(term)
 
 
 def test_refresh_rereads_the_list(fake, terminal):
@@ -228,8 +244,7 @@ def test_refresh_rereads_the_list(fake, terminal):
     fake.add_source(audience="Added Meanwhile")
     term.choose("Refresh")
     term.wait_for("Added Meanwhile")
-    term.choose("Quit")
-    assert term.exit_code() == 0
+    quit_cleanly(term)
     assert len(fake.requests("GET", "/v1/dataSources/")) == 2
     assert len(fake.requests("GET", "/v1/dataSources/schemas")) == 1
 
@@ -250,8 +265,7 @@ def test_ctrl_c_in_a_wizard_cancels_it_sends_nothing_and_the_menu_carries_on(fak
     term.press("ctrl-c")
     term.wait_for("Cancelled: nothing was sent")
     menu_ready(term)
-    term.choose("Quit")
-    assert term.exit_code() == 0
+    quit_cleanly(term)
     assert fake.requests("POST") == [] and record_files(records) == []
 
 
@@ -259,11 +273,7 @@ def test_ctrl_c_while_a_write_is_in_flight_records_the_answer_then_exits_130(fak
     source = fake.add_source(audience="Acme")
     fake.fail("PUT", ".*", None, delay=1.5)
     term = terminal()
-    term.choose("Rotate")
-    term.wait_for("Rotate which source")
-    term.press("enter")
-    term.wait_for(r"now\?")
-    term.press("enter")
+    rotate_first(term)
     assert fake.wait_for(lambda f: f.requests("PUT"))
     term.press("ctrl-c")
     assert term.exit_code() == 130
@@ -276,57 +286,36 @@ def test_an_api_error_shows_status_message_and_tracking_id_and_the_menu_carries_
     fake.add_source(audience="Acme")
     fake.fail("PUT", ".*", 409)
     term = terminal()
-    term.choose("Rotate")
-    term.wait_for("Rotate which source")
-    term.press("enter")
-    term.wait_for(r"now\?")
-    term.press("enter")
+    rotate_first(term)
     screen = term.wait_for(r"Webex answered 409")
     assert "Injected fault 409" in screen and "ROUTER_" in screen
     menu_ready(term)
-    term.choose("Quit")
-    assert term.exit_code() == 0
+    quit_cleanly(term)
 
 
 def test_a_rate_limit_shows_a_countdown_then_succeeds(fake, terminal):
     fake.add_source(audience="Acme")
     fake.fail("PUT", ".*", 429, headers={"Retry-After": "2"})
     term = terminal()
-    term.choose("Rotate")
-    term.wait_for("Rotate which source")
-    term.press("enter")
-    term.wait_for(r"now\?")
-    term.press("enter")
+    rotate_first(term)
     term.wait_for(r"Webex answered 429: retrying in \d s")
     term.wait_for(r"Done: rotation")
-    term.choose("Quit")
-    assert term.exit_code() == 0
+    quit_cleanly(term)
 
 
 def test_delete_typed_wrong_sends_nothing(fake, terminal):
     source = fake.add_source(audience="Acme")
     term = terminal()
-    term.choose("Delete")
-    term.wait_for("Delete which source")
-    term.press("enter")
-    term.wait_for("To delete, type its audience")
-    term.type("Acne")
-    term.press("enter")
+    delete_first(term, "Acne")
     term.wait_for("does not match: nothing was deleted")
-    term.choose("Quit")
-    assert term.exit_code() == 0
+    quit_cleanly(term)
     assert fake.requests("DELETE") == [] and source["id"] in fake.sources
 
 
 def test_delete_typed_right_deletes_and_records_the_last_configuration(fake, terminal, records):
     source = fake.add_source(audience="Acme", subject="calls", lifetime=45)
     term = terminal()
-    term.choose("Delete")
-    term.wait_for("Delete which source")
-    term.press("enter")
-    term.wait_for("To delete, type its audience")
-    term.type(source["id"][:8])
-    term.press("enter")
+    delete_first(term, source["id"][:8])
     term.wait_for("Done: delete")
     screen = menu_ready(term)
     assert "No data sources yet" in screen
@@ -336,8 +325,7 @@ def test_delete_typed_right_deletes_and_records_the_last_configuration(fake, ter
     assert content["configuration"] == {"schemaId": source["schemaId"], "url": source["url"], "audience": "Acme",
                                         "subject": "calls", "tokenLifetimeMinutes": 45}
     assert content["api_response"]["status_code"] == 204
-    term.choose("Quit")
-    assert term.exit_code() == 0
+    quit_cleanly(term)
 
 
 def test_deleting_a_source_that_is_already_gone_says_so(fake, terminal, records):
@@ -345,16 +333,10 @@ def test_deleting_a_source_that_is_already_gone_says_so(fake, terminal, records)
     term = terminal()
     menu_ready(term)
     fake.sources.clear()
-    term.choose("Delete")
-    term.wait_for("Delete which source")
-    term.press("enter")
-    term.wait_for("To delete, type its audience")
-    term.type("Acme")
-    term.press("enter")
+    delete_first(term, "Acme")
     term.wait_for("already gone")
     menu_ready(term)
-    term.choose("Quit")
-    assert term.exit_code() == 0
+    quit_cleanly(term)
     assert len(record_files(records, "data_source_delete_failed_*.json")) == 1 and source["id"]
 
 
@@ -366,8 +348,7 @@ def test_schemas_lists_every_schema_and_shows_one(fake, terminal):
     term.press("enter")
     screen = term.wait_for(r"Schema [0-9a-f-]{36}")
     assert '"serviceType": "Voice Virtual Agent"' in screen
-    term.choose("Quit")
-    assert term.exit_code() == 0
+    quit_cleanly(term)
     assert len(fake.requests("GET", r"/v1/dataSources/schemas/[0-9a-f-]+")) == 1
 
 
@@ -384,8 +365,7 @@ def test_replacing_the_access_token_checks_it_hides_it_and_saves_it(fake, termin
     term.press("enter")
     term.wait_for("works and was saved")
     menu_ready(term)
-    term.choose("Quit")
-    assert term.exit_code() == 0
+    quit_cleanly(term)
     assert f"WEBEX_ACCESS_TOKEN={fake.access_token}\n" in env_file.read_text()
     assert fake.access_token not in term.transcript and "a-wrong-token-value" not in term.transcript
 
@@ -403,8 +383,7 @@ def test_an_expired_token_in_the_menu_offers_a_new_one_and_carries_on(fake, term
     term.type(fake.access_token)
     term.press("enter")
     term.wait_for("After Expiry")
-    term.choose("Quit")
-    assert term.exit_code() == 0
+    quit_cleanly(term)
     assert f"WEBEX_ACCESS_TOKEN={fake.access_token}" in env_file.read_text()
 
 
@@ -418,5 +397,4 @@ def test_with_many_sources_the_table_shows_the_most_urgent_and_the_menu_finds_an
     term.choose("Org 59")
     assert "Org 59" in term.wait_for(r"Update this data source\?")
     term.press("n")
-    term.choose("Quit")
-    assert term.exit_code() == 0 and screen
+    quit_cleanly(term) and screen
