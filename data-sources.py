@@ -36,6 +36,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import requests
+import urllib3.exceptions as u3
 from dotenv.parser import parse_stream
 from requests.adapters import HTTPAdapter
 from rich.console import Console
@@ -459,8 +460,6 @@ def _causes(exc: BaseException):
 
 def network_error(exc: requests.RequestException, method: str, host: str, timeouts) -> ApiError:
     """One sentence for a request that got no answer; maybe_processed if it may have arrived."""
-    import urllib3.exceptions as u3
-
     causes = list(_causes(exc))
     if isinstance(exc, requests.exceptions.SSLError):
         message, sent = (f"TLS failed with {host}: check the system clock, any proxy, or REQUESTS_CA_BUNDLE.", False)
@@ -1722,7 +1721,8 @@ def open_menu(client: WebexClient, settings: Settings, pending) -> int:
 
 def run(args, settings: Settings) -> int:
     rotating = args.rotate is not None or args.rotate_expiring is not None
-    menu = not (args.list or rotating or args.save_list and not can_prompt())
+    acting = args.list or rotating or (args.save_list and not can_prompt())  # runs and exits
+    menu = not acting
     if menu and not can_prompt():
         raise ConfigError(
             "No terminal to show the menu on. Use --list to print the sources, --save-list to snapshot them, "

@@ -38,11 +38,20 @@ def ds():
     return load_script()
 
 
+OUTPUTS: list[str] = []  # everything the tool printed during the current test
+
+
 @pytest.fixture
-def fake():
+def fake(tmp_path):
+    """The fake API; afterwards, no secret or raw token of it may appear in anything the tool
+    printed or in any JSON file it wrote, whatever the test was about."""
+    OUTPUTS.clear()
     server = FakeWebex().start()
     yield server
     server.stop()
+    written = [path.read_text(errors="replace") for path in tmp_path.rglob("*.json")]
+    for text in OUTPUTS + written:
+        assert server.leaked_secrets(text) == [], "a secret or raw jwsToken leaked"
 
 
 @pytest.fixture
@@ -71,7 +80,9 @@ def child_env(**extra) -> dict:
 def run_cli(*args, env_file=None, timeout=60, **extra_env) -> subprocess.CompletedProcess:
     """The tool without a terminal, as cron or a pipe runs it."""
     argv = [sys.executable, str(SCRIPT), *(["--env-file", str(env_file)] if env_file else []), *map(str, args)]
-    return subprocess.run(argv, check=False, capture_output=True, text=True, stdin=subprocess.DEVNULL, env=child_env(**extra_env), timeout=timeout)
+    result = subprocess.run(argv, check=False, capture_output=True, text=True, stdin=subprocess.DEVNULL, env=child_env(**extra_env), timeout=timeout)
+    OUTPUTS.append(result.stdout + result.stderr)
+    return result
 
 
 def record_files(records: Path, pattern: str = "*.json") -> list[Path]:
@@ -167,5 +178,6 @@ def terminal(env_file):
 
     yield start
     for term in started:
+        OUTPUTS.append(term.transcript)
         if term.child.isalive():
             term.child.terminate(force=True)

@@ -88,6 +88,7 @@ class Seen:
 class FakeWebex:
     def __init__(self, latency: float = 0.0, tls_context=None):
         self.latency = latency
+        self.secrets_held: set[str] = set()  # every token and secret this fake ever had
         self.access_token = "fake-access-" + secrets.token_hex(16)
         self.client_id = "fake-client-id"
         self.client_secret = "fake-client-secret-" + secrets.token_hex(8)
@@ -120,6 +121,17 @@ class FakeWebex:
         scheme = "https" if tls_context else "http"
         self.base_url = f"{scheme}://127.0.0.1:{self.api.server_address[1]}/v1"
         self.issuer = f"http://127.0.0.1:{self.idb.server_address[1]}/idb"
+
+    def __setattr__(self, name, value):
+        if name in ("access_token", "refresh_token", "client_secret"):
+            self.secrets_held.add(value)
+        super().__setattr__(name, value)
+
+    def leaked_secrets(self, text: str) -> list[str]:
+        """The secrets and raw tokens of this fake that appear in text."""
+        with self.lock:
+            known = self.secrets_held | set(self.issued_tokens)
+        return [secret for secret in known if secret in text]
 
     # -- lifecycle ------------------------------------------------------------------------------
     def _server(self, role, tls_context):
