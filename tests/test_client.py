@@ -297,3 +297,26 @@ def test_a_failed_renewal_says_what_to_do(ds, fake, make_client):
         client.list_sources()
     assert caught.value.status == 401 and "new refresh token" in str(caught.value)
     assert "wrong-secret-value" not in str(caught.value)
+
+
+def test_a_connect_timeout_is_one_sentence_and_nothing_was_sent(ds, make_client):
+    # A listener that never accepts, with its queue filled: the next handshake gets no answer.
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    fillers = []
+    for _ in range(3):
+        filler = socket.socket()
+        filler.setblocking(False)
+        filler.connect_ex(listener.getsockname())
+        fillers.append(filler)
+    client = make_client(base_url=f"http://127.0.0.1:{listener.getsockname()[1]}/v1")
+    client.timeouts = (0.3, 5.0)
+    try:
+        with pytest.raises(ds.ApiError) as caught:
+            client.create_source({"url": "x"})
+        assert "Could not connect" in str(caught.value) and "within 0.3 s" in str(caught.value)
+        assert not caught.value.maybe_processed
+    finally:
+        for sock in [*fillers, listener]:
+            sock.close()
