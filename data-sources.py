@@ -681,11 +681,11 @@ def parse_iso(value) -> datetime | None:
 
 
 def lifetime_minutes(claims: dict | None) -> int | None:
-    """exp - iat, in whole minutes, or None when the claims do not say."""
+    """exp - iat, in whole minutes (at least 1), or None when the claims do not say."""
     issued, expires = (claims or {}).get("iat"), (claims or {}).get("exp")
     if epoch_to_datetime(issued) is None or epoch_to_datetime(expires) is None or expires <= issued:
         return None
-    return round((expires - issued) / 60)
+    return max(1, round((expires - issued) / 60))
 
 
 def claim_text(value) -> str | None:
@@ -731,7 +731,7 @@ def source_view(item: dict) -> SourceView:
     claims, problem = decode_claims(item.get("jwsToken"))
     c = claims or {}
     api_lifetime = str(item.get("tokenLifetimeMinutes"))
-    lifetime = int(api_lifetime) if re.fullmatch(r"[0-9]{1,5}", api_lifetime) else lifetime_minutes(claims)
+    lifetime = int(api_lifetime) if re.fullmatch(r"[1-9][0-9]{0,4}", api_lifetime) else lifetime_minutes(claims)
     view = SourceView(
         id=item["id"],
         status=claim_text(item.get("status")),
@@ -956,8 +956,7 @@ def redact(value):
 def ensure_records_dir(records_dir: Path) -> None:
     """Fail before anything is sent if a record could not be written."""
     try:
-        if not records_dir.exists():
-            records_dir.mkdir(parents=True, mode=0o700)
+        records_dir.mkdir(parents=True, mode=0o700, exist_ok=True)  # exist_ok: workers race to make it
         with tempfile.TemporaryFile(dir=records_dir):
             pass
     except OSError as exc:
@@ -968,8 +967,8 @@ def ensure_records_dir(records_dir: Path) -> None:
 
 
 def write_record(records_dir: Path, name: str, content: dict) -> Path:
-    """Write {name}_{TS}.json: temporary file, fsync, hard link (which never overwrites)."""
-    ensure_records_dir(records_dir)
+    """Write {name}_{TS}.json: temporary file, fsync, hard link (which never overwrites).
+    Callers check the folder with ensure_records_dir before they send anything."""
     text = scrub(json.dumps(redact(content), indent=2, ensure_ascii=False, default=str)) + "\n"
     try:
         fd, temp_name = tempfile.mkstemp(dir=records_dir, prefix=".record-", suffix=".tmp")
@@ -1148,6 +1147,8 @@ def show_result(result: WriteResult, now: datetime) -> None:
         show_error(result.error)
     if result.record:
         console.print(f"Record: {result.record}")
+    elif result.record_error:
+        show_error(result.record_error)
 
 
 def expiring_notice(views, now) -> str | None:
@@ -1296,6 +1297,7 @@ class WriteResult:
     view: SourceView | None = None
     record: Path | None = None
     error: BaseException | None = None
+    record_error: RecordError | None = None  # Webex answered, but the record could not be written
 
 
 def fetch_state(client: WebexClient, known_schemas: dict | None = None) -> State:
@@ -1317,16 +1319,20 @@ def write_operation(records_dir: Path, operation: str, source_id, payload, send)
     """Every write: check the record can be written, send, record success or failure."""
     ensure_records_dir(records_dir)
     try:
-        reply = send()
-    except ApiError as error:
-        name = f"data_source_{operation}_failed"
-        path = write_record(records_dir, name, operation_record(operation, source_id, payload, None, error))
-        return WriteResult(operation, source_id, False, record=path, error=error)
-    body = reply.body if isinstance(reply.body, dict) else {}
+        reply, error = send(), None
+    except ApiError as exc:
+        reply, error = None, exc
+    body = reply.body if reply and isinstance(reply.body, dict) else {}
     source_id = body.get("id") or source_id
-    view = source_view(body) if body.get("id") else None
-    path = write_record(records_dir, f"data_source_{operation}_{source_id}", operation_record(operation, source_id, payload, reply, None))
-    return WriteResult(operation, source_id, True, view=view, record=path)
+    result = WriteResult(operation, source_id, error is None, view=source_view(body) if body.get("id") else None, error=error)
+    name = f"data_source_{operation}_{source_id}" if result.ok else f"data_source_{operation}_failed"
+    try:
+        result.record = write_record(records_dir, name, operation_record(operation, source_id, payload, reply, error))
+    except RecordError as exc:  # what Webex did stands; the result says the record is missing
+        outcome = "went through" if result.ok else "was refused"
+        result.record_error = RecordError(f"The {operation} {outcome}, but no record of it was kept. {exc} "
+                                          "Make room or fix the folder before the next change.")
+    return result
 
 
 def register_source(client, records_dir, payload) -> WriteResult:
@@ -1375,7 +1381,9 @@ def resolve_id(views, wanted: str) -> SourceView:
 
 
 def rotate_many(client, records_dir, views, lifetime, workers, on_result) -> list[WriteResult]:
-    """Rotate concurrently with a bounded pool; on Ctrl-C, requests in flight still get recorded."""
+    """Rotate concurrently with a bounded pool. If the batch stops (Ctrl-C), nothing more is sent,
+    and requests already in flight still get their answer recorded."""
+    ensure_records_dir(records_dir)
     results = []
     pool = ThreadPoolExecutor(max_workers=workers)
     futures = [pool.submit(rotate_source, client, records_dir, view, lifetime) for view in views]
@@ -1383,10 +1391,8 @@ def rotate_many(client, records_dir, views, lifetime, workers, on_result) -> lis
         for future in as_completed(futures):
             results.append(future.result())
             on_result(results[-1])
-    except KeyboardInterrupt:
+    finally:
         pool.shutdown(wait=True, cancel_futures=True)
-        raise
-    pool.shutdown()
     return results
 
 
@@ -1663,13 +1669,17 @@ def run_list(client: WebexClient, settings: Settings, state: State) -> int:
 def rotation_line(result: WriteResult) -> str:
     if result.ok:
         expires = local_time(result.view.expires_at) if result.view else "unknown"
-        return f"rotated  {result.source_id}  expires {expires}"
-    return f"failed   {result.source_id}  {scrub(str(result.error))}"
+        line = f"rotated  {result.source_id}  expires {expires}"
+    else:
+        line = f"failed   {result.source_id}  {scrub(str(result.error))}"
+    return f"{line}  {scrub(str(result.record_error))}" if result.record_error else line
 
 
 def rotation_summary(results: list[WriteResult], skipped: int, now: datetime) -> str:
     failed = sum(not r.ok for r in results)
     summary = f"Rotated {len(results) - failed}, skipped {skipped}, failed {failed}."
+    if unrecorded := sum(r.record_error is not None for r in results):
+        summary += f" {unrecorded} left no record."
     rotated = [r.view for r in results if r.ok and r.view and r.view.expires_at]
     if rotated:
         earliest = min(rotated, key=lambda v: v.expires_at)
@@ -1688,7 +1698,7 @@ def run_bulk_rotation(client, records_dir, targets, lifetime, workers, interacti
 
         def advance(result: WriteResult) -> None:
             progress.advance(task)
-            if not result.ok:
+            if not result.ok or result.record_error:
                 progress.console.print(escape(rotation_line(result)))
 
         return rotate_many(client, records_dir, targets, lifetime, workers, advance)
@@ -1704,7 +1714,7 @@ def run_rotation(client, settings, state, args) -> int:
     failed = [r for r in results if not r.ok]
     if any(getattr(r.error, "status", None) == 401 for r in failed):
         return 2
-    return 1 if failed else 0
+    return 1 if failed or any(r.record_error for r in results) else 0
 
 
 def open_menu(client: WebexClient, settings: Settings, pending) -> int:

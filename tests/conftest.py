@@ -7,6 +7,7 @@ import importlib.util
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -57,6 +58,14 @@ def fake(tmp_path):
 @pytest.fixture
 def records(tmp_path) -> Path:
     return tmp_path / "records"
+
+
+def break_folder(folder):
+    """Replace a folder by a file: even root cannot write records there."""
+    def replace():
+        shutil.rmtree(folder)
+        folder.write_text("no longer a folder")
+    return replace
 
 
 def write_env(path: Path, values: dict) -> Path:

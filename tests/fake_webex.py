@@ -23,6 +23,7 @@ import secrets
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -72,6 +73,7 @@ class Fault:
     body: object = None  # dict: JSON; str/bytes: sent as is; None: a Webex error body
     delay: float = 0.0
     drop: bool = False
+    on_arrival: Callable[[], None] | None = None  # runs when the request is in, before any answer
 
 
 @dataclass
@@ -298,6 +300,8 @@ class FakeWebex:
                 time.sleep(self.latency)
             if fault and fault.delay:
                 time.sleep(fault.delay)
+            if fault and fault.on_arrival:
+                fault.on_arrival()
             if fault and fault.status is not None:
                 self.apply_fault(handler, fault)
             elif role == "idb":

@@ -6,7 +6,7 @@ import json
 import re
 import stat
 
-from conftest import load_record, record_files, run_cli, write_env
+from conftest import break_folder, load_record, record_files, run_cli, write_env
 from fake_webex import seed_demo
 
 # -- startup and configuration ----------------------------------------------------------------
@@ -230,6 +230,26 @@ def test_a_failed_rotation_is_recorded_and_exits_1(fake, env_file, records):
     assert content["success"] is False and content["data_source_id"] == bad["id"] and "400" in content["error"]
     assert content["api_response"]["status_code"] == 400
     assert len(record_files(records, f"data_source_rotation_{good['id']}_*.json")) == 1
+
+
+def test_a_rotation_whose_record_cannot_be_written_is_reported_as_done_but_unrecorded(fake, env_file, records):
+    source = fake.add_source()
+    fake.fail("PUT", ".*", None, on_arrival=break_folder(records))
+    result = run_cli("--rotate", "all", env_file=env_file)
+    assert result.returncode == 1
+    assert fake.sources[source["id"]]["nonce"] == json.loads(fake.requests("PUT")[0].body)["nonce"]
+    assert f"rotated  {source['id']}" in result.stdout and "went through, but no record of it was kept" in result.stdout
+    assert "Rotated 1, skipped 0, failed 0. 1 left no record." in result.stdout
+    assert "Traceback" not in result.stderr
+
+
+def test_a_batch_stops_sending_when_the_records_folder_goes_away(fake, env_file, records):
+    first, second = fake.add_source(expires_in=60), fake.add_source(expires_in=120)
+    fake.fail("PUT", ".*", None, on_arrival=break_folder(records))
+    result = run_cli("--rotate", "all", "--workers", "1", env_file=env_file)
+    assert result.returncode == 1 and "Nothing was sent" in result.stderr and "Traceback" not in result.stderr
+    assert len(fake.requests("PUT")) == 1 and "no record of it was kept" in result.stdout
+    assert {first["id"], second["id"]} >= rotated_ids(fake)
 
 
 def test_a_429_storm_slows_every_worker_and_still_finishes(fake, env_file):

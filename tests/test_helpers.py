@@ -6,11 +6,12 @@ import base64
 import json
 import os
 import stat
+import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from conftest import load_record, write_env
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
@@ -116,6 +117,11 @@ def test_source_view_prefers_the_apis_fields_when_it_sends_them(ds):
     assert (view.audience, view.subject, view.lifetime_minutes) == ("From API", "api-sub", 90)
 
 
+@pytest.mark.parametrize("api_lifetime", [0, "0", -5, "ninety", None])
+def test_a_lifetime_from_the_api_that_is_not_a_positive_number_gives_way_to_the_claims(ds, api_lifetime):
+    assert ds.source_view(item(tokenLifetimeMinutes=api_lifetime)).lifetime_minutes == 60
+
+
 def test_source_view_survives_missing_and_garbage_tokens(ds):
     for token in (None, "", "not-a-jwt", "a.!!!.c", token_with(["a list"]), 42):
         view = ds.source_view({"id": "x", "jwsToken": token})
@@ -135,6 +141,7 @@ def test_claim_mismatches_name_the_claim_and_the_field(ds):
 
 
 @given(st.dictionaries(st.sampled_from(["iat", "exp", "aud", "sub", "jti"]), st.one_of(st.integers(), st.floats(), st.text(), st.none(), st.lists(st.text(), max_size=2))))
+@example(claims={"iat": 0, "exp": 1.0})  # a token living one second still has a lifetime of 1 minute
 @settings(max_examples=300, deadline=None)
 def test_any_claims_give_a_view_without_crashing(ds, claims):
     view = ds.source_view({"id": "x", "jwsToken": token_with(claims)})
@@ -195,6 +202,7 @@ def test_redact_replaces_every_jws_token_with_claims_and_fingerprint(ds):
 
 def test_a_hundred_records_in_the_same_second_give_a_hundred_files_with_mode_0600(ds, tmp_path):
     records = tmp_path / "records"
+    ds.ensure_records_dir(records)
     paths = {ds.write_record(records, "data_source_update_abc", {"n": n}) for n in range(100)}
     assert len(paths) == 100 == len(list(records.glob("*.json")))
     assert not list(records.glob(".record-*"))
@@ -213,6 +221,25 @@ def test_a_record_folder_that_cannot_be_made_is_refused_before_anything_is_sent(
     blocker.write_text("")
     with pytest.raises(ds.RecordError, match="Nothing was sent"):
         ds.ensure_records_dir(blocker / "records")
+
+
+def test_workers_making_the_records_folder_at_once_all_succeed(ds, tmp_path):
+    for attempt in range(30):
+        folder, start, errors = tmp_path / str(attempt) / "records", threading.Barrier(8), []
+
+        def make(folder=folder, start=start, errors=errors):
+            start.wait()
+            try:
+                ds.ensure_records_dir(folder)
+            except ds.RecordError as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=make) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == [] and folder.is_dir()
 
 
 def test_secrets_are_scrubbed_from_records(ds, tmp_path):
