@@ -419,13 +419,11 @@ def error_from_response(response: requests.Response, method: str) -> ApiError:
     else:
         tracking = None
     tracking = response.headers.get("TrackingID") or tracking
-    return ApiError(
-        message or response.reason or "no message",
-        status=response.status_code,
-        tracking_id=tracking,
-        hint=status_hint(response.status_code, method),
-        body=body,
-    )
+    hint = status_hint(response.status_code, method)
+    if response.is_redirect:
+        hint = (f"It pointed to {response.headers['Location']}, which this tool does not follow, so nothing was "
+                f"changed: check WEBEX_API_BASE_URL (normally {DEFAULT_BASE_URL}).")
+    return ApiError(message or response.reason or "no message", status=response.status_code, tracking_id=tracking, hint=hint, body=body)
 
 
 def parse_body(response: requests.Response):
@@ -555,12 +553,13 @@ class WebexClient:
         s = self.settings
         form = {"grant_type": "refresh_token", "client_id": s.client_id, "client_secret": s.client_secret, "refresh_token": s.refresh_token}
         try:
-            response = self.session.post(f"{s.base_url}/access_token", data=form, timeout=self.timeouts)
+            response = self.session.post(f"{s.base_url}/access_token", data=form, timeout=self.timeouts, allow_redirects=False)
         except requests.RequestException as exc:
             raise network_error(exc, "POST", self.host, self.timeouts) from None
-        body = parse_body(response) if response.ok else None
-        if not response.ok or not isinstance(body, dict) or not body.get("access_token"):
-            error = error_from_response(response, "POST") if not response.ok else ApiError("no access_token in the answer")
+        answered = response.status_code < 300
+        body = parse_body(response) if answered else None
+        if not answered or not isinstance(body, dict) or not body.get("access_token"):
+            error = ApiError("no access_token in the answer") if answered else error_from_response(response, "POST")
             raise ApiError(
                 f"Could not renew the access token with the refresh token ({error.message}).",
                 status=401,
@@ -609,6 +608,7 @@ class WebexClient:
                     json=payload,
                     headers={"Authorization": f"Bearer {sent_token}"},
                     timeout=self.timeouts,
+                    allow_redirects=False,  # a redirected PUT would come back a GET, and "succeed"
                 )
             except requests.RequestException as exc:
                 error = network_error(exc, method, self.host, self.timeouts)
@@ -634,7 +634,7 @@ class WebexClient:
                 self._renew_once(sent_token)
                 renewed = True
                 continue
-            if status >= 400:
+            if status >= 300:
                 raise error_from_response(response, method)
             return Reply(status, response.headers.get("TrackingID"), parse_body(response))
         raise AssertionError("unreachable: the last attempt returns or raises")

@@ -299,6 +299,27 @@ def test_a_failed_renewal_says_what_to_do(ds, fake, make_client):
     assert "wrong-secret-value" not in str(caught.value)
 
 
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+def test_a_redirect_is_not_followed_so_the_token_stays_home_and_a_put_is_not_turned_into_a_get(ds, fake, client, host):
+    source = fake.add_source()
+    elsewhere = f"http://{host}:{fake.idb.server_address[1]}/idb/oauth2/v2/keys/verificationjwk"
+    fake.fail("PUT", ".*", 302, headers={"Location": elsewhere})
+    with pytest.raises(ds.ApiError) as caught:
+        client.update_source(source["id"], payload(fake, status="active"))
+    assert caught.value.status == 302 and elsewhere in str(caught.value) and "WEBEX_API_BASE_URL" in str(caught.value)
+    assert [s.method for s in fake.requests()] == ["PUT"] and fake.requests(server="idb") == []
+
+
+def test_a_redirected_renewal_is_not_followed_and_says_what_to_do(ds, fake, make_client):
+    client = make_client(client_id=fake.client_id, client_secret=fake.client_secret, refresh_token=fake.refresh_token)
+    fake.expire_access_token()
+    fake.fail("POST", "/v1/access_token", 307, headers={"Location": fake.issuer + "/oauth2/v2/keys/verificationjwk"})
+    with pytest.raises(ds.ApiError) as caught:
+        client.list_sources()
+    assert caught.value.status == 401 and "new refresh token" in str(caught.value)
+    assert fake.requests(server="idb") == [] and fake.client_secret not in str(caught.value)
+
+
 def test_a_connect_timeout_is_one_sentence_and_nothing_was_sent(ds, make_client):
     # A listener that never accepts, with its queue filled: the next handshake gets no answer.
     listener = socket.socket()
