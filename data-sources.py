@@ -33,14 +33,13 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import requests
 import urllib3.exceptions as u3
 from dotenv.parser import parse_stream
 from requests.adapters import HTTPAdapter
 from rich.console import Console
-from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
@@ -65,6 +64,7 @@ DEFAULT_READ_TIMEOUT = 30.0
 EXPIRING_SOON_SECONDS = 3600
 MENU_TABLE_ROWS = 40  # the menu's table shows the most urgent; the menu itself lists them all
 MAX_TEXT_LENGTH = 1024
+CELL_WIDTH = 60  # a table cell or menu line shows this much of a value; details show it whole
 
 # Retries: 429/423/502-504 are retried, bounded in count and in total time. A POST is retried
 # only where the server said it did not process it, because a lost answer may hide a new source.
@@ -105,6 +105,29 @@ def scrub(text: str) -> str:
     for secret in SECRETS:
         text = text.replace(secret, "[redacted]")
     return text
+
+
+# C0 and C1 controls, ESC, BEL, DEL, bidirectional overrides and marks, line separators: any of
+# them from an answer could clear the screen, retitle the window, reorder text or split a row.
+_UNSAFE_CHARS = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_NAMED_ESCAPES = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}
+
+
+def _visible_escape(char: str) -> str:
+    code = ord(char)
+    return _NAMED_ESCAPES.get(char) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+
+
+def safe_text(value) -> str:
+    """The one way an outside string reaches the terminal: secrets redacted, control characters
+    and bidi overrides shown as visible escapes (\\x1b, \\n, \\u202e), printable Unicode kept.
+    Records keep exact values: this is for the screen and the pipe only."""
+    text = value if isinstance(value, str) else str(value)
+    return _UNSAFE_CHARS.sub(lambda match: _visible_escape(match[0]), scrub(text))
+
+
+def clip(text: str, width: int = CELL_WIDTH) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def remember_secret(value: str | None) -> None:
@@ -192,6 +215,14 @@ def validate_error_message(text: str) -> bool | str:
     if verdict == "This field is required.":
         return "Disabling needs an error message: Control Hub shows it to the customer's admin."
     return verdict
+
+
+_PLAIN_ID = re.compile(r"[A-Za-z0-9_=.-]{1,256}")
+
+
+def plain_id(value) -> bool:
+    """Ids go into URL paths and file names: letters, digits, - _ = . only, and never . or .."""
+    return isinstance(value, str) and bool(_PLAIN_ID.fullmatch(value)) and value not in (".", "..")
 
 
 def argparse_type(validator, convert=str):
@@ -473,9 +504,8 @@ def network_error(exc: requests.RequestException, method: str, host: str, timeou
         message, sent = (f"The connection to {host} dropped before an answer came.", True)
     else:
         message, sent = (f"The request to {host} failed: {type(exc).__name__}.", False)
-    if sent and method == "POST":
-        message += " The data source may have been created: Refresh and check before registering again."
-    return ApiError(message, maybe_processed=sent)
+    hint = "The data source may have been created: Refresh and check before registering again." if sent and method == "POST" else ""
+    return ApiError(message, hint=hint, maybe_processed=sent)
 
 
 def retry_after_seconds(response: requests.Response) -> float | None:
@@ -501,6 +531,15 @@ def wait_quietly(seconds: float, reason: str) -> None:
     time.sleep(seconds)
 
 
+def source_path(*ids: str) -> str:
+    """/dataSources/{id...}: each id checked, then percent-encoded, so no id can change the path."""
+    for value in ids:
+        if not plain_id(value):
+            raise ApiError(f"The id {clip(str(value), 40)!r} is not a plain identifier (letters, digits, -, _, =, .), "
+                           "so it was not sent to Webex. Report the source to Webex support.")
+    return "/dataSources/" + "/".join(quote(value, safe="") for value in ids)
+
+
 class WebexClient:
     """The Webex BYODS API. Thread-safe: bulk rotation shares one client among workers."""
 
@@ -519,26 +558,28 @@ class WebexClient:
         self._paused_until = 0.0
 
     # One method per API operation.
-    def list_sources(self) -> list[dict]:
+    def list_sources(self) -> list:
+        """Every item Webex listed, as it came: fetch_state counts the ones it cannot use."""
         return self._items(self._request("GET", "/dataSources/").body, "data sources")
 
     def get_source(self, source_id: str) -> dict:
-        return self._request("GET", f"/dataSources/{source_id}").body
+        return self._request("GET", source_path(source_id)).body
 
     def create_source(self, payload: dict) -> Reply:
         return self._request("POST", "/dataSources", payload)
 
     def update_source(self, source_id: str, payload: dict) -> Reply:
-        return self._request("PUT", f"/dataSources/{source_id}", payload)
+        return self._request("PUT", source_path(source_id), payload)
 
     def delete_source(self, source_id: str) -> Reply:
-        return self._request("DELETE", f"/dataSources/{source_id}")
+        return self._request("DELETE", source_path(source_id))
 
     def list_schemas(self) -> list[dict]:
-        return self._items(self._request("GET", "/dataSources/schemas").body, "schemas")
+        items = self._items(self._request("GET", "/dataSources/schemas").body, "schemas")
+        return [item for item in items if isinstance(item, dict) and isinstance(item.get("id"), str)]
 
     def get_schema(self, schema_id: str) -> dict:
-        return self._request("GET", f"/dataSources/schemas/{schema_id}").body
+        return self._request("GET", source_path("schemas", schema_id)).body
 
     def check_token(self, token: str) -> None:
         """One list call with a candidate token; raises ApiError if Webex refuses it."""
@@ -575,10 +616,10 @@ class WebexClient:
             self.on_token_renewed(s.access_token, body.get("refresh_token"))
 
     @staticmethod
-    def _items(body, what: str) -> list[dict]:
+    def _items(body, what: str) -> list:
         if not isinstance(body, dict) or not isinstance(body.get("items"), list):
             raise ApiError(f"Webex's answer had no list of {what} ('items' is missing): try Refresh later.")
-        return [item for item in body["items"] if isinstance(item, dict) and isinstance(item.get("id"), str)]
+        return body["items"]
 
     def _pause_everyone(self, seconds: float) -> None:
         with self._lock:
@@ -654,7 +695,7 @@ def decode_claims(token) -> tuple[dict | None, str | None]:
         return None, "token unreadable (not three parts)"
     try:
         claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
-    except (binascii.Error, ValueError):
+    except (binascii.Error, ValueError, RecursionError):
         return None, "token unreadable (payload is not base64 JSON)"
     if not isinstance(claims, dict):
         return None, "token unreadable (claims are not an object)"
@@ -726,6 +767,14 @@ class SourceView:
         return self.status == "active"
 
 
+def item_id(item) -> str | None:
+    """A list item's id as text, or None when it has none that could name it."""
+    value = item.get("id") if isinstance(item, dict) else None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return value if isinstance(value, str) and value else None
+
+
 def source_view(item: dict) -> SourceView:
     """The API's fields first; the claims fill what the API omits (audience, subject, lifetime)."""
     claims, problem = decode_claims(item.get("jwsToken"))
@@ -733,7 +782,7 @@ def source_view(item: dict) -> SourceView:
     api_lifetime = str(item.get("tokenLifetimeMinutes"))
     lifetime = int(api_lifetime) if re.fullmatch(r"[1-9][0-9]{0,4}", api_lifetime) else lifetime_minutes(claims)
     view = SourceView(
-        id=item["id"],
+        id=item_id(item),
         status=claim_text(item.get("status")),
         schema_id=claim_text(item.get("schemaId")) or claim_text(c.get(CLAIM_SCHEMA)),
         url=claim_text(item.get("url")) or claim_text(c.get(CLAIM_URL)),
@@ -750,6 +799,8 @@ def source_view(item: dict) -> SourceView:
         raw=item,
     )
     view.warnings = claim_mismatches(view)
+    if not plain_id(view.id):
+        view.warnings.append("its id is not a plain identifier (letters, digits, -, _, =, .): it is never sent to Webex")
     return view
 
 
@@ -966,6 +1017,11 @@ def ensure_records_dir(records_dir: Path) -> None:
         ) from None
 
 
+def file_safe(source_id) -> str:
+    """An id as part of a record's name: only plain characters, so the file stays in its folder."""
+    return re.sub(r"[^A-Za-z0-9_=.-]", "_", str(source_id))[:100]
+
+
 def write_record(records_dir: Path, name: str, content: dict) -> Path:
     """Write {name}_{TS}.json: temporary file, fsync, hard link (which never overwrites).
     Callers check the folder with ensure_records_dir before they send anything."""
@@ -1028,29 +1084,34 @@ def sort_views(views: list[SourceView], now: datetime) -> list[SourceView]:
     return sorted(views, key=lambda v: urgency(v, now))
 
 
+def cell(value, style: str = "") -> Text:
+    """A table cell or one-line label from outside data: safe, and cut to fit."""
+    return Text(clip(safe_text(value)), style=style)
+
+
 def sources_table(views, schemas, now, verdicts=None, limit=None) -> Table:
     table = Table(title=f"Data sources ({len(views)})", title_justify="left", expand=False)
     table.add_column("ID", no_wrap=True)
     for column in ("Audience", "Subject", "Schema", "URL", "Status"):
-        table.add_column(column, overflow="fold")
+        table.add_column(column, no_wrap=True, overflow="ellipsis")  # one line per source, whatever comes
     table.add_column("Expires", no_wrap=True)
     if verdicts is not None:
-        table.add_column("Signature", overflow="fold")
+        table.add_column("Signature", no_wrap=True, overflow="ellipsis")
     shown = sort_views(views, now)[:limit]
     for view in shown:
         row = [
-            view.short_id,
-            view.audience or "unknown",
-            view.subject or "unknown",
-            schema_name(schemas, view.schema_id),
-            view.url or "unknown",
-            Text(view.status or "unknown", style="green" if view.active else "red"),
-            Text(expiry_text(view, now), style=EXPIRY_STYLES[urgency(view, now)[0]]),
+            cell(view.short_id),
+            cell(view.audience or "unknown"),
+            cell(view.subject or "unknown"),
+            cell(schema_name(schemas, view.schema_id)),
+            cell(view.url or "unknown"),
+            cell(view.status or "unknown", "green" if view.active else "red"),
+            cell(expiry_text(view, now), EXPIRY_STYLES[urgency(view, now)[0]]),
         ]
         if verdicts is not None:
             verdict = verdicts[view.id]
-            row.append(Text(verdict.text, style="green" if verdict.state == "valid" else "yellow"))
-        table.add_row(*(escape(cell) if isinstance(cell, str) else cell for cell in row))
+            row.append(cell(verdict.text, "green" if verdict.state == "valid" else "yellow"))
+        table.add_row(*row)
     if not views:
         table.caption = "No data sources yet: choose Register to add one."
     elif len(shown) < len(views):
@@ -1074,7 +1135,7 @@ def plain_rows(views, schemas, now, verdicts) -> str:
             expiry_text(view, now),
             verdicts[view.id].text,
         ]
-        lines.append("\t".join(cell.replace("\t", " ") for cell in cells))
+        lines.append("\t".join(safe_text(value) for value in cells))  # a tab or newline inside shows as \\t, \\n
     return "\n".join(lines)
 
 
@@ -1103,12 +1164,12 @@ def details_panel(view: SourceView, schemas: dict, now: datetime, verdict: Verdi
     if isinstance(view.raw.get("jwsToken"), str):
         rows.append(("Token fingerprint", fingerprint(view.raw["jwsToken"])))
     for label, value in rows:
-        grid.add_row(label, escape(str(value)))
+        grid.add_row(label, Text(safe_text(value)))
     if view.claims:
-        grid.add_row("Claims", escape(json.dumps(view.claims, indent=2, ensure_ascii=False)))
+        grid.add_row("Claims", Text(safe_text(json.dumps(view.claims, indent=2, ensure_ascii=False))))
     for warning in view.warnings:
-        grid.add_row(Text("Warning", style="yellow"), Text(warning, style="yellow"))
-    return Panel(grid, title=f"Data source {view.short_id}", title_align="left")
+        grid.add_row(Text("Warning", style="yellow"), Text(safe_text(warning), style="yellow"))
+    return Panel(grid, title=Text(f"Data source {safe_text(view.short_id)}"), title_align="left")
 
 
 def changes_table(changes, title="Changes") -> Table:
@@ -1117,7 +1178,7 @@ def changes_table(changes, title="Changes") -> Table:
     table.add_column("Before", overflow="fold")
     table.add_column("After", overflow="fold")
     for name, before, after in changes:
-        table.add_row(name, escape(str(before)), Text(str(after), style="bold"))
+        table.add_row(name, Text(safe_text(before)), Text(safe_text(after), style="bold"))
     return table
 
 
@@ -1127,26 +1188,29 @@ def payload_table(payload: dict, schemas: dict, title: str) -> Table:
     table.add_column("Value", overflow="fold")
     for key, value in payload.items():
         shown = f"{schema_name(schemas, value)}  {value}" if key == "schemaId" else str(value)
-        table.add_row(key, escape(shown))
+        table.add_row(key, Text(safe_text(shown)))
     return table
 
 
 def show_error(error: BaseException) -> None:
-    err_console.print(Text("Error: ", style="bold red") + Text(scrub(str(error))))
+    err_console.print(Text("Error: ", style="bold red") + Text(safe_text(str(error))))
+
+
+def show_warning(message: str) -> None:
+    err_console.print(Text("Warning: ", style="yellow") + Text(safe_text(message)))
 
 
 def show_result(result: WriteResult, now: datetime) -> None:
     if result.ok and result.view:
-        console.print(
-            f"[green]Done:[/] {result.operation} of {result.view.short_id}; "
-            f"the token now expires {local_time(result.view.expires_at)} ({expiry_text(result.view, now)})."
-        )
+        done = (f"{result.operation} of {result.view.short_id}; the token now expires "
+                f"{local_time(result.view.expires_at)} ({expiry_text(result.view, now)}).")
+        console.print(Text("Done: ", style="green") + Text(safe_text(done)))
     elif result.ok:
-        console.print(f"[green]Done:[/] {result.operation} of {result.source_id}.")
+        console.print(Text("Done: ", style="green") + Text(safe_text(f"{result.operation} of {result.source_id}.")))
     else:
         show_error(result.error)
     if result.record:
-        console.print(f"Record: {result.record}")
+        console.print(Text(f"Record: {safe_text(result.record)}"))
     elif result.record_error:
         show_error(result.record_error)
 
@@ -1183,7 +1247,8 @@ def ask(question):
 
 
 def menu_title(view: SourceView, now: datetime) -> str:
-    return f"{view.audience or 'unknown'} · {view.status or 'unknown'} · {expiry_text(view, now)} · {view.short_id}"
+    audience, status = clip(safe_text(view.audience or "unknown")), clip(safe_text(view.status or "unknown"), 12)
+    return f"{audience} · {status} · {expiry_text(view, now)} · {safe_text(view.short_id)}"
 
 
 def prompt_menu(views, now):
@@ -1219,11 +1284,11 @@ def prompt_schema(schemas: dict, current: str | None) -> str:
     import questionary
 
     choices = [
-        questionary.Choice(f"{s.get('serviceType') or 'unnamed'}: {s.get('description') or 'no description'}", sid)
+        questionary.Choice(clip(safe_text(f"{s.get('serviceType') or 'unnamed'}: {s.get('description') or 'no description'}"), 2 * CELL_WIDTH), sid)
         for sid, s in schemas.items()
     ]
     if current and current not in schemas:
-        choices.insert(0, questionary.Choice(f"current: {schema_name(schemas, current)}", current))
+        choices.insert(0, questionary.Choice(f"current: {clip(safe_text(schema_name(schemas, current)))}", current))
     if not choices:
         return ask(questionary.text("Schema id (no schemas could be listed):", default=current or "", validate=validate_required))
     default = next((c for c in choices if c.value == current), None)
@@ -1298,6 +1363,7 @@ class WriteResult:
     record: Path | None = None
     error: BaseException | None = None
     record_error: RecordError | None = None  # Webex answered, but the record could not be written
+    reconciled: str | None = None  # a lost register answer, looked up: created, not_created, unknown
 
 
 def fetch_state(client: WebexClient, known_schemas: dict | None = None) -> State:
@@ -1312,22 +1378,38 @@ def fetch_state(client: WebexClient, known_schemas: dict | None = None) -> State
                 schema_map = {s["id"]: s for s in schemas.result()}
             except ApiError as exc:
                 warnings.append(f"Schemas could not be listed, so they show as unknown: {exc}")
-    return State([source_view(item) for item in items], schema_map, warnings)
+    views, unusable = views_from_items(items)
+    return State(views, schema_map, warnings + unusable)
 
 
-def write_operation(records_dir: Path, operation: str, source_id, payload, send) -> WriteResult:
-    """Every write: check the record can be written, send, record success or failure."""
+def views_from_items(items: list) -> tuple[list[SourceView], list[str]]:
+    """The items that name a source; the others are counted and warned about, never dropped silently."""
+    views = [source_view(item) for item in items if item_id(item)]
+    if skipped := len(items) - len(views):
+        return views, [f"{skipped} item(s) in Webex's list had no id (or were not objects), so they cannot be shown or changed."]
+    return views, []
+
+
+def write_operation(records_dir: Path, operation: str, source_id, payload, send, look_up=None) -> WriteResult:
+    """Every write: check the record can be written, send, record success or failure.
+    look_up(error) settles a write whose answer was lost: (reconciled, view found or None)."""
     ensure_records_dir(records_dir)
     try:
         reply, error = send(), None
     except ApiError as exc:
         reply, error = None, exc
     body = reply.body if reply and isinstance(reply.body, dict) else {}
-    source_id = body.get("id") or source_id
-    result = WriteResult(operation, source_id, error is None, view=source_view(body) if body.get("id") else None, error=error)
-    name = f"data_source_{operation}_{source_id}" if result.ok else f"data_source_{operation}_failed"
+    source_id = item_id(body) or source_id
+    result = WriteResult(operation, source_id, error is None, view=source_view(body) if item_id(body) else None, error=error)
+    if error and error.maybe_processed and look_up:
+        result.reconciled, result.view = look_up(error)
+        source_id = result.source_id = result.view.id if result.view else source_id
+    name = f"data_source_{operation}_{file_safe(source_id)}" if result.ok else f"data_source_{operation}_failed"
+    content = operation_record(operation, source_id, payload, reply, error)
+    if result.reconciled:
+        content["reconciled"] = result.reconciled
     try:
-        result.record = write_record(records_dir, name, operation_record(operation, source_id, payload, reply, error))
+        result.record = write_record(records_dir, name, content)
     except RecordError as exc:  # what Webex did stands; the result says the record is missing
         outcome = "went through" if result.ok else "was refused"
         result.record_error = RecordError(f"The {operation} {outcome}, but no record of it was kept. {exc} "
@@ -1336,7 +1418,24 @@ def write_operation(records_dir: Path, operation: str, source_id, payload, send)
 
 
 def register_source(client, records_dir, payload) -> WriteResult:
-    return write_operation(records_dir, "registration", None, payload, lambda: client.create_source(payload))
+    return write_operation(records_dir, "registration", None, payload, lambda: client.create_source(payload),
+                           lambda error: find_registered(client, payload, error))
+
+
+def find_registered(client, payload: dict, error: ApiError) -> tuple[str, SourceView | None]:
+    """A register whose answer was lost: list once, and look for a source with the same URL whose
+    token carries the nonce that was sent. The error's advice says what was found."""
+    try:
+        views, _ = views_from_items(client.list_sources())
+    except ApiError as exc:
+        error.hint = f"Whether it was created is unknown ({exc.message}): Refresh and check before registering again."
+        return "unknown", None
+    found = next((v for v in views if v.url == payload.get("url") and (v.claims or {}).get("jti") == payload.get("nonce")), None)
+    if found:
+        error.hint = f"Listing the sources shows it was created as {found.id}."
+        return "created", found
+    error.hint = "Listing the sources shows it was not created: safe to register again."
+    return "not_created", None
 
 
 def update_source(client, records_dir, source_id, payload, operation="update") -> WriteResult:
@@ -1416,15 +1515,16 @@ def run_to_completion(action, *args):
 def countdown(seconds: float, reason: str) -> None:
     """The menu's wait before a retry: visible, second by second."""
     end = time.monotonic() + seconds
-    with console.status(reason) as status:
+    reason = safe_text(reason).rstrip(".")
+    with console.status(Text(reason)) as status:
         while (left := end - time.monotonic()) > 0:
-            status.update(f"{reason.rstrip('.')}: retrying in {math.ceil(left)} s")
+            status.update(Text(f"{reason}: retrying in {math.ceil(left)} s"))
             time.sleep(min(1.0, left))
 
 
 def announce_wait(seconds: float, reason: str) -> None:
     """The scripted wait before a retry: one line on stderr, then wait."""
-    err_console.print(f"{reason.rstrip('.')}: retrying in {seconds:g} s.")
+    err_console.print(Text(f"{safe_text(reason).rstrip('.')}: retrying in {seconds:g} s."))
     time.sleep(seconds)
 
 
@@ -1442,10 +1542,10 @@ class Menu:
             now = datetime.now(UTC)
             console.print(sources_table(self.state.views, self.state.schemas, now, limit=MENU_TABLE_ROWS))
             for warning in self.state.warnings:
-                err_console.print(f"[yellow]Warning:[/] {escape(warning)}")
+                show_warning(warning)
             notice = expiring_notice(self.state.views, now)
             if notice:
-                console.print(f"[bold yellow]{escape(notice)}[/]")
+                console.print(Text(notice, style="bold yellow"))
             kind, source_id = prompt_menu(self.state.views, now)  # Ctrl-C here exits with 130
             if kind == "quit":
                 return 0
@@ -1480,7 +1580,7 @@ class Menu:
         show_result(result, datetime.now(UTC))
         if not result.ok and getattr(result.error, "status", None) == 401 and self.recover_token():
             return self.write(action, *args)
-        if result.ok and result.view:
+        if result.view:  # done, or a lost register answer found it created
             self.state.put(result.view)
         return result
 
@@ -1489,7 +1589,8 @@ class Menu:
         while True:
             payload = wizard(start)
             result = self.write(send, payload)
-            if result.ok or result.error.status is None or not confirm("Edit and try again?", True):
+            refused = result.error and (result.error.status is not None or result.reconciled == "not_created")
+            if not refused or not confirm("Edit and try again?", True):
                 return
             start = payload
 
@@ -1506,7 +1607,7 @@ class Menu:
         def wizard(start):
             payload = source_wizard(schemas, start, with_status=True)
             console.print(changes_table(changed_fields(payload_from_view(view), payload), "What will change"))
-            if not confirm(f"Send this update to {view.short_id}?", False):
+            if not confirm(f"Send this update to {safe_text(view.short_id)}?", False):
                 raise Cancelled
             return payload
 
@@ -1546,7 +1647,8 @@ class Menu:
         chosen = prompt_source(active, now, "Rotate which source?", extra)
         targets = urgent if chosen == "urgent" else [self.state.find(chosen)]
         for view in targets:
-            console.print(f"{view.short_id} {escape(view.audience or '')}: new nonce, lifetime {view.lifetime_minutes or DEFAULT_LIFETIME} minutes, everything else as it is.")
+            lifetime = view.lifetime_minutes or DEFAULT_LIFETIME
+            console.print(Text(f"{cell(view.short_id)} {cell(view.audience or '')}: new nonce, lifetime {lifetime} minutes, everything else as it is."))
         if not confirm(f"Rotate {len(targets)} token(s) now?", True):
             raise Cancelled
         if len(targets) == 1:
@@ -1562,7 +1664,7 @@ class Menu:
         now = datetime.now(UTC)
         view = self.state.find(prompt_source(self.state.views, now, "Delete which source?"))
         console.print(details_panel(view, self.state.schemas, now, None))
-        typed = prompt_text(f"To delete, type its audience ({view.audience}) or the first 8 characters of its id", "", lambda t: True)
+        typed = prompt_text(f"To delete, type its audience ({cell(view.audience)}) or the first 8 characters of its id", "", lambda t: True)
         if not typed or typed not in (view.audience, view.short_id):
             console.print("That does not match: nothing was deleted.")
             return
@@ -1580,13 +1682,13 @@ class Menu:
         for column in ("Service type", "Description", "Protocol", "App type", "ID", "URL"):
             table.add_column(column, overflow="fold")
         for s in schemas:
-            table.add_row(*(escape(str(s.get(k) or "-")) for k in ("serviceType", "description", "protocol", "appType", "id", "url")))
+            table.add_row(*(cell(s.get(k) or "-") for k in ("serviceType", "description", "protocol", "appType", "id", "url")))
         console.print(table)
-        choices = [questionary.Choice(s.get("serviceType") or s["id"], s["id"]) for s in schemas] + [questionary.Choice("Back", None)]
+        choices = [questionary.Choice(str(cell(s.get("serviceType") or s["id"])), s["id"]) for s in schemas] + [questionary.Choice("Back", None)]
         schema_id = ask(questionary.select("Show which schema?", choices))
         if schema_id:
             detail = self.client.get_schema(schema_id)
-            console.print(Panel(escape(json.dumps(detail, indent=2, ensure_ascii=False)), title=f"Schema {schema_id}", title_align="left"))
+            console.print(Panel(Text(safe_text(json.dumps(detail, indent=2, ensure_ascii=False))), title=Text(f"Schema {safe_text(schema_id)}"), title_align="left"))
 
     def do_token(self, _=None) -> None:
         """Check a pasted token with one list call before it replaces the one in .env."""
@@ -1599,7 +1701,7 @@ class Menu:
                 show_error(exc)
         self.client.use_token(token)
         save_env_values(self.settings.env_file, {"WEBEX_ACCESS_TOKEN": token})
-        console.print(f"The new access token works and was saved to {self.settings.env_file}.")
+        console.print(Text(f"The new access token works and was saved to {self.settings.env_file}."))
 
     def do_refresh(self, _=None) -> None:
         self.state = fetch_state(self.client, self.state.schemas or None)
@@ -1640,14 +1742,14 @@ def save_token_to_env(settings: Settings):
         if refresh_token:
             updates["WEBEX_REFRESH_TOKEN"] = refresh_token
         save_env_values(settings.env_file, updates)
-        err_console.print(f"The access token was renewed with the refresh token and saved to {settings.env_file}.")
+        err_console.print(Text(f"The access token was renewed with the refresh token and saved to {settings.env_file}."))
 
     return save
 
 
 def save_list(settings: Settings, state: State) -> None:
     path = write_record(settings.records_dir, "data_sources_list", list_record(state.views))
-    err_console.print(f"Saved the list of {len(state.views)} sources to {path}")
+    err_console.print(Text(f"Saved the list of {len(state.views)} sources to {path}"))
 
 
 def run_list(client: WebexClient, settings: Settings, state: State) -> int:
@@ -1655,14 +1757,14 @@ def run_list(client: WebexClient, settings: Settings, state: State) -> int:
     verifier = TokenVerifier(settings.trusted_issuers, settings.connect_timeout)
     verdicts = {view.id: verifier.verify(view, now) for view in state.views}
     for warning in state.warnings:
-        err_console.print(f"Warning: {warning}")
+        show_warning(warning)
     if sys.stdout.isatty():
         console.print(sources_table(state.views, state.schemas, now, verdicts))
-        for view in state.views:
-            for warning in view.warnings:
-                err_console.print(f"[yellow]Warning:[/] {view.short_id}: {escape(warning)}")
     else:
         print(plain_rows(state.views, state.schemas, now, verdicts))
+    for view in state.views:
+        for warning in view.warnings:
+            show_warning(f"{view.short_id}: {warning}")
     return 0
 
 
@@ -1671,8 +1773,8 @@ def rotation_line(result: WriteResult) -> str:
         expires = local_time(result.view.expires_at) if result.view else "unknown"
         line = f"rotated  {result.source_id}  expires {expires}"
     else:
-        line = f"failed   {result.source_id}  {scrub(str(result.error))}"
-    return f"{line}  {scrub(str(result.record_error))}" if result.record_error else line
+        line = f"failed   {result.source_id}  {result.error}"
+    return safe_text(f"{line}  {result.record_error}" if result.record_error else line)
 
 
 def rotation_summary(results: list[WriteResult], skipped: int, now: datetime) -> str:
@@ -1699,7 +1801,7 @@ def run_bulk_rotation(client, records_dir, targets, lifetime, workers, interacti
         def advance(result: WriteResult) -> None:
             progress.advance(task)
             if not result.ok or result.record_error:
-                progress.console.print(escape(rotation_line(result)))
+                progress.console.print(Text(rotation_line(result)))
 
         return rotate_many(client, records_dir, targets, lifetime, workers, advance)
 
@@ -1708,7 +1810,7 @@ def run_rotation(client, settings, state, args) -> int:
     now = datetime.now(UTC)
     targets, skipped = rotation_targets(state.views, args.rotate, args.rotate_expiring, now)
     for view in skipped:
-        print(f"skipped  {view.id}  disabled")
+        print(f"skipped  {safe_text(view.id)}  disabled")
     results = run_bulk_rotation(client, settings.records_dir, targets, args.lifetime, args.workers, sys.stdout.isatty())
     print(rotation_summary(results, len(skipped), datetime.now(UTC)))
     failed = [r for r in results if not r.ok]

@@ -56,6 +56,28 @@ def fake(tmp_path):
 
 
 @pytest.fixture
+def waits():
+    return []
+
+
+@pytest.fixture
+def make_client(ds, fake, waits):
+    """A client for the fake; the sleeper records each wait (5xx backoff) instead of sleeping."""
+
+    def make(read_timeout=5.0, base_url=None, **settings):
+        conf = ds.Settings(access_token=fake.access_token, env_file=None, base_url=base_url or fake.base_url,
+                           connect_timeout=2.0, read_timeout=read_timeout, **settings)
+        return ds.WebexClient(conf, sleeper=lambda seconds, reason: waits.append((seconds, reason)))
+
+    return make
+
+
+@pytest.fixture
+def client(make_client):
+    return make_client()
+
+
+@pytest.fixture
 def records(tmp_path) -> Path:
     return tmp_path / "records"
 

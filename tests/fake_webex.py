@@ -17,6 +17,7 @@ import argparse
 import base64
 import hashlib
 import hmac
+import io
 import json
 import re
 import secrets
@@ -27,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import jwt
 from cryptography.hazmat.primitives import serialization
@@ -72,7 +73,7 @@ class Fault:
     headers: dict = field(default_factory=dict)
     body: object = None  # dict: JSON; str/bytes: sent as is; None: a Webex error body
     delay: float = 0.0
-    drop: bool = False
+    drop: bool = False  # with status None: the request is carried out, then its answer is lost
     on_arrival: Callable[[], None] | None = None  # runs when the request is in, before any answer
 
 
@@ -212,6 +213,7 @@ class FakeWebex:
             "com.cisco.datasource.url": source["url"],
             "com.cisco.datasource.schema.uuid": source["schemaId"],
             "com.cisco.org.uuid": self.org_id,
+            **source.get("extra_claims", {}),
         }
 
     def issue(self, source: dict, kid=None, alg="RS256") -> None:
@@ -219,11 +221,11 @@ class FakeWebex:
 
     def add_source(self, audience="BYODS", subject="BYODS", url=None, schema_id=None, lifetime=1440,
                    expires_in=None, status="active", error_message=None, nonce=None, issuer=None,
-                   kid=None, alg="RS256") -> dict:
+                   kid=None, alg="RS256", source_id=None, extra_claims=None) -> dict:
         now = int(time.time())
         exp = now + (lifetime * 60 if expires_in is None else int(expires_in))
         source = {
-            "id": str(uuid.uuid4()),
+            "id": source_id or str(uuid.uuid4()),
             "schemaId": schema_id or next(iter(self.schemas)),
             "url": url or f"https://dap.example.com/{re.sub('[^a-z0-9]+', '-', audience.lower())}/{secrets.token_hex(3)}",
             "audience": audience,
@@ -238,6 +240,8 @@ class FakeWebex:
         }
         if issuer:
             source["issuer"] = issuer
+        if extra_claims:
+            source["extra_claims"] = extra_claims
         if error_message:
             source["errorMessage"] = error_message
         self.issue(source, kid, alg)
@@ -302,7 +306,9 @@ class FakeWebex:
                 time.sleep(fault.delay)
             if fault and fault.on_arrival:
                 fault.on_arrival()
-            if fault and fault.status is not None:
+            if fault and fault.drop and fault.status is None:
+                self.lose_answer(handler, path, body)
+            elif fault and fault.status is not None:
                 self.apply_fault(handler, fault)
             elif role == "idb":
                 self.serve_keys(handler, path)
@@ -322,6 +328,13 @@ class FakeWebex:
             self.error(handler, fault.status, f"Injected fault {fault.status}", fault.headers)
         else:
             self.send(handler, fault.status, fault.body, fault.headers)
+
+    def lose_answer(self, handler, path: str, body: bytes) -> None:
+        """Carry the request out, then drop the connection: the change is made, its answer lost."""
+        handler.wfile = io.BytesIO()
+        self.route(handler, path, body)
+        handler.close_connection = True
+        handler.connection.shutdown(2)
 
     def send(self, handler, status: int, body=None, headers=None) -> None:
         if isinstance(body, (dict, list)):
@@ -367,7 +380,7 @@ class FakeWebex:
         match = re.fullmatch(r"/v1/dataSources(?:/(schemas)(?:/([^/]+))?|/([^/]+))?/?", path)
         if not match:
             return self.error(handler, 404, "Not found")
-        schemas, schema_id, source_id = match.groups()
+        schemas, schema_id, source_id = (unquote(part) if part else part for part in match.groups())
         if schemas and method == "GET":
             if schema_id is None:
                 return self.send(handler, 200, {"items": list(self.schemas.values())})

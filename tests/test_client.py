@@ -15,28 +15,6 @@ from cryptography.x509.oid import NameOID
 from fake_webex import FakeWebex, signing_key
 
 
-@pytest.fixture
-def waits():
-    return []
-
-
-@pytest.fixture
-def make_client(ds, fake, waits):
-    """A client for the fake; the sleeper records each wait (5xx backoff) instead of sleeping."""
-
-    def make(read_timeout=5.0, base_url=None, **settings):
-        conf = ds.Settings(access_token=fake.access_token, env_file=None, base_url=base_url or fake.base_url,
-                           connect_timeout=2.0, read_timeout=read_timeout, **settings)
-        return ds.WebexClient(conf, sleeper=lambda seconds, reason: waits.append((seconds, reason)))
-
-    return make
-
-
-@pytest.fixture
-def client(make_client):
-    return make_client()
-
-
 def payload(fake, **fields):
     base = {"schemaId": next(iter(fake.schemas)), "url": "https://dap.example.com/new", "audience": "BYODS",
             "subject": "BYODS", "nonce": "n-" + str(len(fake.seen)) + "-" + str(id(fields)), "tokenLifetimeMinutes": 60}
@@ -256,9 +234,11 @@ def test_a_list_without_items_is_reported(ds, fake, client):
         client.list_sources()
 
 
-def test_list_items_without_an_id_are_left_out(fake, client):
-    fake.fail("GET", "/v1/dataSources/", 200, body={"items": [{"id": "ok"}, {"url": "no id"}, "junk"]})
-    assert client.list_sources() == [{"id": "ok"}]
+def test_list_items_without_an_id_are_counted_and_warned_about_never_dropped_silently(ds, fake, client):
+    fake.fail("GET", "/v1/dataSources/", 200, body={"items": [{"id": "ok"}, {"url": "no id"}, "junk", {"id": 42}]})
+    state = ds.fetch_state(client, {})
+    assert [v.id for v in state.views] == ["ok", "42"]
+    assert any("2 item(s)" in w and "no id" in w for w in state.warnings)
 
 
 # -- the access token -------------------------------------------------------------------------
