@@ -31,7 +31,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
@@ -56,12 +56,19 @@ DEFAULT_AUDIENCE = "BYODS"
 DEFAULT_SUBJECT = "BYODS"
 DEFAULT_LIFETIME = 1440
 MIN_LIFETIME, MAX_LIFETIME = 1, 1440
-DEFAULT_TRUSTED_ISSUERS = ("https://idbroker.webex.com/idb", "https://idbroker-eu.webex.com/idb")
+# Webex's identity brokers: US, EU, US-B and Canada (the regions Cisco's own samples accept).
+DEFAULT_TRUSTED_ISSUERS = (
+    "https://idbroker.webex.com/idb",
+    "https://idbroker-eu.webex.com/idb",
+    "https://idbroker-b-us.webex.com/idb",
+    "https://idbroker-ca.webex.com/idb",
+)
 DEFAULT_WORKERS = 4
 MAX_WORKERS = 32
 DEFAULT_CONNECT_TIMEOUT = 5.0
 DEFAULT_READ_TIMEOUT = 30.0
 EXPIRING_SOON_SECONDS = 3600
+REFRESH_TOKEN_WARNING_DAYS = 14
 MENU_TABLE_ROWS = 40  # the menu's table shows the most urgent; the menu itself lists them all
 MAX_TEXT_LENGTH = 1024
 CELL_WIDTH = 60  # a table cell or menu line shows this much of a value; details show it whole
@@ -81,6 +88,7 @@ JWKS_PATH = "/oauth2/v2/keys/verificationjwk"
 CLAIM_URL = "com.cisco.datasource.url"
 CLAIM_SCHEMA = "com.cisco.datasource.schema.uuid"
 CLAIM_ORG = "com.cisco.org.uuid"
+DECISION_FIELDS = ("status", "url", "schemaId")  # a list item without one is read on its own
 
 # Every secret the run knows; scrub() removes them from anything shown or written.
 SECRETS: set[str] = set()
@@ -99,6 +107,14 @@ class RecordError(Exception):
 
 class Cancelled(Exception):
     """The user backed out of a wizard; nothing was sent."""
+
+
+class UpdateInstead(Exception):
+    """Register found the same source already there, and the user chose to update that one."""
+
+    def __init__(self, view):
+        super().__init__(view.id)
+        self.view = view
 
 
 def scrub(text: str) -> str:
@@ -124,6 +140,11 @@ def safe_text(value) -> str:
     Records keep exact values: this is for the screen and the pipe only."""
     text = value if isinstance(value, str) else str(value)
     return _UNSAFE_CHARS.sub(lambda match: _visible_escape(match[0]), scrub(text))
+
+
+def safe_json(value) -> str:
+    """Indented JSON to show: its own line breaks kept, everything inside the values made safe."""
+    return "\n".join(safe_text(line) for line in json.dumps(value, indent=2, ensure_ascii=False, default=str).split("\n"))
 
 
 def clip(text: str, width: int = CELL_WIDTH) -> str:
@@ -263,6 +284,7 @@ class Settings:
     client_id: str = ""
     client_secret: str = ""
     refresh_token: str = ""
+    refresh_token_expires_at: datetime | None = None
     trusted_issuers: tuple[str, ...] = DEFAULT_TRUSTED_ISSUERS
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
     read_timeout: float = DEFAULT_READ_TIMEOUT
@@ -348,6 +370,7 @@ def load_settings(env_file: str | None, records_dir: str | None) -> Settings:
         client_id=values.get("WEBEX_CLIENT_ID", "").strip(),
         client_secret=values.get("WEBEX_CLIENT_SECRET", "").strip(),
         refresh_token=values.get("WEBEX_REFRESH_TOKEN", "").strip(),
+        refresh_token_expires_at=parse_iso(values.get("WEBEX_REFRESH_TOKEN_EXPIRES_AT", "").strip()),
         trusted_issuers=tuple(check_service_url("WEBEX_TRUSTED_ISSUERS", i) for i in issuer_list),
         connect_timeout=read_seconds("WEBEX_CONNECT_TIMEOUT", values.get("WEBEX_CONNECT_TIMEOUT"), DEFAULT_CONNECT_TIMEOUT),
         read_timeout=read_seconds("WEBEX_READ_TIMEOUT", values.get("WEBEX_READ_TIMEOUT"), DEFAULT_READ_TIMEOUT),
@@ -423,7 +446,21 @@ class ApiError(Exception):
         return scrub(" ".join(parts))
 
 
-def status_hint(status: int, method: str) -> str:
+def token_env_values(body: dict) -> dict[str, str]:
+    """What a token answer changes in an env file, the refresh token's expiry included."""
+    values = {"WEBEX_ACCESS_TOKEN": body["access_token"]}
+    if body.get("refresh_token"):
+        values["WEBEX_REFRESH_TOKEN"] = body["refresh_token"]
+    lasts = body.get("refresh_token_expires_in")
+    if isinstance(lasts, (int, float)) and not isinstance(lasts, bool) and 0 < lasts < 10**9:
+        values["WEBEX_REFRESH_TOKEN_EXPIRES_AT"] = (datetime.now(UTC) + timedelta(seconds=lasts)).isoformat(timespec="seconds")
+    return values
+
+
+def status_hint(status: int, method: str, path: str = "") -> str:
+    if status == 403 and "/schemas" in path:  # the spec names no scope for the schema calls
+        return ("This token may not read the Service App's schemas: check that the Service App is set up with "
+                "schemas and that this org has authorized it.")
     scope = READ_SCOPE if method == "GET" else WRITE_SCOPE
     hints = {
         401: "The access token is invalid or expired: put a fresh Service App access token in "
@@ -440,7 +477,7 @@ def status_hint(status: int, method: str) -> str:
     return hints.get(status, "Webex had a problem: try again later." if status >= 500 else "")
 
 
-def error_from_response(response: requests.Response, method: str) -> ApiError:
+def error_from_response(response: requests.Response, method: str, path: str = "") -> ApiError:
     body = parse_body(response)
     message = ""
     if isinstance(body, dict):
@@ -450,7 +487,7 @@ def error_from_response(response: requests.Response, method: str) -> ApiError:
     else:
         tracking = None
     tracking = response.headers.get("TrackingID") or tracking
-    hint = status_hint(response.status_code, method)
+    hint = status_hint(response.status_code, method, path)
     if response.is_redirect:
         hint = (f"It pointed to {response.headers['Location']}, which this tool does not follow, so nothing was "
                 f"changed: check WEBEX_API_BASE_URL (normally {DEFAULT_BASE_URL}).")
@@ -547,8 +584,9 @@ class WebexClient:
         self.settings = settings
         self.host = urlsplit(settings.base_url).netloc
         self.timeouts = (settings.connect_timeout, settings.read_timeout)
+        self.workers = pool_size
         self.sleeper = sleeper  # called with (seconds, reason) for every wait before a retry
-        self.on_token_renewed = None  # called with the new (access, refresh) tokens
+        self.on_token_renewed = None  # called with the env values a renewal changed
         self.session = requests.Session()
         self.session.headers["User-Agent"] = f"data-sources.py/{VERSION}"
         adapter = HTTPAdapter(pool_connections=1, pool_maxsize=max(pool_size, 2), max_retries=0)
@@ -613,7 +651,7 @@ class WebexClient:
         s.access_token = body["access_token"]
         s.refresh_token = body.get("refresh_token") or s.refresh_token
         if self.on_token_renewed:
-            self.on_token_renewed(s.access_token, body.get("refresh_token"))
+            self.on_token_renewed(token_env_values(body))
 
     @staticmethod
     def _items(body, what: str) -> list:
@@ -667,7 +705,7 @@ class WebexClient:
                         self._pause_everyone(wait)  # a rate limit slows every worker, not just this one
                     self.sleeper(wait, f"Webex answered {status}")
                     continue
-                error = error_from_response(response, method)
+                error = error_from_response(response, method, path)
                 if asked is not None:
                     error.hint = f"Webex asked to wait {asked:g} s: try again after that."
                 raise error
@@ -676,7 +714,7 @@ class WebexClient:
                 renewed = True
                 continue
             if status >= 300:
-                raise error_from_response(response, method)
+                raise error_from_response(response, method, path)
             return Reply(status, response.headers.get("TrackingID"), parse_body(response))
         raise AssertionError("unreachable: the last attempt returns or raises")
 
@@ -755,6 +793,7 @@ class SourceView:
     org_id: str | None = None
     claims: dict | None = None
     token_problem: str | None = None
+    unjudged: str | None = None  # why the tool cannot decide about it (what Webex left out)
     warnings: list[str] = field(default_factory=list)
     raw: dict = field(default_factory=dict)
 
@@ -783,7 +822,7 @@ def source_view(item: dict) -> SourceView:
     lifetime = int(api_lifetime) if re.fullmatch(r"[1-9][0-9]{0,4}", api_lifetime) else lifetime_minutes(claims)
     view = SourceView(
         id=item_id(item),
-        status=claim_text(item.get("status")),
+        status=claim_text(item.get("status")) or ("disabled" if item.get("errorMessage") else "active"),
         schema_id=claim_text(item.get("schemaId")) or claim_text(c.get(CLAIM_SCHEMA)),
         url=claim_text(item.get("url")) or claim_text(c.get(CLAIM_URL)),
         audience=claim_text(item.get("audience")) or claim_text(c.get("aud")),
@@ -799,6 +838,8 @@ def source_view(item: dict) -> SourceView:
         raw=item,
     )
     view.warnings = claim_mismatches(view)
+    if not claim_text(item.get("status")):  # as Cisco's gateway reads it: no status and no error message is active
+        view.warnings.append(f"Webex did not give its status: taken as {view.status}")
     if not plain_id(view.id):
         view.warnings.append("its id is not a plain identifier (letters, digits, -, _, =, .): it is never sent to Webex")
     return view
@@ -876,8 +917,15 @@ def payload_from_view(view: SourceView) -> dict:
     return payload
 
 
+def missing_fields(item: dict) -> list[str]:
+    """What a decision about a source needs that the API's answer left out."""
+    return [name for name in DECISION_FIELDS if item.get(name) in (None, "")]
+
+
 def rotation_payload(view: SourceView, lifetime: int | None = None) -> dict:
-    """A new nonce and everything else as it is. Raises ValueError when a field is unknown."""
+    """A new nonce and everything else as it is. Raises ValueError when it cannot be judged."""
+    if view.unjudged:
+        raise ValueError(f"it cannot be judged: {view.unjudged}")
     payload = payload_from_view(view)
     missing = [name for name in ("schemaId", "url", "audience", "subject") if not payload[name]]
     if missing:
@@ -886,6 +934,13 @@ def rotation_payload(view: SourceView, lifetime: int | None = None) -> dict:
     payload["tokenLifetimeMinutes"] = min(max(chosen, MIN_LIFETIME), MAX_LIFETIME)
     payload["nonce"] = str(uuid.uuid4())
     return payload
+
+
+def find_duplicate(views: list[SourceView], payload: dict) -> SourceView | None:
+    """A source with the same url, schema, audience and subject: registering would copy it."""
+    same = ("url", "schema_id", "audience", "subject")
+    wanted = (payload.get("url"), payload.get("schemaId"), payload.get("audience"), payload.get("subject"))
+    return next((v for v in views if tuple(getattr(v, name) for name in same) == wanted), None)
 
 
 def changed_fields(before: dict, after: dict) -> list[tuple[str, object, object]]:
@@ -902,12 +957,14 @@ def changed_fields(before: dict, after: dict) -> list[tuple[str, object, object]
 class Verdict:
     state: str  # valid, expired, invalid, untrusted, unreachable, missing
     reason: str = ""
+    by_trial: bool = False  # no key had the token's kid: the key was found by trying each one
 
     @property
     def text(self) -> str:
+        trial = ", matched by trying each key" if self.by_trial else ""  # no key had the token's kid
         labels = {
-            "valid": "valid",
-            "expired": "expired (signature valid)",
+            "valid": "valid (matched by trying each key)" if self.by_trial else "valid",
+            "expired": f"expired (signature valid{trial})",
             "untrusted": "untrusted issuer",
             "unreachable": "not verified (keys unreachable)",
             "missing": "no token",
@@ -916,24 +973,26 @@ class Verdict:
 
 
 class TokenVerifier:
-    """Keys are fetched once per issuer per run; an untrusted issuer is never contacted."""
+    """Keys are fetched once per issuer per run; an untrusted issuer is never contacted. The key
+    is the one with the token's kid; failing that, each RSA signing key is tried, as Cisco's
+    verifiers do (key sets without kids exist)."""
 
     def __init__(self, trusted_issuers, timeout: float):
         self.trusted = set(trusted_issuers)
         self.timeout = timeout
-        self._clients: dict[str, object] = {}
+        self._key_sets: dict[str, list] = {}
         self._unreachable: set[str] = set()
         self._lock = threading.Lock()
 
-    def _keys_for(self, issuer: str):
+    def _keys_for(self, issuer: str) -> list:
+        """The issuer's RSA signing keys, fetched once; raises PyJWKClientConnectionError."""
         import jwt
 
         with self._lock:
-            if issuer not in self._clients:
-                self._clients[issuer] = jwt.PyJWKClient(
-                    issuer + JWKS_PATH, timeout=self.timeout, lifespan=86400, cooldown_duration=86400
-                )
-            return self._clients[issuer]
+            if issuer not in self._key_sets:
+                key_set = jwt.PyJWKClient(issuer + JWKS_PATH, timeout=self.timeout, cache_jwk_set=False).get_jwk_set()
+                self._key_sets[issuer] = [k for k in key_set.keys if k.key_type == "RSA" and k.public_key_use in ("sig", None)]
+            return self._key_sets[issuer]
 
     def verify(self, view: SourceView, now: datetime | None = None) -> Verdict:
         import jwt
@@ -950,29 +1009,36 @@ class TokenVerifier:
         issuer = (view.claims or {}).get("iss")
         if not isinstance(issuer, str) or issuer.rstrip("/") not in self.trusted:
             return Verdict("untrusted", f"issuer {issuer!r} is not in WEBEX_TRUSTED_ISSUERS")
-        if issuer in self._unreachable:
-            return Verdict("unreachable", "the issuer's keys could not be fetched")
         try:
-            key = self._keys_for(issuer.rstrip("/")).get_signing_key_from_jwt(token)
+            keys = [] if issuer in self._unreachable else self._keys_for(issuer.rstrip("/"))
         except jwt.PyJWKClientConnectionError:
             self._unreachable.add(issuer)  # once per run: a thousand tokens must not wait a thousand times
+        except jwt.PyJWTError as exc:
+            return Verdict("invalid", f"the issuer's key set is unusable ({exc})")
+        if issuer in self._unreachable:
             return Verdict("unreachable", "the issuer's keys could not be fetched")
-        except jwt.PyJWKClientError:
-            return Verdict("invalid", f"no key with kid {header.get('kid')!r} in the issuer's key set")
-        except jwt.PyJWTError as exc:
-            return Verdict("invalid", str(exc))
-        try:
-            claims = jwt.decode(token, key.key, algorithms=["RS256"], leeway=60, options={"verify_aud": False, "verify_exp": False})
-        except jwt.InvalidSignatureError:
+        return self._check_signature(token, header.get("kid"), keys, now or datetime.now(UTC))
+
+    @staticmethod
+    def _check_signature(token: str, kid, keys: list, now: datetime) -> Verdict:
+        import jwt
+
+        by_kid = [k for k in keys if kid and k.key_id == kid]
+        for key in by_kid or keys:
+            try:
+                claims = jwt.decode(token, key.key, algorithms=["RS256"], leeway=60, options={"verify_aud": False, "verify_exp": False})
+            except jwt.InvalidSignatureError:
+                continue
+            except jwt.PyJWTError as exc:
+                return Verdict("invalid", str(exc))
+            expires = epoch_to_datetime(claims.get("exp"))
+            if expires is None:
+                return Verdict("invalid", "the token has no expiry")
+            state = "expired" if expires <= now else "valid"
+            return Verdict(state, "the signature is valid but the token has expired" if state == "expired" else "", by_trial=not by_kid)
+        if by_kid:
             return Verdict("invalid", "the signature does not match")
-        except jwt.PyJWTError as exc:
-            return Verdict("invalid", str(exc))
-        expires = epoch_to_datetime(claims.get("exp"))
-        if expires is None:
-            return Verdict("invalid", "the token has no expiry")
-        if expires <= (now or datetime.now(UTC)):
-            return Verdict("expired", "the signature is valid but the token has expired")
-        return Verdict("valid")
+        return Verdict("invalid", f"no key in the issuer's set verifies it (none has kid {kid!r})")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1166,7 +1232,7 @@ def details_panel(view: SourceView, schemas: dict, now: datetime, verdict: Verdi
     for label, value in rows:
         grid.add_row(label, Text(safe_text(value)))
     if view.claims:
-        grid.add_row("Claims", Text(safe_text(json.dumps(view.claims, indent=2, ensure_ascii=False))))
+        grid.add_row("Claims", Text(safe_json(view.claims)))
     for warning in view.warnings:
         grid.add_row(Text("Warning", style="yellow"), Text(safe_text(warning), style="yellow"))
     return Panel(grid, title=Text(f"Data source {safe_text(view.short_id)}"), title_align="left")
@@ -1307,24 +1373,51 @@ def confirm(message: str, default: bool) -> bool:
     return ask(questionary.confirm(message, default=default))
 
 
-def source_wizard(schemas: dict, start: dict, with_status: bool) -> dict:
-    """Register and update ask the same fields; update adds status and error message."""
+def source_wizard(schemas: dict, start: dict, updating: bool) -> dict:
+    """Register and update ask the same fields. Update keeps the schema (the API does not change
+    it), may keep a URL that today's rules would refuse, and adds status and error message."""
     payload = {
         "audience": prompt_text("Audience", start.get("audience"), validate_required),
         "subject": prompt_text("Subject", start.get("subject"), validate_required),
-        "url": prompt_text("URL", start.get("url"), validate_url),
-        "schemaId": prompt_schema(schemas, start.get("schemaId")),
+        "url": prompt_url(start.get("url"), keep_as_is=updating),
+        "schemaId": show_kept_schema(schemas, start.get("schemaId")) if updating else prompt_schema(schemas, start.get("schemaId")),
         "tokenLifetimeMinutes": int(prompt_text("Token lifetime (minutes, 1-1440)", start.get("tokenLifetimeMinutes"), validate_lifetime)),
         "nonce": prompt_text("Nonce", start.get("nonce"), validate_nonce),
     }
-    if with_status:
+    if updating:
         import questionary
 
         status = ask(questionary.select("Status:", ["active", "disabled"], default=start.get("status") or "active"))
         payload["status"] = status
         if status == "disabled":
             payload["errorMessage"] = prompt_text("Error message", start.get("errorMessage"), validate_error_message)
+        elif start.get("status") == "disabled":
+            payload["errorMessage"] = ""  # re-enabling clears the message Control Hub showed
     return payload
+
+
+def prompt_url(current: str | None, keep_as_is: bool) -> str:
+    """A new URL is judged by today's rules; an update may keep the current one unchanged."""
+    verdict = validate_url(current or "")
+    if keep_as_is and current and verdict is not True:
+        show_warning(f"The current URL would not be accepted for a new source: {verdict} Enter keeps it unchanged.")
+        return prompt_text("URL", current, lambda text: text == current or validate_url(text))
+    return prompt_text("URL", current, validate_url)
+
+
+def show_kept_schema(schemas: dict, schema_id: str | None) -> str | None:
+    console.print(Text(f"Schema: {safe_text(schema_name(schemas, schema_id))} (kept: to move the source to another "
+                       "schema, delete it and register it again; the delete record keeps its settings)"))
+    return schema_id
+
+
+def prompt_instead_of_duplicate(duplicate: SourceView, now: datetime) -> bool:
+    """True: update the existing source instead of registering a copy."""
+    import questionary
+
+    show_warning(f"A source with the same URL, schema, audience and subject exists: {menu_title(duplicate, now)}")
+    choices = [questionary.Choice("Update that one instead", True), questionary.Choice("Register another anyway", False)]
+    return ask(questionary.select("What now?", choices, default=choices[0]))
 
 
 def prompt_token() -> str:
@@ -1343,6 +1436,7 @@ class State:
     views: list[SourceView]
     schemas: dict[str, dict]
     warnings: list[str] = field(default_factory=list)
+    unnamed: int = 0  # list items without an id: nothing can be decided about them
 
     def find(self, source_id: str) -> SourceView:
         return next(v for v in self.views if v.id == source_id)
@@ -1378,16 +1472,36 @@ def fetch_state(client: WebexClient, known_schemas: dict | None = None) -> State
                 schema_map = {s["id"]: s for s in schemas.result()}
             except ApiError as exc:
                 warnings.append(f"Schemas could not be listed, so they show as unknown: {exc}")
-    views, unusable = views_from_items(items)
-    return State(views, schema_map, warnings + unusable)
+    views, unnamed = views_from_items(items)
+    if unnamed:
+        warnings.append(f"{unnamed} item(s) in Webex's list had no id (or were not objects), so they cannot be shown or changed.")
+    return State(fill_sparse(client, views), schema_map, warnings, unnamed)
 
 
-def views_from_items(items: list) -> tuple[list[SourceView], list[str]]:
-    """The items that name a source; the others are counted and warned about, never dropped silently."""
+def fill_sparse(client: WebexClient, views: list[SourceView]) -> list[SourceView]:
+    """A list item without what a decision needs (status, url, schemaId) is read on its own,
+    side by side; if that fails too, the view says it cannot be judged."""
+    sparse = [v for v in views if missing_fields(v.raw) and plain_id(v.id)]
+
+    def read(view: SourceView) -> SourceView:
+        try:
+            body = client.get_source(view.id)
+        except ApiError as exc:
+            view.unjudged = f"Webex's list left out its {', '.join(missing_fields(view.raw))} and reading it failed ({exc.message})"
+            return view
+        return source_view({**view.raw, **(body if isinstance(body, dict) else {})})
+
+    if not sparse:
+        return views
+    with ThreadPoolExecutor(max_workers=client.workers) as pool:
+        filled = {view.id: view for view in pool.map(read, sparse)}
+    return [filled.get(view.id, view) for view in views]
+
+
+def views_from_items(items: list) -> tuple[list[SourceView], int]:
+    """The items that name a source, and how many do not: those are counted, never dropped silently."""
     views = [source_view(item) for item in items if item_id(item)]
-    if skipped := len(items) - len(views):
-        return views, [f"{skipped} item(s) in Webex's list had no id (or were not objects), so they cannot be shown or changed."]
-    return views, []
+    return views, len(items) - len(views)
 
 
 def write_operation(records_dir: Path, operation: str, source_id, payload, send, look_up=None) -> WriteResult:
@@ -1605,7 +1719,7 @@ class Menu:
         schemas = self.state.schemas
 
         def wizard(start):
-            payload = source_wizard(schemas, start, with_status=True)
+            payload = source_wizard(schemas, start, updating=True)
             console.print(changes_table(changed_fields(payload_from_view(view), payload), "What will change"))
             if not confirm(f"Send this update to {safe_text(view.short_id)}?", False):
                 raise Cancelled
@@ -1619,7 +1733,10 @@ class Menu:
         schemas = self.state.schemas
 
         def wizard(start):
-            payload = source_wizard(schemas, start, with_status=False)
+            payload = source_wizard(schemas, start, updating=False)
+            duplicate = find_duplicate(self.state.views, payload)
+            if duplicate and prompt_instead_of_duplicate(duplicate, datetime.now(UTC)):
+                raise UpdateInstead(duplicate)
             console.print(payload_table(payload, schemas, "What will be registered"))
             if not confirm("Register this data source?", False):
                 raise Cancelled
@@ -1632,7 +1749,10 @@ class Menu:
             "tokenLifetimeMinutes": DEFAULT_LIFETIME,
             "schemaId": next(iter(schemas), None),
         }
-        self.write_until_done(wizard, register_source, start)
+        try:
+            self.write_until_done(wizard, register_source, start)
+        except UpdateInstead as instead:
+            self.do_update(instead.view)
 
     def do_rotate(self, _=None) -> None:
         import questionary
@@ -1688,7 +1808,7 @@ class Menu:
         schema_id = ask(questionary.select("Show which schema?", choices))
         if schema_id:
             detail = self.client.get_schema(schema_id)
-            console.print(Panel(Text(safe_text(json.dumps(detail, indent=2, ensure_ascii=False))), title=Text(f"Schema {safe_text(schema_id)}"), title_align="left"))
+            console.print(Panel(Text(safe_json(detail)), title=Text(f"Schema {safe_text(schema_id)}"), title_align="left"))
 
     def do_token(self, _=None) -> None:
         """Check a pasted token with one list call before it replaces the one in .env."""
@@ -1737,14 +1857,20 @@ def parse_args(argv) -> argparse.Namespace:
 
 
 def save_token_to_env(settings: Settings):
-    def save(access_token: str, refresh_token: str | None) -> None:
-        updates = {"WEBEX_ACCESS_TOKEN": access_token}
-        if refresh_token:
-            updates["WEBEX_REFRESH_TOKEN"] = refresh_token
-        save_env_values(settings.env_file, updates)
+    def save(values: dict[str, str]) -> None:
+        save_env_values(settings.env_file, values)
         err_console.print(Text(f"The access token was renewed with the refresh token and saved to {settings.env_file}."))
 
     return save
+
+
+def refresh_token_warning(settings: Settings, now: datetime) -> str | None:
+    expires = settings.refresh_token_expires_at
+    if expires is None or (expires - now).days >= REFRESH_TOKEN_WARNING_DAYS:
+        return None
+    when = f"expired {duration_text((expires - now).total_seconds())} ago" if expires <= now else f"expires in {duration_text((expires - now).total_seconds())}"
+    return (f"The refresh token in {settings.env_file} {when} ({local_time(expires)}): create a new one for the "
+            "Service App in the developer portal before then, or the access token can no longer renew itself.")
 
 
 def save_list(settings: Settings, state: State) -> None:
@@ -1806,12 +1932,23 @@ def run_bulk_rotation(client, records_dir, targets, lifetime, workers, interacti
         return rotate_many(client, records_dir, targets, lifetime, workers, advance)
 
 
+def unnamed_results(count: int) -> list[WriteResult]:
+    """List items without an id cannot be judged: a rotation over everything fails for them, never a quiet 0."""
+    error = ApiError("Webex listed it without an id, so it cannot be judged or rotated.")
+    return [WriteResult("rotation", "(no id)", False, error=error) for _ in range(count)]
+
+
 def run_rotation(client, settings, state, args) -> int:
     now = datetime.now(UTC)
     targets, skipped = rotation_targets(state.views, args.rotate, args.rotate_expiring, now)
     for view in skipped:
         print(f"skipped  {safe_text(view.id)}  disabled")
-    results = run_bulk_rotation(client, settings.records_dir, targets, args.lifetime, args.workers, sys.stdout.isatty())
+    for warning in state.warnings:
+        show_warning(warning)
+    unjudged = unnamed_results(state.unnamed if args.rotate_expiring is not None or args.rotate == ["all"] else 0)
+    for result in unjudged:
+        print(rotation_line(result))
+    results = run_bulk_rotation(client, settings.records_dir, targets, args.lifetime, args.workers, sys.stdout.isatty()) + unjudged
     print(rotation_summary(results, len(skipped), datetime.now(UTC)))
     failed = [r for r in results if not r.ok]
     if any(getattr(r.error, "status", None) == 401 for r in failed):
@@ -1842,6 +1979,11 @@ def run(args, settings: Settings) -> int:
         )
     client = WebexClient(settings, pool_size=args.workers, sleeper=countdown if menu else announce_wait)
     client.on_token_renewed = save_token_to_env(settings)
+    if warning := refresh_token_warning(settings, datetime.now(UTC)):
+        if args.rotate_expiring is None:
+            show_warning(warning)
+        else:  # the cron job's own output, which is what gets mailed
+            print(f"warning  {safe_text(warning)}")
     if rotating or args.save_list:
         ensure_records_dir(settings.records_dir)
     with ThreadPoolExecutor(max_workers=1) as pool:

@@ -47,6 +47,18 @@ def signing_key():
         return _KEY
 
 
+_OTHER_KEY = None
+
+
+def other_key():
+    """A second RSA key: in the key set beside the real one, or signing tokens no key verifies."""
+    global _OTHER_KEY
+    with _KEY_LOCK:
+        if _OTHER_KEY is None:
+            _OTHER_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        return _OTHER_KEY
+
+
 def b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
@@ -102,6 +114,10 @@ class FakeWebex:
         self.application_id = "C" + secrets.token_hex(32)
         self.created_status = 200
         self.jwks_down = False
+        self.list_fields: tuple | None = None  # list items keep only these (the spec's sparse example)
+        self.refresh_expires_in = 7775999
+        self.jwks_with_kids = True  # False: a key set whose keys carry no kid
+        self.jwks_other_key = False  # True: an unrelated key is listed first
         self.allowed_domains: set[str] | None = None
         self.schemas = {}
         for service, description in (("Voice Virtual Agent", "Connects Webex calls to a virtual agent"), ("Contact Center Transcripts", None)):
@@ -186,11 +202,11 @@ class FakeWebex:
         }
 
     # -- data -----------------------------------------------------------------------------------
-    def sign(self, claims: dict, kid: str | None = None, alg: str = "RS256") -> str:
+    def sign(self, claims: dict, kid: str | None = None, alg: str = "RS256", key=None) -> str:
         header = {"kid": kid or self.kid, "typ": "JWT", "alg": alg}
         if alg == "RS256":
             # The key object, not PEM: parsing PEM re-checks the key and costs ~50 ms a token.
-            token = jwt.encode(claims, signing_key(), algorithm="RS256", headers={"kid": header["kid"]})
+            token = jwt.encode(claims, key or signing_key(), algorithm="RS256", headers={"kid": header["kid"]})
         else:  # hand-made, because pyjwt rightly refuses to make these
             signing_input = b64url(json.dumps(header).encode()) + "." + b64url(json.dumps(claims).encode())
             signature = b""
@@ -216,12 +232,12 @@ class FakeWebex:
             **source.get("extra_claims", {}),
         }
 
-    def issue(self, source: dict, kid=None, alg="RS256") -> None:
-        source["jwsToken"] = self.sign(self.claims_for(source), kid, alg)
+    def issue(self, source: dict, kid=None, alg="RS256", key=None) -> None:
+        source["jwsToken"] = self.sign(self.claims_for(source), kid, alg, key)
 
     def add_source(self, audience="BYODS", subject="BYODS", url=None, schema_id=None, lifetime=1440,
                    expires_in=None, status="active", error_message=None, nonce=None, issuer=None,
-                   kid=None, alg="RS256", source_id=None, extra_claims=None) -> dict:
+                   kid=None, alg="RS256", source_id=None, extra_claims=None, key=None) -> dict:
         now = int(time.time())
         exp = now + (lifetime * 60 if expires_in is None else int(expires_in))
         source = {
@@ -244,7 +260,7 @@ class FakeWebex:
             source["extra_claims"] = extra_claims
         if error_message:
             source["errorMessage"] = error_message
-        self.issue(source, kid, alg)
+        self.issue(source, kid, alg, key)
         with self.lock:
             self.sources[source["id"]] = source
             self.used_nonces.add(source["nonce"])
@@ -364,9 +380,14 @@ class FakeWebex:
             return self.error(handler, 404, "No such issuer")
         if self.jwks_down:
             return self.error(handler, 503, "Key service unavailable")
-        jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(signing_key().public_key()))
-        jwk.update(kid=self.kid, use="sig", alg="RS256")
-        self.send(handler, 200, {"keys": [jwk]})
+        keys = [(other_key(), "fake-kid-other")] if self.jwks_other_key else []
+        keys.append((signing_key(), self.kid))
+        jwks = []
+        for key, kid in keys:
+            jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key()))
+            jwk.update(use="sig", alg="RS256", **({"kid": kid} if self.jwks_with_kids else {}))
+            jwks.append(jwk)
+        self.send(handler, 200, {"keys": jwks})
 
     def route(self, handler, path: str, body: bytes) -> None:
         method = handler.command
@@ -390,6 +411,8 @@ class FakeWebex:
         if source_id is None and method == "GET":
             with self.lock:
                 items = [self.public_view(s) for s in self.sources.values()]
+            if self.list_fields is not None:
+                items = [{k: v for k, v in item.items() if k in self.list_fields} for item in items]
             return self.send(handler, 200, {"items": items})
         if source_id is None and method == "POST":
             return self.write(handler, None, body)
@@ -407,7 +430,7 @@ class FakeWebex:
             return self.send(handler, 204)
         return self.error(handler, 405, "Method not allowed")
 
-    def invalid(self, payload, updating: bool) -> str | None:
+    def invalid(self, payload, source: dict | None) -> str | None:
         if not isinstance(payload, dict):
             return "Body must be a JSON object"
         for name in ("schemaId", "url", "audience", "subject", "nonce"):
@@ -416,16 +439,17 @@ class FakeWebex:
         if payload["schemaId"] not in self.schemas:
             return "schemaId is not one of the Service App's schemas"
         url = urlsplit(payload["url"])
-        if url.scheme != "https" or not url.hostname:
+        kept = source is not None and payload["url"] == source["url"]  # an old registration keeps its url
+        if not kept and (url.scheme != "https" or not url.hostname):
             return "url must be https"
-        if self.allowed_domains is not None and url.hostname not in self.allowed_domains:
+        if not kept and self.allowed_domains is not None and url.hostname not in self.allowed_domains:
             return f"url domain {url.hostname} is not registered for the Service App"
         lifetime = payload.get("tokenLifetimeMinutes")
         if isinstance(lifetime, str) and lifetime.isdigit():
             lifetime = int(lifetime)
         if isinstance(lifetime, bool) or not isinstance(lifetime, int) or not 1 <= lifetime <= 1440:
             return "tokenLifetimeMinutes must be 1 to 1440"
-        if updating:
+        if source is not None:
             if payload.get("status") not in ("active", "disabled"):
                 return "status must be active or disabled"
             if payload["status"] == "disabled" and not payload.get("errorMessage"):
@@ -437,7 +461,7 @@ class FakeWebex:
             payload = json.loads(body or b"null")
         except ValueError:
             return self.error(handler, 400, "Malformed JSON body")
-        problem = self.invalid(payload, updating=source is not None)
+        problem = self.invalid(payload, source)
         if problem:
             return self.error(handler, 400, problem)
         with self.lock:
@@ -470,7 +494,7 @@ class FakeWebex:
         self.access_token = "fake-access-renewed-" + secrets.token_hex(16)
         self.refresh_token = "fake-refresh-renewed-" + secrets.token_hex(16)
         self.send(handler, 200, {"access_token": self.access_token, "expires_in": 1209599,
-                                 "refresh_token": self.refresh_token, "refresh_token_expires_in": 7775999})
+                                 "refresh_token": self.refresh_token, "refresh_token_expires_in": self.refresh_expires_in})
 
 
 def seed_demo(fake: FakeWebex, count: int = 5) -> None:

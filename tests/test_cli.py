@@ -306,7 +306,9 @@ def test_an_expired_token_is_renewed_and_saved_keeping_every_other_line(fake, tm
     assert "renewed with the refresh token" in result.stderr
     expected = re.sub(r"WEBEX_ACCESS_TOKEN=.*\n", f"WEBEX_ACCESS_TOKEN={fake.access_token}\n", original)
     expected = re.sub(r"WEBEX_REFRESH_TOKEN=.*\n", f"WEBEX_REFRESH_TOKEN={fake.refresh_token}\n", expected)
-    assert env.read_text() == expected
+    saved = env.read_text()
+    assert saved.startswith(expected)  # every other line byte for byte; the refresh token's expiry is added
+    assert re.fullmatch(r"WEBEX_REFRESH_TOKEN_EXPIRES_AT=\d{4}-\d\d-\d\dT[0-9:]{8}\+00:00\n", saved[len(expected):])
     assert stat.S_IMODE(env.stat().st_mode) == 0o600
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".env.")] == []
     assert fake.access_token not in result.stdout + result.stderr

@@ -248,10 +248,14 @@ def test_a_401_with_refresh_credentials_renews_once_and_retries(ds, fake, make_c
     client = make_client(client_id=fake.client_id, client_secret=fake.client_secret, refresh_token=fake.refresh_token)
     old = fake.access_token
     renewed = []
-    client.on_token_renewed = lambda access, refresh: renewed.append((access, refresh))
+    client.on_token_renewed = renewed.append
     fake.expire_access_token()
     assert client.list_sources() == []
-    assert fake.access_token != old and renewed == [(fake.access_token, fake.refresh_token)]
+    [values] = renewed
+    assert fake.access_token != old
+    assert (values["WEBEX_ACCESS_TOKEN"], values["WEBEX_REFRESH_TOKEN"]) == (fake.access_token, fake.refresh_token)
+    lasts = ds.datetime.fromisoformat(values["WEBEX_REFRESH_TOKEN_EXPIRES_AT"]) - ds.datetime.now(ds.UTC)
+    assert abs(lasts.total_seconds() - 7775999) < 60
     form = fake.requests("POST", "/v1/access_token")[0]
     assert "Authorization" not in form.headers and b"grant_type=refresh_token" in form.body
     assert fake.requests("GET")[-1].headers["Authorization"] == f"Bearer {fake.access_token}"

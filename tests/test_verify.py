@@ -7,6 +7,7 @@ import json
 import re
 
 from conftest import run_cli, write_env
+from fake_webex import other_key
 
 
 def signatures(result) -> dict[str, str]:
@@ -27,13 +28,15 @@ def test_each_kind_of_token_gets_its_verdict(fake, env_file):
     tampered = fake.add_source()
     tampered["jwsToken"] = tamper(tampered["jwsToken"], aud="Someone Else")
     wrong_kid = fake.add_source(kid="unknown-kid")
+    unknown_signer = fake.add_source(kid="unknown-kid", key=other_key())
     alg_none = fake.add_source(alg="none")
     hs256 = fake.add_source(alg="HS256")
     verdicts = signatures(run_cli("--list", env_file=env_file))
     assert verdicts[valid["id"]] == "valid"
     assert verdicts[expired["id"]] == "expired (signature valid)"
     assert verdicts[tampered["id"]] == "invalid: the signature does not match"
-    assert verdicts[wrong_kid["id"]] == "invalid: no key with kid 'unknown-kid' in the issuer's key set"
+    assert verdicts[wrong_kid["id"]] == "valid (matched by trying each key)"
+    assert verdicts[unknown_signer["id"]] == "invalid: no key in the issuer's set verifies it (none has kid 'unknown-kid')"
     assert verdicts[alg_none["id"]] == "invalid: algorithm 'none' is not RS256"
     assert verdicts[hs256["id"]] == "invalid: algorithm 'HS256' is not RS256"
 
@@ -96,3 +99,25 @@ def test_a_tampered_token_shows_invalid_in_the_details_view(fake, terminal):
     term.press("n")
     term.choose("Quit")
     assert term.exit_code() == 0
+
+
+def test_a_key_set_without_kids_and_with_two_keys_is_tried_key_by_key_and_fetched_once(fake, env_file):
+    fake.jwks_with_kids = False
+    fake.jwks_other_key = True
+    good = [fake.add_source(audience=f"S{n}") for n in range(3)]
+    expired = fake.add_source(expires_in=-60)
+    stranger = fake.add_source(key=other_key())
+    tampered = fake.add_source()
+    tampered["jwsToken"] = tamper(tampered["jwsToken"], aud="Someone Else")
+    verdicts = signatures(run_cli("--list", env_file=env_file))
+    assert {verdicts[s["id"]] for s in good} == {"valid (matched by trying each key)"}
+    assert verdicts[expired["id"]] == "expired (signature valid, matched by trying each key)"
+    assert verdicts[stranger["id"]] == "valid (matched by trying each key)"  # the other key is in the set
+    assert verdicts[tampered["id"]] == "invalid: no key in the issuer's set verifies it (none has kid 'fake-kid-1')"
+    assert len(fake.requests(server="idb")) == 1
+
+
+def test_a_kid_match_that_fails_is_not_retried_with_other_keys(fake, env_file):
+    fake.jwks_other_key = True
+    forged = fake.add_source(kid="fake-kid-other")  # claims the other key's kid, signed with the real one
+    assert signatures(run_cli("--list", env_file=env_file))[forged["id"]] == "invalid: the signature does not match"
