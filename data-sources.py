@@ -29,6 +29,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -246,6 +247,11 @@ def plain_id(value) -> bool:
     return isinstance(value, str) and bool(_PLAIN_ID.fullmatch(value)) and value not in (".", "..")
 
 
+def file_safe(source_id) -> str:
+    """An id as part of a record's name: only plain characters, so the file stays in its folder."""
+    return re.sub(r"[^A-Za-z0-9_=.-]", "_", str(source_id))[:100]
+
+
 def argparse_type(validator, convert=str):
     """Turn a validator into an argparse type, so a flag is judged like a typed value."""
 
@@ -271,8 +277,28 @@ def validate_workers(text: str) -> bool | str:
 
 
 # ---------------------------------------------------------------------------------------------
-# Settings: .env beside the script (or --env-file), real environment variables win.
+# Settings: one profile per org. With one env file (or .env beside the script), real environment
+# variables win over it. With several, each org's file wins, then the shared .env beside the
+# script, then the environment; per-org keys come only from the org's own file.
 # ---------------------------------------------------------------------------------------------
+
+PER_ORG_KEYS = frozenset({"WEBEX_ORG_NAME", "WEBEX_ACCESS_TOKEN", "WEBEX_REFRESH_TOKEN", "WEBEX_REFRESH_TOKEN_EXPIRES_AT", "WEBEX_TARGET_ORG_ID"})
+MINT_KEYS = ("WEBEX_SERVICE_APP_ID", "WEBEX_CLIENT_ID", "WEBEX_CLIENT_SECRET", "WEBEX_TARGET_ORG_ID", "WEBEX_INTEGRATION_TOKEN")
+
+
+@dataclass
+class Integration:
+    """The integration (or personal) token that mints org tokens; shared by the orgs that name it."""
+
+    token: str
+    file: Path | None  # where it came from, so a renewed one is saved there (None: the environment)
+    refresh_token: str = ""
+    client_id: str = ""
+    client_secret: str = ""
+
+    @property
+    def can_renew(self) -> bool:
+        return bool(self.refresh_token and self.client_id and self.client_secret)
 
 
 @dataclass
@@ -288,10 +314,18 @@ class Settings:
     trusted_issuers: tuple[str, ...] = DEFAULT_TRUSTED_ISSUERS
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
     read_timeout: float = DEFAULT_READ_TIMEOUT
+    org_name: str = "default"
+    target_org_id: str = ""
+    service_app_id: str = ""
+    integration: Integration | None = None
 
     @property
     def can_renew(self) -> bool:
         return bool(self.client_id and self.client_secret and self.refresh_token)
+
+    @property
+    def can_mint(self) -> bool:
+        return bool(self.integration and self.service_app_id and self.client_id and self.client_secret and self.target_org_id)
 
 
 def read_env_file(path: Path) -> dict[str, str]:
@@ -342,42 +376,116 @@ def read_seconds(name: str, value: str | None, default: float) -> float:
     return seconds
 
 
-def load_settings(env_file: str | None, records_dir: str | None) -> Settings:
+def org_name_for(path: Path) -> str:
+    """An org's default name: its file's name without .env (the plain .env is "default")."""
+    name = path.name.removesuffix(".env")
+    return name.strip(". ") or "default"
+
+
+def layered_values(path: Path, several: bool) -> tuple[dict[str, str], dict[str, Path | None]]:
+    """The settings for one org, and where each came from (a file, or None for the environment)."""
+    environment = {k: v for k, v in os.environ.items() if k.startswith("WEBEX_")}
+    if several:  # later layers win: environment, then the shared .env, then the org's own file
+        shared = SCRIPT_DIR / ".env"
+        shared_values = read_env_file(shared) if shared.resolve() != path.resolve() else {}
+        layers = [(None, environment), (shared, shared_values)]
+        layers = [(origin, {k: v for k, v in layer.items() if k not in PER_ORG_KEYS}) for origin, layer in layers]
+        layers.append((path, read_env_file(path)))
+    else:  # one file: real environment variables win, as they always have
+        layers = [(path, read_env_file(path)), (None, environment)]
+    values, origins = {}, {}
+    for origin, layer in layers:
+        for key, value in layer.items():
+            values[key], origins[key] = value, origin
+    return values, origins
+
+
+def load_settings(env_file: str | None, records_dir: str | None, several: bool = False) -> Settings:
     path = Path(env_file) if env_file else SCRIPT_DIR / ".env"
     if env_file and not path.is_file():
         raise ConfigError(f"The env file {path} does not exist. Copy .env.sample to it, or drop --env-file.")
-    values = {**read_env_file(path), **{k: v for k, v in os.environ.items() if k.startswith("WEBEX_")}}
-    token = values.get("WEBEX_ACCESS_TOKEN", "").strip()
-    if not token or token == TOKEN_PLACEHOLDER or any(ch.isspace() for ch in token):
-        raise ConfigError(
-            f"No Service App access token. Put it in {path} as WEBEX_ACCESS_TOKEN=<token> "
-            "(copy .env.sample to start), or set the WEBEX_ACCESS_TOKEN environment variable. "
-            "Get it from the developer portal: your Service App, Org authorizations."
-        )
-    issuers = values.get("WEBEX_TRUSTED_ISSUERS", "")
-    issuer_list = [item.strip() for item in issuers.split(",") if item.strip()] or DEFAULT_TRUSTED_ISSUERS
-    if records_dir:
-        records = Path(records_dir)
-    elif values.get("WEBEX_RECORDS_DIR"):
-        records = SCRIPT_DIR / values["WEBEX_RECORDS_DIR"]  # absolute paths stay as they are
-    else:
-        records = SCRIPT_DIR / "records"
+    values, origins = layered_values(path, several)
+
+    def value(key: str) -> str:
+        return values.get(key, "").strip()
+
+    integration = None
+    if value("WEBEX_INTEGRATION_TOKEN"):
+        integration = Integration(value("WEBEX_INTEGRATION_TOKEN"), origins["WEBEX_INTEGRATION_TOKEN"], value("WEBEX_INTEGRATION_REFRESH_TOKEN"),
+                                  value("WEBEX_INTEGRATION_CLIENT_ID"), value("WEBEX_INTEGRATION_CLIENT_SECRET"))
+    org_name = file_safe(value("WEBEX_ORG_NAME") or org_name_for(path))
     settings = Settings(
-        access_token=token,
+        access_token=value("WEBEX_ACCESS_TOKEN"),
         env_file=path,
-        base_url=check_service_url("WEBEX_API_BASE_URL", values.get("WEBEX_API_BASE_URL") or DEFAULT_BASE_URL),
-        records_dir=records,
-        client_id=values.get("WEBEX_CLIENT_ID", "").strip(),
-        client_secret=values.get("WEBEX_CLIENT_SECRET", "").strip(),
-        refresh_token=values.get("WEBEX_REFRESH_TOKEN", "").strip(),
-        refresh_token_expires_at=parse_iso(values.get("WEBEX_REFRESH_TOKEN_EXPIRES_AT", "").strip()),
-        trusted_issuers=tuple(check_service_url("WEBEX_TRUSTED_ISSUERS", i) for i in issuer_list),
-        connect_timeout=read_seconds("WEBEX_CONNECT_TIMEOUT", values.get("WEBEX_CONNECT_TIMEOUT"), DEFAULT_CONNECT_TIMEOUT),
-        read_timeout=read_seconds("WEBEX_READ_TIMEOUT", values.get("WEBEX_READ_TIMEOUT"), DEFAULT_READ_TIMEOUT),
+        base_url=check_service_url("WEBEX_API_BASE_URL", value("WEBEX_API_BASE_URL") or DEFAULT_BASE_URL),
+        records_dir=records_folder(records_dir, value("WEBEX_RECORDS_DIR"), org_name if several else None),
+        client_id=value("WEBEX_CLIENT_ID"),
+        client_secret=value("WEBEX_CLIENT_SECRET"),
+        refresh_token=value("WEBEX_REFRESH_TOKEN"),
+        refresh_token_expires_at=parse_iso(value("WEBEX_REFRESH_TOKEN_EXPIRES_AT")),
+        trusted_issuers=tuple(check_service_url("WEBEX_TRUSTED_ISSUERS", i) for i in issuer_list(value("WEBEX_TRUSTED_ISSUERS"))),
+        connect_timeout=read_seconds("WEBEX_CONNECT_TIMEOUT", value("WEBEX_CONNECT_TIMEOUT"), DEFAULT_CONNECT_TIMEOUT),
+        read_timeout=read_seconds("WEBEX_READ_TIMEOUT", value("WEBEX_READ_TIMEOUT"), DEFAULT_READ_TIMEOUT),
+        org_name=org_name,
+        target_org_id=value("WEBEX_TARGET_ORG_ID"),
+        service_app_id=value("WEBEX_SERVICE_APP_ID"),
+        integration=integration,
     )
-    for secret in (settings.access_token, settings.client_secret, settings.refresh_token):
+    check_access_token(settings, values)
+    secrets = [settings.access_token, settings.client_secret, settings.refresh_token]
+    if integration:
+        secrets += [integration.token, integration.refresh_token, integration.client_secret]
+    for secret in secrets:
         remember_secret(secret)
     return settings
+
+
+def check_access_token(settings: Settings, values: dict[str, str]) -> None:
+    """A usable access token, or what mints one; otherwise say exactly what to put where."""
+    token = settings.access_token
+    if token and token != TOKEN_PLACEHOLDER and not any(ch.isspace() for ch in token):
+        return
+    settings.access_token = ""
+    if settings.can_mint or settings.can_renew:
+        return  # the first request renews or mints one
+    missing = [key for key in MINT_KEYS if not values.get(key, "").strip()]
+    minting = f" Or let the tool mint one: set {', '.join(missing)} (see the README)." if len(missing) < len(MINT_KEYS) else ""
+    raise ConfigError(
+        f"No Service App access token. Put it in {settings.env_file} as WEBEX_ACCESS_TOKEN=<token> "
+        "(copy .env.sample to start), or set the WEBEX_ACCESS_TOKEN environment variable. "
+        f"Get it from the developer portal: your Service App, Org authorizations.{minting}"
+    )
+
+
+def issuer_list(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()] or list(DEFAULT_TRUSTED_ISSUERS)
+
+
+def records_folder(flag: str | None, configured: str, org_name: str | None) -> Path:
+    """--records-dir as given; WEBEX_RECORDS_DIR from beside the script (an absolute path stays as
+    it is); with several orgs, each has its own folder inside."""
+    base = Path(flag) if flag else SCRIPT_DIR / (configured or "records")
+    return base / org_name if org_name else base
+
+
+def load_profiles(env_files: list[str] | None, records_dir: str | None) -> list[Settings | ConfigError]:
+    """One profile per env file; a profile that cannot be read is its error, so the others go on.
+    A missing file or two files naming the same org stop everything (bad usage)."""
+    paths = list(dict.fromkeys(Path(f) for f in env_files)) if env_files else [SCRIPT_DIR / ".env"]
+    several = len(paths) > 1
+    profiles = []
+    for path in paths:
+        try:
+            profiles.append(load_settings(str(path) if env_files else None, records_dir, several))
+        except ConfigError as exc:
+            if not path.is_file() and env_files:
+                raise
+            exc.org_name = file_safe(org_name_for(path))
+            profiles.append(exc)
+    names = [getattr(p, "org_name", None) for p in profiles]
+    if duplicate := next((n for n in names if names.count(n) > 1), None):
+        raise ConfigError(f"Two env files name the org {duplicate!r}: give each its own WEBEX_ORG_NAME or file name.")
+    return profiles
 
 
 def save_env_values(path: Path, updates: dict[str, str]) -> None:
@@ -577,23 +685,150 @@ def source_path(*ids: str) -> str:
     return "/dataSources/" + "/".join(quote(value, safe="") for value in ids)
 
 
-class WebexClient:
-    """The Webex BYODS API. Thread-safe: bulk rotation shares one client among workers."""
+class Connections:
+    """What every org's client shares: one session (one connection pool) per API host, one bound
+    on the requests in flight across the fleet (--workers), and one minter per integration token."""
 
-    def __init__(self, settings: Settings, pool_size: int = DEFAULT_WORKERS, sleeper=wait_quietly):
+    def __init__(self, workers: int = DEFAULT_WORKERS):
+        self.workers = workers
+        self.gate = threading.BoundedSemaphore(workers)
+        self._sessions: dict[str, requests.Session] = {}
+        self._minters: dict[tuple, Minter] = {}
+        self._lock = threading.Lock()
+
+    def session_for(self, base_url: str) -> requests.Session:
+        host = urlsplit(base_url)[:2]
+        with self._lock:
+            if host not in self._sessions:
+                session = requests.Session()
+                session.headers["User-Agent"] = f"data-sources.py/{VERSION}"
+                adapter = HTTPAdapter(pool_connections=1, pool_maxsize=max(self.workers, 2), max_retries=0)
+                session.mount("https://", adapter)
+                session.mount("http://", adapter)
+                self._sessions[host] = session
+            return self._sessions[host]
+
+    def minter_for(self, settings: Settings, timeouts) -> Minter | None:
+        if not settings.can_mint:
+            return None
+        key = (settings.base_url, settings.integration.token)
+        with self._lock:
+            if key not in self._minters:
+                self._minters[key] = Minter(settings.integration, settings.base_url, timeouts, self)
+            return self._minters[key]
+
+
+def exchange_refresh_token(session, base_url: str, timeouts, form: dict, what: str, advice: str) -> dict:
+    """POST /access_token with a refresh token; the answer's tokens, or an ApiError that says
+    which token failed (what) and what to do (advice)."""
+    host = urlsplit(base_url).netloc
+    try:
+        response = session.post(f"{base_url}/access_token", data={"grant_type": "refresh_token", **form}, timeout=timeouts, allow_redirects=False)
+    except requests.RequestException as exc:
+        raise network_error(exc, "POST", host, timeouts) from None
+    answered = response.status_code < 300
+    body = parse_body(response) if answered else None
+    if not answered or not isinstance(body, dict) or not body.get("access_token"):
+        error = ApiError("no access_token in the answer") if answered else error_from_response(response, "POST")
+        raise ApiError(f"Could not renew {what} with its refresh token ({error.message}).", status=401, tracking_id=error.tracking_id, hint=advice)
+    remember_secret(body["access_token"])
+    remember_secret(body.get("refresh_token"))
+    return body
+
+
+class Minter:
+    """Mints an org's access token with the integration token (POST /applications/{app}/token).
+    Shared by the orgs that use the same integration token, so it renews itself once per run."""
+
+    def __init__(self, integration: Integration, base_url: str, timeouts, connections: Connections):
+        self.integration = integration
+        self.token = integration.token
+        self.base_url = base_url
+        self.timeouts = timeouts
+        self.session = connections.session_for(base_url)
+        self.gate = connections.gate
+        self._lock = threading.Lock()
+        self._renewed = False
+
+    def mint(self, settings: Settings) -> dict:
+        body = {"clientId": settings.client_id, "clientSecret": settings.client_secret, "targetOrgId": settings.target_org_id}
+        url = f"{self.base_url}/applications/{quote(settings.service_app_id, safe='')}/token"
+        for attempt in (1, 2):
+            token = self.token
+            try:
+                with self.gate:
+                    response = self.session.post(url, json=body, headers={"Authorization": f"Bearer {token}"}, timeout=self.timeouts, allow_redirects=False)
+            except requests.RequestException as exc:
+                raise network_error(exc, "POST", urlsplit(self.base_url).netloc, self.timeouts) from None
+            if response.status_code == 401 and attempt == 1 and self._renew(token):
+                continue
+            if response.status_code >= 300:
+                raise self._refusal(response, settings)
+            answer = parse_body(response)
+            if not isinstance(answer, dict) or not answer.get("access_token"):
+                raise ApiError("Webex's answer to the token mint had no access_token: try again later.", status=response.status_code)
+            remember_secret(answer["access_token"])
+            remember_secret(answer.get("refresh_token"))
+            return answer
+        raise AssertionError("unreachable: the second attempt returns or raises")
+
+    def _refusal(self, response: requests.Response, settings: Settings) -> ApiError:
+        error = error_from_response(response, "POST")
+        where = self.integration.file or "the environment"
+        if response.status_code == 401:
+            error.message = f"The integration token (WEBEX_INTEGRATION_TOKEN in {where}) was refused ({error.message})"
+            error.hint = ("It must be a personal or integration token with the scope spark:applications_token: get a new one from "
+                          "the developer portal (a personal token lives 12 hours), or set WEBEX_INTEGRATION_REFRESH_TOKEN, "
+                          "WEBEX_INTEGRATION_CLIENT_ID and WEBEX_INTEGRATION_CLIENT_SECRET so it renews itself.")
+        elif response.status_code in (403, 404):
+            error.hint = (f"Webex would not mint a token for org {settings.target_org_id}: the org has not authorized the "
+                          "Service App, or WEBEX_SERVICE_APP_ID, WEBEX_CLIENT_ID or WEBEX_TARGET_ORG_ID is wrong.")
+        return error
+
+    def _renew(self, rejected: str) -> bool:
+        """Renew the integration token once per run and save it where it came from; True if a new one is there."""
+        with self._lock:
+            if self.token != rejected:
+                return True  # another org's mint already renewed it
+            if self._renewed or not self.integration.can_renew:
+                return False
+            self._renewed = True
+            i = self.integration
+            form = {"client_id": i.client_id, "client_secret": i.client_secret, "refresh_token": i.refresh_token}
+            answer = exchange_refresh_token(self.session, self.base_url, self.timeouts, form, "the integration token",
+                                            "Authorize the integration again in the developer portal and put its tokens in WEBEX_INTEGRATION_TOKEN and WEBEX_INTEGRATION_REFRESH_TOKEN.")
+            self.token = answer["access_token"]
+            updates = {"WEBEX_INTEGRATION_TOKEN": self.token}
+            if answer.get("refresh_token"):
+                updates["WEBEX_INTEGRATION_REFRESH_TOKEN"] = answer["refresh_token"]
+            if i.file:
+                save_env_values(i.file, updates)
+                err_console.print(Text(f"The integration token was renewed and saved to {i.file}."))
+            else:
+                show_warning("The integration token was renewed, but it came from the environment: export the new one before the next run.")
+            return True
+
+
+class WebexClient:
+    """The Webex BYODS API for one org. Thread-safe: bulk rotation shares one client among workers.
+    Token order: the access token; on a 401 (or with none) the refresh token; then one mint."""
+
+    def __init__(self, settings: Settings, pool_size: int = DEFAULT_WORKERS, sleeper=wait_quietly, connections: Connections | None = None):
+        connections = connections or Connections(pool_size)
         self.settings = settings
         self.host = urlsplit(settings.base_url).netloc
         self.timeouts = (settings.connect_timeout, settings.read_timeout)
-        self.workers = pool_size
+        self.workers = connections.workers
         self.sleeper = sleeper  # called with (seconds, reason) for every wait before a retry
-        self.on_token_renewed = None  # called with the env values a renewal changed
-        self.session = requests.Session()
-        self.session.headers["User-Agent"] = f"data-sources.py/{VERSION}"
-        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=max(pool_size, 2), max_retries=0)
-        self.session.mount("https://", adapter)
-        self.session.mount("http://", adapter)
+        self.on_token_renewed = None  # called with the env values a renewal or mint changed, and how
+        self.session = connections.session_for(settings.base_url)
+        self.gate = connections.gate
+        self.minter = connections.minter_for(settings, self.timeouts)
+        self.token_state = "ok"  # ok, renewed, minted
         self._lock = threading.Lock()
         self._paused_until = 0.0
+        self._renew_failed: ApiError | None = None  # kept, so every worker reports the same reason
+        self._minted = False
 
     # One method per API operation.
     def list_sources(self) -> list:
@@ -627,31 +862,41 @@ class WebexClient:
         remember_secret(token)
         self.settings.access_token = token
 
+    # The token: renewed with the refresh token, else minted, at most once each per run.
+    @property
+    def can_recover(self) -> bool:
+        return (self.settings.can_renew and not self._renew_failed) or (self.minter is not None and not self._minted)
+
     def renew_access_token(self) -> None:
         """Exchange the refresh token for a new access token (and maybe a new refresh token)."""
         s = self.settings
-        form = {"grant_type": "refresh_token", "client_id": s.client_id, "client_secret": s.client_secret, "refresh_token": s.refresh_token}
-        try:
-            response = self.session.post(f"{s.base_url}/access_token", data=form, timeout=self.timeouts, allow_redirects=False)
-        except requests.RequestException as exc:
-            raise network_error(exc, "POST", self.host, self.timeouts) from None
-        answered = response.status_code < 300
-        body = parse_body(response) if answered else None
-        if not answered or not isinstance(body, dict) or not body.get("access_token"):
-            error = ApiError("no access_token in the answer") if answered else error_from_response(response, "POST")
-            raise ApiError(
-                f"Could not renew the access token with the refresh token ({error.message}).",
-                status=401,
-                tracking_id=error.tracking_id,
-                hint="Create a new refresh token for the Service App in the developer portal, or put a fresh "
-                "access token in WEBEX_ACCESS_TOKEN.",
-            )
-        remember_secret(body["access_token"])
-        remember_secret(body.get("refresh_token"))
-        s.access_token = body["access_token"]
-        s.refresh_token = body.get("refresh_token") or s.refresh_token
+        form = {"client_id": s.client_id, "client_secret": s.client_secret, "refresh_token": s.refresh_token}
+        answer = exchange_refresh_token(self.session, s.base_url, self.timeouts, form, "the access token",
+                                        "Create a new refresh token for the Service App in the developer portal, or put a fresh "
+                                        "access token in WEBEX_ACCESS_TOKEN.")
+        self._take_tokens(answer, "renewed")
+
+    def _take_tokens(self, answer: dict, how: str) -> None:
+        self.settings.access_token = answer["access_token"]
+        self.settings.refresh_token = answer.get("refresh_token") or self.settings.refresh_token
+        self.token_state = how
         if self.on_token_renewed:
-            self.on_token_renewed(token_env_values(body))
+            self.on_token_renewed(token_env_values(answer), how)
+
+    def _recover_token(self, rejected_token: str) -> None:
+        """The refresh token first, then one mint; raises ApiError when neither gives a token."""
+        with self._lock:
+            if self.settings.access_token != rejected_token:
+                return  # another worker already has a new one
+            if self.settings.can_renew and not self._renew_failed:
+                try:
+                    return self.renew_access_token()
+                except ApiError as exc:
+                    self._renew_failed = exc
+            if self.minter is None or self._minted:
+                raise self._renew_failed or ApiError("The access token was refused again.", status=401, hint=status_hint(401, "GET"))
+            self._minted = True
+            self._take_tokens(self.minter.mint(self.settings), "minted")
 
     @staticmethod
     def _items(body, what: str) -> list:
@@ -669,26 +914,27 @@ class WebexClient:
         if remaining > 0:
             time.sleep(remaining)
 
-    def _renew_once(self, rejected_token: str) -> None:
-        with self._lock:
-            if self.settings.access_token == rejected_token:  # another worker may have renewed it
-                self.renew_access_token()
+    def _send(self, method: str, path: str, payload: dict | None, token: str) -> requests.Response:
+        with self.gate:  # --workers bounds the requests in flight across every org
+            return self.session.request(
+                method,
+                self.settings.base_url + path,
+                json=payload,
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=self.timeouts,
+                allow_redirects=False,  # a redirected PUT would come back a GET, and "succeed"
+            )
 
     def _request(self, method: str, path: str, payload: dict | None = None, token: str | None = None) -> Reply:
         started = time.monotonic()
-        renewed = False
+        recovered = False
+        if token is None and not self.settings.access_token:
+            self._recover_token("")
         for attempt in range(1, MAX_ATTEMPTS + 1):
             self._wait_for_pause()
             sent_token = token or self.settings.access_token
             try:
-                response = self.session.request(
-                    method,
-                    self.settings.base_url + path,
-                    json=payload,
-                    headers={"Authorization": f"Bearer {sent_token}"},
-                    timeout=self.timeouts,
-                    allow_redirects=False,  # a redirected PUT would come back a GET, and "succeed"
-                )
+                response = self._send(method, path, payload, sent_token)
             except requests.RequestException as exc:
                 error = network_error(exc, method, self.host, self.timeouts)
                 if not (error.maybe_processed and method != "POST" and attempt < MAX_ATTEMPTS):
@@ -702,16 +948,16 @@ class WebexClient:
                 fits = wait <= RETRY_WAIT_CAP and time.monotonic() - started + wait <= RETRY_BUDGET
                 if fits and attempt < MAX_ATTEMPTS:
                     if status in (423, 429):
-                        self._pause_everyone(wait)  # a rate limit slows every worker, not just this one
+                        self._pause_everyone(wait)  # a rate limit slows every worker of this org (its token), not others
                     self.sleeper(wait, f"Webex answered {status}")
                     continue
                 error = error_from_response(response, method, path)
                 if asked is not None:
                     error.hint = f"Webex asked to wait {asked:g} s: try again after that."
                 raise error
-            if status == 401 and token is None and not renewed and self.settings.can_renew:
-                self._renew_once(sent_token)
-                renewed = True
+            if status == 401 and token is None and not recovered and self.can_recover:
+                self._recover_token(sent_token)
+                recovered = True
                 continue
             if status >= 300:
                 raise error_from_response(response, method, path)
@@ -1083,11 +1329,6 @@ def ensure_records_dir(records_dir: Path) -> None:
         ) from None
 
 
-def file_safe(source_id) -> str:
-    """An id as part of a record's name: only plain characters, so the file stays in its folder."""
-    return re.sub(r"[^A-Za-z0-9_=.-]", "_", str(source_id))[:100]
-
-
 def write_record(records_dir: Path, name: str, content: dict) -> Path:
     """Write {name}_{TS}.json: temporary file, fsync, hard link (which never overwrites).
     Callers check the folder with ensure_records_dir before they send anything."""
@@ -1112,9 +1353,20 @@ def write_record(records_dir: Path, name: str, content: dict) -> Path:
         raise RecordError(f"Could not write the record {name} in {records_dir}: {exc.strerror or exc}.") from None
 
 
-def operation_record(operation: str, source_id, payload, reply: Reply | None, error: ApiError | None) -> dict:
+@dataclass
+class Trail:
+    """Where one org's records go, and which org they are about."""
+
+    dir: Path
+    org_name: str = "default"
+    org_id: str | None = None  # the list's orgId, else the token's org claim, else WEBEX_TARGET_ORG_ID
+
+
+def operation_record(trail: Trail, operation: str, source_id, payload, reply: Reply | None, error: ApiError | None) -> dict:
     return {
         "operation_timestamp": now_iso(),
+        "org_name": trail.org_name,
+        "org_id": trail.org_id,
         "operation_type": operation,
         "data_source_id": source_id,
         "configuration": payload,
@@ -1128,8 +1380,157 @@ def operation_record(operation: str, source_id, payload, reply: Reply | None, er
     }
 
 
-def list_record(views: list[SourceView]) -> dict:
-    return {"retrieved_timestamp": now_iso(), "count": len(views), "data_sources": [v.raw for v in views]}
+def list_record(trail: Trail, views: list[SourceView]) -> dict:
+    return {"retrieved_timestamp": now_iso(), "org_name": trail.org_name, "org_id": trail.org_id, "count": len(views),
+            "data_sources": [v.raw for v in views]}
+
+
+# ---------------------------------------------------------------------------------------------
+# The fleet: every org's sources. A run with one env file is a fleet of one org.
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class State:
+    views: list[SourceView]
+    schemas: dict[str, dict]
+    warnings: list[str] = field(default_factory=list)
+    unnamed: int = 0  # list items without an id: nothing can be decided about them
+
+    def find(self, source_id: str) -> SourceView:
+        return next(v for v in self.views if v.id == source_id)
+
+    def put(self, view: SourceView) -> None:
+        self.views = [v for v in self.views if v.id != view.id] + [view]
+
+    def drop(self, source_id: str) -> None:
+        self.views = [v for v in self.views if v.id != source_id]
+
+
+def fetch_state(client: WebexClient, known_schemas: dict | None = None) -> State:
+    """Sources, and schemas side by side unless known; schemas failing still leaves the sources."""
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        sources = pool.submit(client.list_sources)
+        schemas = pool.submit(client.list_schemas) if known_schemas is None else None
+        items = sources.result()
+        warnings, schema_map = [], known_schemas or {}
+        if schemas:
+            try:
+                schema_map = {s["id"]: s for s in schemas.result()}
+            except ApiError as exc:
+                warnings.append(f"Schemas could not be listed, so they show as unknown: {exc}")
+    views, unnamed = views_from_items(items)
+    if unnamed:
+        warnings.append(f"{unnamed} item(s) in Webex's list had no id (or were not objects), so they cannot be shown or changed.")
+    return State(fill_sparse(client, views), schema_map, warnings, unnamed)
+
+
+def fill_sparse(client: WebexClient, views: list[SourceView]) -> list[SourceView]:
+    """A list item without what a decision needs (status, url, schemaId) is read on its own,
+    side by side; if that fails too, the view says it cannot be judged."""
+    sparse = [v for v in views if missing_fields(v.raw) and plain_id(v.id)]
+
+    def read(view: SourceView) -> SourceView:
+        try:
+            body = client.get_source(view.id)
+        except ApiError as exc:
+            view.unjudged = f"Webex's list left out its {', '.join(missing_fields(view.raw))} and reading it failed ({exc.message})"
+            return view
+        return source_view({**view.raw, **(body if isinstance(body, dict) else {})})
+
+    if not sparse:
+        return views
+    with ThreadPoolExecutor(max_workers=client.workers) as pool:
+        filled = {view.id: view for view in pool.map(read, sparse)}
+    return [filled.get(view.id, view) for view in views]
+
+
+def views_from_items(items: list) -> tuple[list[SourceView], int]:
+    """The items that name a source, and how many do not: those are counted, never dropped silently."""
+    views = [source_view(item) for item in items if item_id(item)]
+    return views, len(items) - len(views)
+
+
+@dataclass
+class Org:
+    """One customer org in the run: its settings, client and records, what was read from it, and
+    what went wrong. A problem is kept, never raised: one org's failure never stops another."""
+
+    name: str
+    settings: Settings | None = None
+    client: WebexClient | None = None
+    trail: Trail | None = None
+    state: State | None = None
+    problem: Exception | None = None  # bad settings, a refused token, the network, a 5xx
+
+    @property
+    def refused(self) -> bool:
+        """Nothing can be done in this org until its settings or token are fixed."""
+        return isinstance(self.problem, ConfigError) or getattr(self.problem, "status", None) == 401
+
+    @property
+    def token_state(self) -> str:
+        if self.refused:
+            return f"refused: {self.problem}"
+        return self.client.token_state if self.client else "unknown"
+
+
+def save_token_to_env(settings: Settings, org_label: str = ""):
+    """A renewed or minted token goes back into the org's own file."""
+    def save(values: dict[str, str], how: str) -> None:
+        save_env_values(settings.env_file, values)
+        means = "with the refresh token" if how == "renewed" else "with the integration token"
+        err_console.print(Text(f"{org_label}The access token was {how} {means} and saved to {settings.env_file}."))
+
+    return save
+
+
+def build_fleet(env_files, records_dir, workers: int, sleeper) -> list[Org]:
+    """An Org per env file, their clients sharing connections and the --workers bound."""
+    connections = Connections(workers)
+    orgs = []
+    for profile in load_profiles(env_files, records_dir):
+        if isinstance(profile, ConfigError):
+            orgs.append(Org(profile.org_name, problem=profile))
+            continue
+        client = WebexClient(profile, sleeper=sleeper, connections=connections)
+        orgs.append(Org(profile.org_name, profile, client, Trail(profile.records_dir, profile.org_name, profile.target_org_id or None)))
+    for org in orgs:
+        if org.client:
+            org.client.on_token_renewed = save_token_to_env(org.settings, f"{org.name}: " if len(orgs) > 1 else "")
+    return orgs
+
+
+def fetch_org(org: Org, rotating: bool = False) -> None:
+    """Read one org's sources (and its schemas, unless rotating or already known)."""
+    if org.client is None:
+        return
+    known = {} if rotating else (org.state.schemas if org.state and org.state.schemas else None)
+    try:
+        org.state, org.problem = fetch_state(org.client, known), None
+    except ApiError as exc:
+        org.state, org.problem = None, exc
+        return
+    org.trail.org_id = org.trail.org_id or next((v.org_id for v in org.state.views if v.org_id), None)
+
+
+def fetch_fleet(orgs: list[Org], rotating: bool = False) -> list[Org]:
+    """Every org side by side; the requests in flight stay within --workers."""
+    with ThreadPoolExecutor(max_workers=max(1, min(len(orgs), MAX_WORKERS))) as pool:
+        list(pool.map(lambda org: fetch_org(org, rotating), orgs))
+    return orgs
+
+
+def fleet_entries(orgs: list[Org]) -> list[tuple[Org, SourceView]]:
+    return [(org, view) for org in orgs if org.state for view in org.state.views]
+
+
+def fleet_exit(orgs: list[Org], work_code: int = 0) -> int:
+    """1 if any org failed; 2 when every org was refused (settings or token): nothing could be done."""
+    failed = [org for org in orgs if org.problem]
+    if failed and len(failed) == len(orgs) and all(org.refused for org in failed):
+        return 2
+    return max(work_code, 1 if failed else 0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1155,21 +1556,25 @@ def cell(value, style: str = "") -> Text:
     return Text(clip(safe_text(value)), style=style)
 
 
-def sources_table(views, schemas, now, verdicts=None, limit=None) -> Table:
-    table = Table(title=f"Data sources ({len(views)})", title_justify="left", expand=False)
+def sources_table(entries, now, verdicts=None, limit=None, show_org=False) -> Table:
+    """(org, view) entries, trouble on top across every org; an Org column when there are several."""
+    table = Table(title=f"Data sources ({len(entries)})", title_justify="left", expand=False)
+    if show_org:
+        table.add_column("Org", no_wrap=True, overflow="ellipsis")
     table.add_column("ID", no_wrap=True)
     for column in ("Audience", "Subject", "Schema", "URL", "Status"):
         table.add_column(column, no_wrap=True, overflow="ellipsis")  # one line per source, whatever comes
     table.add_column("Expires", no_wrap=True)
     if verdicts is not None:
         table.add_column("Signature", no_wrap=True, overflow="ellipsis")
-    shown = sort_views(views, now)[:limit]
-    for view in shown:
-        row = [
+    shown = sort_entries(entries, now)[:limit]
+    for org, view in shown:
+        row = [cell(org.name)] if show_org else []
+        row += [
             cell(view.short_id),
             cell(view.audience or "unknown"),
             cell(view.subject or "unknown"),
-            cell(schema_name(schemas, view.schema_id)),
+            cell(schema_name(org.state.schemas, view.schema_id)),
             cell(view.url or "unknown"),
             cell(view.status or "unknown", "green" if view.active else "red"),
             cell(expiry_text(view, now), EXPIRY_STYLES[urgency(view, now)[0]]),
@@ -1178,23 +1583,28 @@ def sources_table(views, schemas, now, verdicts=None, limit=None) -> Table:
             verdict = verdicts[view.id]
             row.append(cell(verdict.text, "green" if verdict.state == "valid" else "yellow"))
         table.add_row(*row)
-    if not views:
+    if not entries:
         table.caption = "No data sources yet: choose Register to add one."
-    elif len(shown) < len(views):
-        table.caption = f"The {len(shown)} most urgent of {len(views)}: type in the menu to find any, or run --list for all."
+    elif len(shown) < len(entries):
+        table.caption = f"The {len(shown)} most urgent of {len(entries)}: type in the menu to find any, or run --list for all."
     return table
 
 
-def plain_rows(views, schemas, now, verdicts) -> str:
-    """--list when piped: tab-separated with full ids, easy to cut and grep."""
+def sort_entries(entries, now: datetime) -> list:
+    return sorted(entries, key=lambda entry: urgency(entry[1], now))
+
+
+def plain_rows(entries, now, verdicts, show_org=False) -> str:
+    """--list when piped: tab-separated with full ids, easy to cut and grep; org first with several."""
     header = ["id", "audience", "subject", "schema", "url", "status", "expires_at", "expires", "signature"]
-    lines = ["\t".join(header)]
-    for view in sort_views(views, now):
-        cells = [
+    lines = ["\t".join(["org", *header] if show_org else header)]
+    for org, view in sort_entries(entries, now):
+        cells = [org.name] if show_org else []
+        cells += [
             view.id,
             view.audience or "unknown",
             view.subject or "unknown",
-            schema_name(schemas, view.schema_id),
+            schema_name(org.state.schemas, view.schema_id),
             view.url or "unknown",
             view.status or "unknown",
             view.expires_at.isoformat() if view.expires_at else "unknown",
@@ -1203,6 +1613,34 @@ def plain_rows(views, schemas, now, verdicts) -> str:
         ]
         lines.append("\t".join(safe_text(value) for value in cells))  # a tab or newline inside shows as \\t, \\n
     return "\n".join(lines)
+
+
+def org_counts(org, now: datetime) -> tuple[int, int, SourceView | None]:
+    """(expired, expiring within the hour, the soonest to expire) among an org's active sources."""
+    active = [v for v in org.state.views if v.active and v.expires_at]
+    expired = sum(seconds_left(v, now) <= 0 for v in active)
+    soon = sum(0 < seconds_left(v, now) < EXPIRING_SOON_SECONDS for v in active)
+    return expired, soon, min(active, key=lambda v: v.expires_at, default=None)
+
+
+def overview_table(orgs, now: datetime) -> Table:
+    """One row per org: its sources, what has expired or will within the hour, and its token."""
+    table = Table(title=f"Customer orgs ({len(orgs)})", title_justify="left")
+    for column in ("Org", "Sources", "Expired", "Within the hour", "Soonest expiry", "Token"):
+        table.add_column(column, no_wrap=True, overflow="ellipsis")
+    for org in orgs:
+        if org.state is None:
+            problem = org.token_state if org.refused else f"unreadable: {org.problem}"
+            table.add_row(cell(org.name), "-", "-", "-", "-", cell(problem, "red"))
+            continue
+        expired, soon, soonest = org_counts(org, now)
+        table.add_row(
+            cell(org.name), str(len(org.state.views)),
+            Text(str(expired), style="bold red" if expired else ""), Text(str(soon), style="yellow" if soon else ""),
+            cell(expiry_text(soonest, now) if soonest else "-", EXPIRY_STYLES[urgency(soonest, now)[0]] if soonest else ""),
+            cell(org.token_state, "green"),
+        )
+    return table
 
 
 def details_panel(view: SourceView, schemas: dict, now: datetime, verdict: Verdict | None) -> Panel:
@@ -1317,7 +1755,7 @@ def menu_title(view: SourceView, now: datetime) -> str:
     return f"{audience} · {status} · {expiry_text(view, now)} · {safe_text(view.short_id)}"
 
 
-def prompt_menu(views, now):
+def prompt_menu(views, now, back: bool = False):
     import questionary
 
     choices = [questionary.Choice(menu_title(v, now), ("view", v.id)) for v in sort_views(views, now)]
@@ -1330,11 +1768,33 @@ def prompt_menu(views, now):
         questionary.Choice("Schemas", ("schemas", None)),
         questionary.Choice("Replace the access token", ("token", None)),
         questionary.Choice("Refresh", ("refresh", None)),
+        *([questionary.Choice("Back to all orgs", ("back", None))] if back else []),
         questionary.Choice("Quit", ("quit", None)),
     ]
     return questionary.select(
         "Choose a data source or an action (type to filter):", choices, use_search_filter=True, use_jk_keys=False
     ).unsafe_ask()
+
+
+def overview_title(org, now: datetime) -> str:
+    name = clip(safe_text(org.name), 30)
+    if org.state is None:
+        return f"{name} · {clip(safe_text(org.token_state if org.refused else f'unreadable: {org.problem}'), 2 * CELL_WIDTH)}"
+    expired, soon, _ = org_counts(org, now)
+    return f"{name} · {len(org.state.views)} sources · {expired} expired · {soon} within the hour · token {clip(safe_text(org.token_state), 20)}"
+
+
+def prompt_overview(orgs, now):
+    import questionary
+
+    choices = [questionary.Choice(overview_title(org, now), ("org", org)) for org in orgs]
+    choices += [
+        questionary.Separator(),
+        questionary.Choice("Rotate everything expiring within the hour in all orgs", ("rotate", None)),
+        questionary.Choice("Refresh", ("refresh", None)),
+        questionary.Choice("Quit", ("quit", None)),
+    ]
+    return questionary.select("Choose an org or an action (type to filter):", choices, use_search_filter=True, use_jk_keys=False).unsafe_ask()
 
 
 def prompt_source(views, now, message, extra_choices=()):
@@ -1432,27 +1892,11 @@ def prompt_token() -> str:
 
 
 @dataclass
-class State:
-    views: list[SourceView]
-    schemas: dict[str, dict]
-    warnings: list[str] = field(default_factory=list)
-    unnamed: int = 0  # list items without an id: nothing can be decided about them
-
-    def find(self, source_id: str) -> SourceView:
-        return next(v for v in self.views if v.id == source_id)
-
-    def put(self, view: SourceView) -> None:
-        self.views = [v for v in self.views if v.id != view.id] + [view]
-
-    def drop(self, source_id: str) -> None:
-        self.views = [v for v in self.views if v.id != source_id]
-
-
-@dataclass
 class WriteResult:
     operation: str
     source_id: str | None
     ok: bool
+    org: str = "default"
     view: SourceView | None = None
     record: Path | None = None
     error: BaseException | None = None
@@ -1460,70 +1904,27 @@ class WriteResult:
     reconciled: str | None = None  # a lost register answer, looked up: created, not_created, unknown
 
 
-def fetch_state(client: WebexClient, known_schemas: dict | None = None) -> State:
-    """Sources, and schemas side by side unless known; schemas failing still leaves the sources."""
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        sources = pool.submit(client.list_sources)
-        schemas = pool.submit(client.list_schemas) if known_schemas is None else None
-        items = sources.result()
-        warnings, schema_map = [], known_schemas or {}
-        if schemas:
-            try:
-                schema_map = {s["id"]: s for s in schemas.result()}
-            except ApiError as exc:
-                warnings.append(f"Schemas could not be listed, so they show as unknown: {exc}")
-    views, unnamed = views_from_items(items)
-    if unnamed:
-        warnings.append(f"{unnamed} item(s) in Webex's list had no id (or were not objects), so they cannot be shown or changed.")
-    return State(fill_sparse(client, views), schema_map, warnings, unnamed)
-
-
-def fill_sparse(client: WebexClient, views: list[SourceView]) -> list[SourceView]:
-    """A list item without what a decision needs (status, url, schemaId) is read on its own,
-    side by side; if that fails too, the view says it cannot be judged."""
-    sparse = [v for v in views if missing_fields(v.raw) and plain_id(v.id)]
-
-    def read(view: SourceView) -> SourceView:
-        try:
-            body = client.get_source(view.id)
-        except ApiError as exc:
-            view.unjudged = f"Webex's list left out its {', '.join(missing_fields(view.raw))} and reading it failed ({exc.message})"
-            return view
-        return source_view({**view.raw, **(body if isinstance(body, dict) else {})})
-
-    if not sparse:
-        return views
-    with ThreadPoolExecutor(max_workers=client.workers) as pool:
-        filled = {view.id: view for view in pool.map(read, sparse)}
-    return [filled.get(view.id, view) for view in views]
-
-
-def views_from_items(items: list) -> tuple[list[SourceView], int]:
-    """The items that name a source, and how many do not: those are counted, never dropped silently."""
-    views = [source_view(item) for item in items if item_id(item)]
-    return views, len(items) - len(views)
-
-
-def write_operation(records_dir: Path, operation: str, source_id, payload, send, look_up=None) -> WriteResult:
+def write_operation(trail: Trail, operation: str, source_id, payload, send, look_up=None) -> WriteResult:
     """Every write: check the record can be written, send, record success or failure.
     look_up(error) settles a write whose answer was lost: (reconciled, view found or None)."""
-    ensure_records_dir(records_dir)
+    ensure_records_dir(trail.dir)
     try:
         reply, error = send(), None
     except ApiError as exc:
         reply, error = None, exc
     body = reply.body if reply and isinstance(reply.body, dict) else {}
     source_id = item_id(body) or source_id
-    result = WriteResult(operation, source_id, error is None, view=source_view(body) if item_id(body) else None, error=error)
+    result = WriteResult(operation, source_id, error is None, trail.org_name, source_view(body) if item_id(body) else None, error=error)
     if error and error.maybe_processed and look_up:
         result.reconciled, result.view = look_up(error)
         source_id = result.source_id = result.view.id if result.view else source_id
+    trail.org_id = trail.org_id or (result.view.org_id if result.view else None)
     name = f"data_source_{operation}_{file_safe(source_id)}" if result.ok else f"data_source_{operation}_failed"
-    content = operation_record(operation, source_id, payload, reply, error)
+    content = operation_record(trail, operation, source_id, payload, reply, error)
     if result.reconciled:
         content["reconciled"] = result.reconciled
     try:
-        result.record = write_record(records_dir, name, content)
+        result.record = write_record(trail.dir, name, content)
     except RecordError as exc:  # what Webex did stands; the result says the record is missing
         outcome = "went through" if result.ok else "was refused"
         result.record_error = RecordError(f"The {operation} {outcome}, but no record of it was kept. {exc} "
@@ -1531,8 +1932,8 @@ def write_operation(records_dir: Path, operation: str, source_id, payload, send,
     return result
 
 
-def register_source(client, records_dir, payload) -> WriteResult:
-    return write_operation(records_dir, "registration", None, payload, lambda: client.create_source(payload),
+def register_source(client, trail, payload) -> WriteResult:
+    return write_operation(trail, "registration", None, payload, lambda: client.create_source(payload),
                            lambda error: find_registered(client, payload, error))
 
 
@@ -1552,54 +1953,57 @@ def find_registered(client, payload: dict, error: ApiError) -> tuple[str, Source
     return "not_created", None
 
 
-def update_source(client, records_dir, source_id, payload, operation="update") -> WriteResult:
-    return write_operation(records_dir, operation, source_id, payload, lambda: client.update_source(source_id, payload))
+def update_source(client, trail, source_id, payload, operation="update") -> WriteResult:
+    return write_operation(trail, operation, source_id, payload, lambda: client.update_source(source_id, payload))
 
 
-def rotate_source(client, records_dir, view: SourceView, lifetime: int | None = None) -> WriteResult:
+def rotate_source(client, trail, view: SourceView, lifetime: int | None = None) -> WriteResult:
     try:
         payload = rotation_payload(view, lifetime)
     except ValueError as exc:
-        return WriteResult("rotation", view.id, False, error=ApiError(f"Cannot rotate {view.short_id}: {exc}."))
-    return update_source(client, records_dir, view.id, payload, "rotation")
+        return WriteResult("rotation", view.id, False, trail.org_name, error=ApiError(f"Cannot rotate {view.short_id}: {exc}."))
+    return update_source(client, trail, view.id, payload, "rotation")
 
 
-def delete_source(client, records_dir, view: SourceView) -> WriteResult:
+def delete_source(client, trail, view: SourceView) -> WriteResult:
     """The record keeps the last known configuration, so the source can be registered again."""
     payload = {k: v for k, v in payload_from_view(view).items() if k not in ("nonce", "status")}
-    result = write_operation(records_dir, "delete", view.id, payload, lambda: client.delete_source(view.id))
+    result = write_operation(trail, "delete", view.id, payload, lambda: client.delete_source(view.id))
     if not result.ok and result.error.status == 404:
         result.error = ApiError(f"data source {view.short_id} is already gone.", status=404, tracking_id=result.error.tracking_id)
     return result
 
 
-def rotation_targets(views, selector, within_minutes, now) -> tuple[list[SourceView], list[SourceView]]:
-    """(to rotate, skipped because disabled) for --rotate IDS|all and --rotate-expiring."""
+def rotation_targets(entries, selector, within_minutes, now) -> tuple[list, list]:
+    """(to rotate, skipped because disabled) for --rotate IDS|all and --rotate-expiring, as
+    (org, view) pairs across every org."""
     if within_minutes is not None:
-        chosen = [v for v in views if needs_rotation(v, now, within_minutes)]
+        chosen = [(org, v) for org, v in entries if needs_rotation(v, now, within_minutes)]
     elif selector == ["all"]:
-        chosen = list(views)
+        chosen = list(entries)
     else:
-        chosen = [resolve_id(views, wanted) for wanted in selector]
-    chosen = list({v.id: v for v in chosen}.values())
-    return [v for v in chosen if v.active], [v for v in chosen if not v.active]
+        chosen = [resolve_id(entries, wanted) for wanted in selector]
+    chosen = list({(org.name, v.id): (org, v) for org, v in chosen}.values())
+    return [(org, v) for org, v in chosen if v.active], [(org, v) for org, v in chosen if not v.active]
 
 
-def resolve_id(views, wanted: str) -> SourceView:
-    matches = [v for v in views if v.id == wanted] or [v for v in views if v.id.startswith(wanted) and len(wanted) >= 4]
+def resolve_id(entries, wanted: str):
+    """An id or a unique prefix (4+ characters) across the fleet: its (org, view)."""
+    matches = [(o, v) for o, v in entries if v.id == wanted] or [(o, v) for o, v in entries if v.id.startswith(wanted) and len(wanted) >= 4]
     if len(matches) != 1:
-        problem = "matches several data sources" if matches else "is not a data source in this org"
+        problem = "matches several data sources" if matches else "is not a data source in any org that could be read"
         raise ConfigError(f"{wanted!r} {problem}. Run --list to see the ids (a unique prefix of 4+ characters works).")
     return matches[0]
 
 
-def rotate_many(client, records_dir, views, lifetime, workers, on_result) -> list[WriteResult]:
-    """Rotate concurrently with a bounded pool. If the batch stops (Ctrl-C), nothing more is sent,
-    and requests already in flight still get their answer recorded."""
-    ensure_records_dir(records_dir)
+def rotate_many(pairs, lifetime, workers, on_result) -> list[WriteResult]:
+    """Rotate (org, view) pairs concurrently with one bounded pool for the whole fleet. If the
+    batch stops (Ctrl-C), nothing more is sent, and requests in flight still get recorded."""
+    for trail_dir in {org.trail.dir for org, _ in pairs}:
+        ensure_records_dir(trail_dir)
     results = []
     pool = ThreadPoolExecutor(max_workers=workers)
-    futures = [pool.submit(rotate_source, client, records_dir, view, lifetime) for view in views]
+    futures = [pool.submit(rotate_source, org.client, org.trail, view, lifetime) for org, view in pairs]
     try:
         for future in as_completed(futures):
             results.append(future.result())
@@ -1643,26 +2047,43 @@ def announce_wait(seconds: float, reason: str) -> None:
 
 
 class Menu:
-    """State that is real: the client, the sources on screen, and where records go."""
+    """One org's menu: its client, the sources on screen, and where its records go. In a fleet it
+    ends with Back to all orgs."""
 
-    def __init__(self, client: WebexClient, settings: Settings, state: State):
-        self.client = client
-        self.settings = settings
-        self.state = state
-        self.verifier = TokenVerifier(settings.trusted_issuers, settings.connect_timeout)
+    def __init__(self, org: Org, back: bool = False):
+        self.org = org
+        self.back = back
+        if org.state is None:
+            org.state = State([], {}, ["The data sources could not be listed: choose Refresh to try again."])
+        self.verifier = TokenVerifier(org.settings.trusted_issuers, org.settings.connect_timeout)
 
-    def run(self) -> int:
+    @property
+    def client(self) -> WebexClient:
+        return self.org.client
+
+    @property
+    def settings(self) -> Settings:
+        return self.org.settings
+
+    @property
+    def state(self) -> State:
+        return self.org.state
+
+    def run(self) -> str:
+        """Until Quit ("quit") or, in a fleet, Back to all orgs ("back")."""
         while True:
             now = datetime.now(UTC)
-            console.print(sources_table(self.state.views, self.state.schemas, now, limit=MENU_TABLE_ROWS))
+            if self.back:
+                console.print(Text(f"Org: {safe_text(self.org.name)}", style="bold"))
+            console.print(sources_table([(self.org, v) for v in self.state.views], now, limit=MENU_TABLE_ROWS))
             for warning in self.state.warnings:
                 show_warning(warning)
             notice = expiring_notice(self.state.views, now)
             if notice:
                 console.print(Text(notice, style="bold yellow"))
-            kind, source_id = prompt_menu(self.state.views, now)  # Ctrl-C here exits with 130
-            if kind == "quit":
-                return 0
+            kind, source_id = prompt_menu(self.state.views, now, self.back)  # Ctrl-C here exits with 130
+            if kind in ("quit", "back"):
+                return kind
             action = getattr(self, f"do_{kind}")
             try:
                 self.with_token_recovery(action, source_id)
@@ -1690,7 +2111,7 @@ class Menu:
 
     def write(self, action, *args) -> WriteResult:
         """Send one write; after a 401 and a new token, send the same thing again."""
-        result = run_to_completion(action, self.client, self.settings.records_dir, *args)
+        result = run_to_completion(action, self.client, self.org.trail, *args)
         show_result(result, datetime.now(UTC))
         if not result.ok and getattr(result.error, "status", None) == 401 and self.recover_token():
             return self.write(action, *args)
@@ -1774,8 +2195,8 @@ class Menu:
         if len(targets) == 1:
             self.write(rotate_source, targets[0])
             return
-        results = run_bulk_rotation(self.client, self.settings.records_dir, targets, None, DEFAULT_WORKERS, interactive=True)
-        console.print(rotation_summary(results, 0, datetime.now(UTC)))
+        results = run_bulk_rotation([(self.org, view) for view in targets], None, self.client.workers, interactive=True)
+        console.print(Text(rotation_summary(results, Counter(), datetime.now(UTC))))
         for result in results:
             if result.ok and result.view:
                 self.state.put(result.view)
@@ -1788,7 +2209,7 @@ class Menu:
         if not typed or typed not in (view.audience, view.short_id):
             console.print("That does not match: nothing was deleted.")
             return
-        result = run_to_completion(delete_source, self.client, self.settings.records_dir, view)
+        result = run_to_completion(delete_source, self.client, self.org.trail, view)
         show_result(result, now)
         if result.ok or result.error.status == 404:
             self.state.drop(view.id)
@@ -1824,7 +2245,53 @@ class Menu:
         console.print(Text(f"The new access token works and was saved to {self.settings.env_file}."))
 
     def do_refresh(self, _=None) -> None:
-        self.state = fetch_state(self.client, self.state.schemas or None)
+        self.org.state, self.org.problem = fetch_state(self.client, self.state.schemas or None), None
+
+
+class FleetMenu:
+    """The org overview: every org at a glance; open one, or rotate what expires within the hour
+    in all of them at once."""
+
+    def __init__(self, orgs: list[Org], workers: int):
+        self.orgs = orgs
+        self.workers = workers
+
+    def run(self) -> int:
+        while True:
+            now = datetime.now(UTC)
+            console.print(overview_table(self.orgs, now))
+            kind, org = prompt_overview(self.orgs, now)  # Ctrl-C here exits with 130
+            if kind == "quit":
+                return 0
+            try:
+                if kind == "org" and self.open(org) == "quit":
+                    return 0
+                if kind == "rotate":
+                    self.rotate_urgent(now)
+                if kind == "refresh":
+                    fetch_fleet(self.orgs)
+            except Cancelled:
+                console.print("Cancelled: nothing was sent.")
+
+    def open(self, org: Org) -> str:
+        if org.client is None:  # its settings could not be read: nothing to open
+            show_error(org.problem)
+            return "back"
+        return Menu(org, back=True).run()
+
+    def rotate_urgent(self, now: datetime) -> None:
+        pairs = [(org, v) for org, v in fleet_entries(self.orgs) if v.active and needs_rotation(v, now, 60)]
+        if not pairs:
+            console.print("Nothing active expires within the hour in any org.")
+            return
+        if not confirm(f"Rotate {len(pairs)} token(s) in {len({org.name for org, _ in pairs})} org(s) now?", True):
+            raise Cancelled
+        results = run_bulk_rotation(pairs, None, self.workers, interactive=True, show_org=True)
+        console.print(Text(rotation_summary(results, Counter(), datetime.now(UTC), self.orgs)))
+        by_name = {org.name: org for org in self.orgs}
+        for result in results:
+            if result.ok and result.view:
+                by_name[result.org].state.put(result.view)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1851,17 +2318,10 @@ def parse_args(argv) -> argparse.Namespace:
     parser.add_argument("--lifetime", type=argparse_type(validate_lifetime, int), metavar="MINUTES", help="new token lifetime for rotation (1-1440); default: keep each source's own")
     parser.add_argument("--workers", type=argparse_type(validate_workers, int), default=DEFAULT_WORKERS, metavar="N", help=f"parallel rotations (default {DEFAULT_WORKERS})")
     parser.add_argument("--records-dir", metavar="DIR", help="where record files go (default: records/ beside the script)")
-    parser.add_argument("--env-file", metavar="PATH", help="read settings from this file instead of .env beside the script")
+    parser.add_argument("--env-file", nargs="+", metavar="PATH",
+                        help="read settings from this file instead of .env beside the script; several files: one per customer org")
     parser.add_argument("--version", action="version", version=f"%(prog)s {VERSION}")
     return parser.parse_args(argv)
-
-
-def save_token_to_env(settings: Settings):
-    def save(values: dict[str, str]) -> None:
-        save_env_values(settings.env_file, values)
-        err_console.print(Text(f"The access token was renewed with the refresh token and saved to {settings.env_file}."))
-
-    return save
 
 
 def refresh_token_warning(settings: Settings, now: datetime) -> str | None:
@@ -1873,102 +2333,152 @@ def refresh_token_warning(settings: Settings, now: datetime) -> str | None:
             "Service App in the developer portal before then, or the access token can no longer renew itself.")
 
 
-def save_list(settings: Settings, state: State) -> None:
-    path = write_record(settings.records_dir, "data_sources_list", list_record(state.views))
-    err_console.print(Text(f"Saved the list of {len(state.views)} sources to {path}"))
+def org_prefix(org_name: str, orgs: list[Org]) -> str:
+    """Output names the org when there are several; a fleet of one reads as it always has."""
+    return f"{org_name}: " if len(orgs) > 1 else ""
 
 
-def run_list(client: WebexClient, settings: Settings, state: State) -> int:
+def show_org_notes(orgs: list[Org]) -> None:
+    """Each org's warnings, and why an org could not be read, on stderr."""
+    for org in orgs:
+        for warning in org.state.warnings if org.state else []:
+            show_warning(org_prefix(org.name, orgs) + warning)
+        if org.problem:
+            show_error(f"{org_prefix(org.name, orgs)}{org.problem}")
+
+
+def save_lists(orgs: list[Org]) -> None:
+    for org in orgs:
+        if org.state:
+            path = write_record(org.trail.dir, "data_sources_list", list_record(org.trail, org.state.views))
+            err_console.print(Text(f"{org_prefix(org.name, orgs)}Saved the list of {len(org.state.views)} sources to {path}"))
+
+
+def verify_all(orgs: list[Org], now: datetime) -> dict[str, Verdict]:
+    """Every token's signature; one verifier (so one key fetch per issuer) per trust setting."""
+    verifiers, verdicts = {}, {}
+    for org, view in fleet_entries(orgs):
+        key = (org.settings.trusted_issuers, org.settings.connect_timeout)
+        verifier = verifiers.setdefault(key, TokenVerifier(*key))
+        verdicts[view.id] = verifier.verify(view, now)
+    return verdicts
+
+
+def run_list(orgs: list[Org]) -> int:
     now = datetime.now(UTC)
-    verifier = TokenVerifier(settings.trusted_issuers, settings.connect_timeout)
-    verdicts = {view.id: verifier.verify(view, now) for view in state.views}
-    for warning in state.warnings:
-        show_warning(warning)
+    entries, several = fleet_entries(orgs), len(orgs) > 1
+    verdicts = verify_all(orgs, now)
     if sys.stdout.isatty():
-        console.print(sources_table(state.views, state.schemas, now, verdicts))
+        console.print(sources_table(entries, now, verdicts, show_org=several))
     else:
-        print(plain_rows(state.views, state.schemas, now, verdicts))
-    for view in state.views:
+        print(plain_rows(entries, now, verdicts, show_org=several))
+    show_org_notes(orgs)
+    for org, view in entries:
         for warning in view.warnings:
-            show_warning(f"{view.short_id}: {warning}")
-    return 0
+            show_warning(f"{org_prefix(org.name, orgs)}{view.short_id}: {warning}")
+    return fleet_exit(orgs)
 
 
-def rotation_line(result: WriteResult) -> str:
+def rotation_line(result: WriteResult, show_org: bool = False) -> str:
+    where = f"{result.org}  " if show_org else ""
     if result.ok:
         expires = local_time(result.view.expires_at) if result.view else "unknown"
-        line = f"rotated  {result.source_id}  expires {expires}"
+        line = f"rotated  {where}{result.source_id}  expires {expires}"
     else:
-        line = f"failed   {result.source_id}  {result.error}"
+        line = f"failed   {where}{result.source_id}  {result.error}"
     return safe_text(f"{line}  {result.record_error}" if result.record_error else line)
 
 
-def rotation_summary(results: list[WriteResult], skipped: int, now: datetime) -> str:
+def rotation_counts(results: list[WriteResult], skipped: int) -> str:
     failed = sum(not r.ok for r in results)
-    summary = f"Rotated {len(results) - failed}, skipped {skipped}, failed {failed}."
+    counts = f"Rotated {len(results) - failed}, skipped {skipped}, failed {failed}."
     if unrecorded := sum(r.record_error is not None for r in results):
-        summary += f" {unrecorded} left no record."
+        counts += f" {unrecorded} left no record."
+    return counts
+
+
+def rotation_summary(results: list[WriteResult], skipped: Counter, now: datetime, orgs: list[Org] = ()) -> str:
+    """The totals; with several orgs, first a line per org that had work or trouble."""
+    lines = []
+    for org in orgs if len(orgs) > 1 else []:
+        mine = [r for r in results if r.org == org.name]
+        if org.state is None and org.problem:
+            lines.append(f"{org.name}: could not be read: {org.problem}")
+        elif mine or skipped[org.name]:
+            lines.append(f"{org.name}: {rotation_counts(mine, skipped[org.name])}")
+    total = rotation_counts(results, sum(skipped.values()))
+    if unread := sum(org.state is None for org in orgs if len(orgs) > 1):
+        total += f" {unread} of {len(orgs)} orgs could not be read."
     rotated = [r.view for r in results if r.ok and r.view and r.view.expires_at]
     if rotated:
         earliest = min(rotated, key=lambda v: v.expires_at)
-        summary += f" Earliest new expiry: {local_time(earliest.expires_at)} ({expiry_text(earliest, now)})."
-    return summary
+        total += f" Earliest new expiry: {local_time(earliest.expires_at)} ({expiry_text(earliest, now)})."
+    return "\n".join(safe_text(line) for line in [*lines, total])
 
 
-def run_bulk_rotation(client, records_dir, targets, lifetime, workers, interactive) -> list[WriteResult]:
+def run_bulk_rotation(pairs, lifetime, workers, interactive, show_org=False) -> list[WriteResult]:
     """A progress bar on a terminal; one plain line per source otherwise (cron mail)."""
     if not interactive:
-        return rotate_many(client, records_dir, targets, lifetime, workers, lambda r: print(rotation_line(r), flush=True))
+        return rotate_many(pairs, lifetime, workers, lambda r: print(rotation_line(r, show_org), flush=True))
     from rich.progress import Progress
 
     with Progress(console=console) as progress:
-        task = progress.add_task("Rotating", total=len(targets))
+        task = progress.add_task("Rotating", total=len(pairs))
 
         def advance(result: WriteResult) -> None:
             progress.advance(task)
             if not result.ok or result.record_error:
-                progress.console.print(Text(rotation_line(result)))
+                progress.console.print(Text(rotation_line(result, show_org)))
 
-        return rotate_many(client, records_dir, targets, lifetime, workers, advance)
+        return rotate_many(pairs, lifetime, workers, advance)
 
 
-def unnamed_results(count: int) -> list[WriteResult]:
+def unnamed_results(org: Org) -> list[WriteResult]:
     """List items without an id cannot be judged: a rotation over everything fails for them, never a quiet 0."""
     error = ApiError("Webex listed it without an id, so it cannot be judged or rotated.")
-    return [WriteResult("rotation", "(no id)", False, error=error) for _ in range(count)]
+    return [WriteResult("rotation", "(no id)", False, org.name, error=error) for _ in range(org.state.unnamed if org.state else 0)]
 
 
-def run_rotation(client, settings, state, args) -> int:
-    now = datetime.now(UTC)
-    targets, skipped = rotation_targets(state.views, args.rotate, args.rotate_expiring, now)
-    for view in skipped:
-        print(f"skipped  {safe_text(view.id)}  disabled")
-    for warning in state.warnings:
-        show_warning(warning)
-    unjudged = unnamed_results(state.unnamed if args.rotate_expiring is not None or args.rotate == ["all"] else 0)
+def run_rotation(orgs: list[Org], args) -> int:
+    now, several = datetime.now(UTC), len(orgs) > 1
+    targets, skipped = rotation_targets(fleet_entries(orgs), args.rotate, args.rotate_expiring, now)
+    for org, view in skipped:
+        print(safe_text(f"skipped  {org.name + '  ' if several else ''}{view.id}  disabled"))
+    show_org_notes(orgs)
+    everything = args.rotate_expiring is not None or args.rotate == ["all"]
+    unjudged = [result for org in orgs for result in unnamed_results(org)] if everything else []
     for result in unjudged:
-        print(rotation_line(result))
-    results = run_bulk_rotation(client, settings.records_dir, targets, args.lifetime, args.workers, sys.stdout.isatty()) + unjudged
-    print(rotation_summary(results, len(skipped), datetime.now(UTC)))
+        print(rotation_line(result, several))
+    results = run_bulk_rotation(targets, args.lifetime, args.workers, sys.stdout.isatty(), several) + unjudged
+    print(rotation_summary(results, Counter(org.name for org, _ in skipped), datetime.now(UTC), orgs))
     failed = [r for r in results if not r.ok]
-    if any(getattr(r.error, "status", None) == 401 for r in failed):
-        return 2
-    return 1 if failed or any(r.record_error for r in results) else 0
+    refused = failed and not any(r.ok for r in results) and all(getattr(r.error, "status", None) == 401 for r in failed)
+    return fleet_exit(orgs, 2 if refused else 1 if failed or any(r.record_error for r in results) else 0)
 
 
-def open_menu(client: WebexClient, settings: Settings, pending) -> int:
+def open_menu(orgs: list[Org], pending, workers: int) -> int:
     """The startup fetch is already on its way; questionary loads while Webex answers."""
     import questionary  # noqa: F401
 
-    try:
-        state = pending.result()
-    except ApiError as exc:
-        show_error(exc)
-        state = State([], {}, ["The data sources could not be listed: choose Refresh to try again."])
-    return Menu(client, settings, state).run()
+    pending.result()
+    if len(orgs) > 1:
+        return FleetMenu(orgs, workers).run()
+    show_org_notes([org for org in orgs if org.problem])
+    Menu(orgs[0]).run()
+    return 0
 
 
-def run(args, settings: Settings) -> int:
+def show_refresh_token_warnings(orgs: list[Org], in_output: bool) -> None:
+    now = datetime.now(UTC)
+    for org in orgs:
+        if org.settings and (warning := refresh_token_warning(org.settings, now)):
+            if in_output:  # the cron job's own output, which is what gets mailed
+                print(f"warning  {safe_text(org_prefix(org.name, orgs) + warning)}")
+            else:
+                show_warning(org_prefix(org.name, orgs) + warning)
+
+
+def run(args) -> int:
     rotating = args.rotate is not None or args.rotate_expiring is not None
     acting = args.list or rotating or (args.save_list and not can_prompt())  # runs and exits
     menu = not acting
@@ -1977,34 +2487,33 @@ def run(args, settings: Settings) -> int:
             "No terminal to show the menu on. Use --list to print the sources, --save-list to snapshot them, "
             "or --rotate ID|all / --rotate-expiring MINUTES to rotate tokens."
         )
-    client = WebexClient(settings, pool_size=args.workers, sleeper=countdown if menu else announce_wait)
-    client.on_token_renewed = save_token_to_env(settings)
-    if warning := refresh_token_warning(settings, datetime.now(UTC)):
-        if args.rotate_expiring is None:
-            show_warning(warning)
-        else:  # the cron job's own output, which is what gets mailed
-            print(f"warning  {safe_text(warning)}")
+    orgs = build_fleet(args.env_file, args.records_dir, args.workers, countdown if menu else announce_wait)
+    if all(isinstance(org.problem, ConfigError) for org in orgs):  # nothing could start: bad usage
+        show_org_notes(orgs[1:])
+        raise orgs[0].problem
+    show_refresh_token_warnings(orgs, in_output=args.rotate_expiring is not None)
     if rotating or args.save_list:
-        ensure_records_dir(settings.records_dir)
+        for org in orgs:
+            if org.trail:
+                ensure_records_dir(org.trail.dir)
     with ThreadPoolExecutor(max_workers=1) as pool:
-        pending = pool.submit(fetch_state, client, {} if rotating else None)
+        pending = pool.submit(fetch_fleet, orgs, rotating)
         if menu and not args.save_list:
-            return open_menu(client, settings, pending)
-        state = pending.result()
+            return open_menu(orgs, pending, args.workers)
+        pending.result()
     if args.save_list:
-        save_list(settings, state)
+        save_lists(orgs)
     if args.list:
-        return run_list(client, settings, state)
+        return run_list(orgs)
     if rotating:
-        return run_rotation(client, settings, state, args)
-    return Menu(client, settings, state).run() if menu else 0
+        return run_rotation(orgs, args)
+    return open_menu(orgs, pending, args.workers) if menu else fleet_exit(orgs)
 
 
 def main(argv=None) -> int:
     try:
         args = parse_args(argv)
-        settings = load_settings(args.env_file, args.records_dir)
-        return run(args, settings)
+        return run(args)
     except ConfigError as exc:
         show_error(exc)
         return 2

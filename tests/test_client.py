@@ -248,7 +248,7 @@ def test_a_401_with_refresh_credentials_renews_once_and_retries(ds, fake, make_c
     client = make_client(client_id=fake.client_id, client_secret=fake.client_secret, refresh_token=fake.refresh_token)
     old = fake.access_token
     renewed = []
-    client.on_token_renewed = renewed.append
+    client.on_token_renewed = lambda values, how: renewed.append(values)
     fake.expire_access_token()
     assert client.list_sources() == []
     [values] = renewed

@@ -143,7 +143,7 @@ def register_payload(fake, url="https://dap.example.com/lost"):
 
 def test_a_register_whose_answer_is_lost_after_creation_is_found_and_recorded_as_created(ds, fake, client, records):
     fake.fail("POST", "/v1/dataSources", None, drop=True)
-    result = ds.register_source(client, records, register_payload(fake))
+    result = ds.register_source(client, ds.Trail(records), register_payload(fake))
     [created] = fake.sources
     assert not result.ok and result.reconciled == "created" and result.view.id == created
     assert f"created as {created}" in str(result.error)
@@ -154,7 +154,7 @@ def test_a_register_whose_answer_is_lost_after_creation_is_found_and_recorded_as
 
 def test_a_register_whose_answer_is_lost_before_creation_is_safe_to_send_again(ds, fake, client, records):
     fake.fail("POST", "/v1/dataSources", 500, drop=True)
-    result = ds.register_source(client, records, register_payload(fake))
+    result = ds.register_source(client, ds.Trail(records), register_payload(fake))
     assert result.reconciled == "not_created" and result.view is None and fake.sources == {}
     assert "not created: safe to register again" in str(result.error)
     assert load_record(result.record)["reconciled"] == "not_created"
@@ -163,14 +163,14 @@ def test_a_register_whose_answer_is_lost_before_creation_is_safe_to_send_again(d
 def test_a_register_whose_answer_is_lost_and_the_list_fails_too_is_unknown(ds, fake, client, records):
     fake.fail("POST", "/v1/dataSources", 500, drop=True)
     fake.fail("GET", "/v1/dataSources/", 400)
-    result = ds.register_source(client, records, register_payload(fake))
+    result = ds.register_source(client, ds.Trail(records), register_payload(fake))
     assert result.reconciled == "unknown" and "unknown" in str(result.error)
     assert load_record(result.record)["reconciled"] == "unknown"
 
 
 def test_a_refused_register_is_not_reconciled(ds, fake, client, records):
     fake.allowed_domains = {"elsewhere.example"}
-    result = ds.register_source(client, records, register_payload(fake))
+    result = ds.register_source(client, ds.Trail(records), register_payload(fake))
     assert result.reconciled is None and "reconciled" not in load_record(result.record)
     assert fake.requests("GET") == []
 
