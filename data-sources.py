@@ -712,9 +712,10 @@ class Connections:
         if not settings.can_mint:
             return None
         key = (settings.base_url, settings.integration.token)
+        session = self.session_for(settings.base_url)
         with self._lock:
             if key not in self._minters:
-                self._minters[key] = Minter(settings.integration, settings.base_url, timeouts, self)
+                self._minters[key] = Minter(settings.integration, settings.base_url, timeouts, session, self.gate)
             return self._minters[key]
 
 
@@ -740,13 +741,13 @@ class Minter:
     """Mints an org's access token with the integration token (POST /applications/{app}/token).
     Shared by the orgs that use the same integration token, so it renews itself once per run."""
 
-    def __init__(self, integration: Integration, base_url: str, timeouts, connections: Connections):
+    def __init__(self, integration: Integration, base_url: str, timeouts, session: requests.Session, gate):
         self.integration = integration
         self.token = integration.token
         self.base_url = base_url
         self.timeouts = timeouts
-        self.session = connections.session_for(base_url)
-        self.gate = connections.gate
+        self.session = session
+        self.gate = gate
         self._lock = threading.Lock()
         self._renewed = False
 

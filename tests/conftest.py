@@ -108,9 +108,9 @@ def child_env(**extra) -> dict:
     return env
 
 
-def run_cli(*args, env_file=None, timeout=60, **extra_env) -> subprocess.CompletedProcess:
+def run_cli(*args, env_file=None, timeout=60, script=SCRIPT, **extra_env) -> subprocess.CompletedProcess:
     """The tool without a terminal, as cron or a pipe runs it."""
-    argv = [sys.executable, str(SCRIPT), *(["--env-file", str(env_file)] if env_file else []), *map(str, args)]
+    argv = [sys.executable, str(script), *(["--env-file", str(env_file)] if env_file else []), *map(str, args)]
     result = subprocess.run(argv, check=False, capture_output=True, text=True, stdin=subprocess.DEVNULL, env=child_env(**extra_env), timeout=timeout)
     OUTPUTS.append(result.stdout + result.stderr)
     return result
@@ -129,12 +129,12 @@ class Terminal:
 
     KEYS: ClassVar[dict[str, str]] = {"enter": "\r", "down": "\x1b[B", "up": "\x1b[A", "ctrl-c": "\x03", "ctrl-u": "\x15", "backspace": "\x7f"}
 
-    def __init__(self, args, env, rows=60, cols=200):
+    def __init__(self, args, env, rows=60, cols=200, script=SCRIPT):
         self.screen = pyte.Screen(cols, rows)
         self.stream = pyte.Stream(self.screen)
         self.transcript = ""
         self.last_key_at = 0  # where the transcript stood when the last key was sent
-        self.child = pexpect.spawn(sys.executable, [str(SCRIPT), *map(str, args)], env=env, dimensions=(rows, cols), encoding="utf-8", codec_errors="replace")
+        self.child = pexpect.spawn(sys.executable, [str(script), *map(str, args)], env=env, dimensions=(rows, cols), encoding="utf-8", codec_errors="replace")
 
     def _pump(self, timeout: float) -> None:
         try:

@@ -101,7 +101,12 @@ class Seen:
 
 
 class FakeWebex:
-    def __init__(self, latency: float = 0.0, tls_context=None):
+    """One customer org's API. add_org() puts more orgs behind the same server: a request is
+    served by the org whose access token it carries, as Webex serves every org on one host."""
+
+    SECRET_NAMES = ("access_token", "refresh_token", "client_secret", "integration_token", "integration_refresh_token", "integration_client_secret")
+
+    def __init__(self, latency: float = 0.0, tls_context=None, serve: bool = True):
         self.latency = latency
         self.secrets_held: set[str] = set()  # every token and secret this fake ever had
         self.access_token = "fake-access-" + secrets.token_hex(16)
@@ -114,6 +119,14 @@ class FakeWebex:
         self.application_id = "C" + secrets.token_hex(32)
         self.created_status = 200
         self.jwks_down = False
+        self.tenants: list[FakeWebex] = []  # the other orgs this server answers for
+        self.authorized = True  # has this org's admin authorized the Service App (minting)
+        self.mints = 0
+        self.service_app_id = "Y2lzY29zcGFyazovL3VzL0FQUExJQ0FUSU9OL2Zha2U"
+        self.integration_token = "fake-integration-" + secrets.token_hex(16)
+        self.integration_refresh_token = "fake-integration-refresh-" + secrets.token_hex(16)
+        self.integration_client_id = "fake-integration-client"
+        self.integration_client_secret = "fake-integration-secret-" + secrets.token_hex(8)
         self.list_fields: tuple | None = None  # list items keep only these (the spec's sparse example)
         self.refresh_expires_in = 7775999
         self.jwks_with_kids = True  # False: a key set whose keys carry no kid
@@ -135,21 +148,36 @@ class FakeWebex:
         self.in_flight = 0
         self.max_in_flight = 0
         self.lock = threading.Condition()
-        self.api = self._server("api", tls_context)
-        self.idb = self._server("idb", None)
-        scheme = "https" if tls_context else "http"
-        self.base_url = f"{scheme}://127.0.0.1:{self.api.server_address[1]}/v1"
-        self.issuer = f"http://127.0.0.1:{self.idb.server_address[1]}/idb"
+        if serve:
+            self.api = self._server("api", tls_context)
+            self.idb = self._server("idb", None)
+            scheme = "https" if tls_context else "http"
+            self.base_url = f"{scheme}://127.0.0.1:{self.api.server_address[1]}/v1"
+            self.issuer = f"http://127.0.0.1:{self.idb.server_address[1]}/idb"
 
     def __setattr__(self, name, value):
-        if name in ("access_token", "refresh_token", "client_secret"):
+        if name in self.SECRET_NAMES:
             self.secrets_held.add(value)
         super().__setattr__(name, value)
 
+    def add_org(self) -> FakeWebex:
+        """Another customer org on this server: its own token, org id and sources; the same
+        Service App (client id and secret, schemas) and the same identity broker."""
+        org = FakeWebex(serve=False)
+        org.base_url, org.issuer, org.schemas = self.base_url, self.issuer, self.schemas
+        org.client_id, org.client_secret = self.client_id, self.client_secret
+        self.tenants.append(org)
+        return org
+
+    def everyone(self) -> list[FakeWebex]:
+        return [self, *self.tenants]
+
     def leaked_secrets(self, text: str) -> list[str]:
-        """The secrets and raw tokens of this fake that appear in text."""
-        with self.lock:
-            known = self.secrets_held | set(self.issued_tokens)
+        """The secrets and raw tokens of this fake and its other orgs that appear in text."""
+        known = set()
+        for org in self.everyone():
+            with org.lock:
+                known |= org.secrets_held | set(org.issued_tokens)
         return [secret for secret in known if secret in text]
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -178,6 +206,11 @@ class FakeWebex:
         if tls_context:
             server.socket = tls_context.wrap_socket(server.socket, server_side=True)
         return server
+
+    def mint_env(self, org: FakeWebex) -> dict:
+        """What an org's file and the shared file hold to mint that org's tokens."""
+        return {"WEBEX_SERVICE_APP_ID": self.service_app_id, "WEBEX_CLIENT_ID": self.client_id, "WEBEX_CLIENT_SECRET": self.client_secret,
+                "WEBEX_TARGET_ORG_ID": org.org_id, "WEBEX_INTEGRATION_TOKEN": self.integration_token}
 
     def start(self):
         for server in (self.api, self.idb):
@@ -307,14 +340,16 @@ class FakeWebex:
         length = int(handler.headers.get("Content-Length") or 0)
         body = handler.rfile.read(length) if length else b""
         path = urlsplit(handler.path).path
+        org = next((o for o in self.tenants if handler.headers.get("Authorization") == f"Bearer {o.access_token}"), self)
         with self.lock:
-            self.seen.append(Seen(role, handler.command, path, dict(handler.headers), body, time.monotonic(), handler.connection_number))
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
-            fault = next((f for f in self.faults if f.times > 0 and f.method == handler.command and re.fullmatch(f.path, path)), None)
+        with org.lock:
+            org.seen.append(Seen(role, handler.command, path, dict(handler.headers), body, time.monotonic(), handler.connection_number))
+            fault = next((f for f in org.faults if f.times > 0 and f.method == handler.command and re.fullmatch(f.path, path)), None)
             if fault:
                 fault.times -= 1
-            self.lock.notify_all()
+            org.lock.notify_all()
         try:
             if role == "api" and self.latency:
                 time.sleep(self.latency)
@@ -323,13 +358,13 @@ class FakeWebex:
             if fault and fault.on_arrival:
                 fault.on_arrival()
             if fault and fault.drop and fault.status is None:
-                self.lose_answer(handler, path, body)
+                org.lose_answer(handler, path, body)
             elif fault and fault.status is not None:
-                self.apply_fault(handler, fault)
+                org.apply_fault(handler, fault)
             elif role == "idb":
                 self.serve_keys(handler, path)
             else:
-                self.route(handler, path, body)
+                org.route(handler, path, body)
         finally:
             with self.lock:
                 self.in_flight -= 1
@@ -393,6 +428,8 @@ class FakeWebex:
         method = handler.command
         if method == "POST" and path == "/v1/access_token":
             return self.renew(handler, body)
+        if method == "POST" and (app := re.fullmatch(r"/v1/applications/([^/]+)/token", path)):
+            return self.mint(handler, unquote(app.group(1)), body)
         if handler.headers.get("Authorization") != f"Bearer {self.access_token}":
             return self.error(handler, 401, "The request requires a valid access token set in the Authorization request header.")
         needed = "read" if method == "GET" else "write"
@@ -487,14 +524,44 @@ class FakeWebex:
         self.send(handler, 200 if source else self.created_status, self.public_view(updated))
 
     def renew(self, handler, body: bytes) -> None:
+        """An org's refresh token (any org on this server), or the integration's."""
         form = {k: v[0] for k, v in parse_qs(body.decode()).items()}
-        expected = {"grant_type": "refresh_token", "client_id": self.client_id, "client_secret": self.client_secret, "refresh_token": self.refresh_token}
-        if form != expected:
+        for org in self.everyone():
+            if form == {"grant_type": "refresh_token", "client_id": org.client_id, "client_secret": org.client_secret, "refresh_token": org.refresh_token}:
+                org.access_token = "fake-access-renewed-" + secrets.token_hex(16)
+                org.refresh_token = "fake-refresh-renewed-" + secrets.token_hex(16)
+                return self.send(handler, 200, {"access_token": org.access_token, "expires_in": 1209599,
+                                                "refresh_token": org.refresh_token, "refresh_token_expires_in": org.refresh_expires_in})
+        integration = {"grant_type": "refresh_token", "client_id": self.integration_client_id,
+                       "client_secret": self.integration_client_secret, "refresh_token": self.integration_refresh_token}
+        if form != integration:
             return self.error(handler, 400, "Invalid refresh token or client credentials")
-        self.access_token = "fake-access-renewed-" + secrets.token_hex(16)
-        self.refresh_token = "fake-refresh-renewed-" + secrets.token_hex(16)
-        self.send(handler, 200, {"access_token": self.access_token, "expires_in": 1209599,
-                                 "refresh_token": self.refresh_token, "refresh_token_expires_in": self.refresh_expires_in})
+        self.integration_token = "fake-integration-renewed-" + secrets.token_hex(16)
+        self.integration_refresh_token = "fake-integration-refresh-renewed-" + secrets.token_hex(16)
+        self.send(handler, 200, {"access_token": self.integration_token, "expires_in": 1209599,
+                                 "refresh_token": self.integration_refresh_token, "refresh_token_expires_in": 7775999})
+
+    def mint(self, handler, app_id: str, body: bytes) -> None:
+        """POST /applications/{id}/token: an org's new tokens, for the integration token's owner."""
+        if handler.headers.get("Authorization") != f"Bearer {self.integration_token}":
+            return self.error(handler, 401, "The request requires a valid access token set in the Authorization request header.")
+        if app_id != self.service_app_id:
+            return self.error(handler, 404, "Application not found")
+        try:
+            payload = json.loads(body or b"null")
+        except ValueError:
+            return self.error(handler, 400, "Malformed JSON body")
+        if not isinstance(payload, dict) or (payload.get("clientId"), payload.get("clientSecret")) != (self.client_id, self.client_secret):
+            return self.error(handler, 400, "Invalid clientId or clientSecret")
+        org = next((o for o in self.everyone() if o.org_id == payload.get("targetOrgId")), None)
+        if org is None or not org.authorized:
+            return self.error(handler, 403, "The organization has not authorized this application")
+        with org.lock:
+            org.mints += 1
+        org.access_token = "fake-access-minted-" + secrets.token_hex(16)
+        org.refresh_token = "fake-refresh-minted-" + secrets.token_hex(16)
+        self.send(handler, 200, {"access_token": org.access_token, "expires_in": 1209599, "refresh_token": org.refresh_token,
+                                 "refresh_token_expires_in": org.refresh_expires_in, "token_type": "Bearer"})
 
 
 def seed_demo(fake: FakeWebex, count: int = 5) -> None:

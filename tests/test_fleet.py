@@ -1,0 +1,468 @@
+"""Several customer orgs in one run: org profiles and their precedence, tokens minted with the
+integration token, isolation, every flag across the fleet, per-org records, and the overview menu.
+
+Each test runs a copy of the script in its own folder, so the shared .env beside it is real."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import stat
+from collections import Counter
+
+import pytest
+from conftest import (
+    OUTPUTS,
+    SCRIPT,
+    Terminal,
+    child_env,
+    load_record,
+    run_cli,
+    write_env,
+)
+
+
+class App:
+    """The script in a folder of its own: a shared .env beside it, orgs/*.env, records/."""
+
+    def __init__(self, root, fake):
+        self.root = root
+        self.fake = fake
+        self.script = root / "data-sources.py"
+        shutil.copy(SCRIPT, self.script)
+        (root / "orgs").mkdir()
+        self.records = root / "records"
+        self.shared = write_env(root / ".env", {"WEBEX_API_BASE_URL": fake.base_url, "WEBEX_TRUSTED_ISSUERS": fake.issuer,
+                                                "WEBEX_READ_TIMEOUT": 5, "WEBEX_RECORDS_DIR": "records"})
+        self.terminals: list[Terminal] = []
+
+    def org(self, name: str, org, **values):
+        """orgs/{name}.env for a fake org: its own access token unless values say otherwise."""
+        return write_env(self.root / "orgs" / f"{name}.env", {"WEBEX_ACCESS_TOKEN": org.access_token, **values})
+
+    def share(self, **values):
+        with self.shared.open("a") as handle:
+            handle.writelines(f"{key}={value}\n" for key, value in values.items())
+
+    def env_files(self):
+        return sorted(str(p) for p in (self.root / "orgs").glob("*.env"))
+
+    def run(self, *args, env_files=None, **environment):
+        return run_cli("--env-file", *(env_files or self.env_files()), *args, script=self.script, **environment)
+
+    def terminal(self, *args):
+        term = Terminal(["--env-file", *self.env_files(), *args], child_env(), script=self.script)
+        self.terminals.append(term)
+        return term
+
+    def records_of(self, name: str) -> list:
+        return sorted((self.records / name).glob("*.json"))
+
+
+@pytest.fixture
+def app(tmp_path, fake):
+    application = App(tmp_path / "app", fake) if (tmp_path / "app").mkdir() is None else None
+    yield application
+    for term in application.terminals:
+        OUTPUTS.append(term.transcript)
+        if term.child.isalive():
+            term.child.terminate(force=True)
+
+
+def rows_by_org(stdout: str) -> list[list[str]]:
+    header, *rows = stdout.strip().splitlines()
+    assert header.split("\t")[:2] == ["org", "id"]
+    return [row.split("\t") for row in rows]
+
+
+# -- every flag across the fleet ----------------------------------------------------------------
+
+
+def test_list_across_orgs_has_an_org_column_and_puts_trouble_first_across_all(app, fake):
+    globex = fake.add_org()
+    fake.add_source(audience="Acme Fine", expires_in=20 * 3600)
+    globex.add_source(audience="Globex Expired", expires_in=-600)
+    globex.add_source(audience="Globex Fine", expires_in=10 * 3600)
+    app.org("acme", fake)
+    app.org("globex", globex)
+    result = app.run("--list")
+    assert result.returncode == 0, result.stderr
+    rows = rows_by_org(result.stdout)
+    assert [(r[0], r[2]) for r in rows] == [("globex", "Globex Expired"), ("globex", "Globex Fine"), ("acme", "Acme Fine")]
+    assert len(fake.requests("GET", "/v1/dataSources/")) == 1 and len(globex.requests("GET", "/v1/dataSources/")) == 1
+
+
+def test_list_on_a_terminal_has_an_org_column(app, fake):
+    globex = fake.add_org()
+    globex.add_source(audience="Globex Voice")
+    app.org("acme", fake)
+    app.org("globex", globex)
+    term = app.terminal("--list")
+    assert term.exit_code() == 0
+    assert re.search(r"Org\s+┃\s+ID", term.text()) and re.search(r"globex\s+│", term.text())
+
+
+def test_rotate_expiring_covers_every_org_and_the_summary_names_each(app, fake):
+    globex, initech = fake.add_org(), fake.add_org()
+    fake.add_source(audience="A1", expires_in=600)
+    fake.add_source(audience="A2", expires_in=20 * 3600)
+    globex.add_source(audience="G1", expires_in=-60)
+    globex.add_source(audience="G2", expires_in=300, status="disabled", error_message="paused")
+    initech.add_source(audience="I1", expires_in=20 * 3600)
+    app.org("acme", fake)
+    app.org("globex", globex)
+    app.org("initech", initech)
+    result = app.run("--rotate-expiring", "60")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert re.search(r"^rotated  acme  \S+  expires", result.stdout, re.MULTILINE)
+    assert re.search(r"^rotated  globex  \S+  expires", result.stdout, re.MULTILINE)
+    assert re.search(r"^skipped  globex  \S+  disabled", result.stdout, re.MULTILINE)
+    assert "acme: Rotated 1, skipped 0, failed 0." in result.stdout
+    assert "globex: Rotated 1, skipped 1, failed 0." in result.stdout
+    assert "initech:" not in result.stdout  # no work, no trouble: no line
+    assert "Rotated 2, skipped 1, failed 0." in result.stdout.splitlines()[-1]
+    assert len(fake.requests("PUT")) == 1 and len(globex.requests("PUT")) == 1 and initech.requests("PUT") == []
+
+
+def test_rotate_by_id_prefix_finds_the_source_in_whichever_org_holds_it(app, fake):
+    globex = fake.add_org()
+    fake.add_source(audience="A", source_id="aaaa1111-acme")
+    target = globex.add_source(audience="G", source_id="bbbb2222-globex")
+    globex.add_source(audience="G2", source_id="aaaa9999-globex")
+    app.org("acme", fake)
+    app.org("globex", globex)
+    result = app.run("--rotate", "bbbb")
+    assert result.returncode == 0, result.stderr
+    assert [s.path for s in globex.requests("PUT")] == [f"/v1/dataSources/{target['id']}"] and fake.requests("PUT") == []
+    ambiguous = app.run("--rotate", "aaaa")
+    assert ambiguous.returncode == 2 and "matches several data sources" in ambiguous.stderr
+    assert fake.requests("PUT") == [] and len(globex.requests("PUT")) == 1
+
+
+def test_workers_bound_the_requests_in_flight_across_the_whole_fleet(app, fake):
+    fake.latency = 0.05
+    orgs = [fake, fake.add_org(), fake.add_org()]
+    for number, org in enumerate(orgs):
+        for n in range(4):
+            org.add_source(audience=f"O{number}S{n}", expires_in=600)
+        app.org(f"org{number}", org)
+    result = app.run("--rotate", "all", "--workers", "2")
+    assert result.returncode == 0, result.stderr
+    assert sum(len(org.requests("PUT")) for org in orgs) == 12
+    assert fake.max_in_flight <= 2
+    assert fake.connections["api"] <= 2  # orgs on one host share one pool
+
+
+def test_a_429_pauses_only_the_org_whose_token_got_it(app, fake):
+    globex = fake.add_org()
+    limited_source = fake.add_source(audience="A", expires_in=600)
+    for n in range(3):
+        globex.add_source(audience=f"G{n}", expires_in=600)
+    fake.fail("PUT", f"/v1/dataSources/{limited_source['id']}", 429, headers={"Retry-After": "2"})
+    app.org("acme", fake)
+    app.org("globex", globex)
+    result = app.run("--rotate", "all", "--workers", "2")
+    assert result.returncode == 0, result.stdout + result.stderr
+    limited, retried = (s.at for s in fake.requests("PUT"))
+    assert retried >= limited + 1.9  # acme waited as Webex asked
+    assert len(globex.requests("PUT")) == 3 and max(s.at for s in globex.requests("PUT")) < limited + 1.9  # globex did not
+
+
+def test_save_list_writes_one_snapshot_per_org_in_its_own_folder(app, fake):
+    globex = fake.add_org()
+    fake.add_source(audience="A")
+    globex.add_source(audience="G1")
+    globex.add_source(audience="G2")
+    app.org("acme", fake)
+    app.org("globex", globex, WEBEX_ORG_NAME="Globex-Corp")
+    result = app.run("--save-list")
+    assert result.returncode == 0, result.stderr
+    [acme_list], [globex_list] = app.records_of("acme"), app.records_of("Globex-Corp")
+    acme_saved, globex_saved = load_record(acme_list), load_record(globex_list)
+    assert (acme_saved["count"], acme_saved["org_name"], acme_saved["org_id"]) == (1, "acme", fake.org_id)
+    assert (globex_saved["count"], globex_saved["org_name"], globex_saved["org_id"]) == (2, "Globex-Corp", globex.org_id)
+
+
+def test_every_record_names_its_org_and_goes_to_that_orgs_folder(app, fake):
+    globex = fake.add_org()
+    fake.add_source(audience="A", expires_in=60)
+    globex.add_source(audience="G", expires_in=60)
+    app.org("acme", fake)
+    app.org("globex", globex)
+    assert app.run("--rotate", "all").returncode == 0
+    for name, org in (("acme", fake), ("globex", globex)):
+        [record] = app.records_of(name)
+        content = load_record(record)
+        assert record.name.startswith("data_source_rotation_") and (content["org_name"], content["org_id"]) == (name, org.org_id)
+        assert stat.S_IMODE(record.stat().st_mode) == 0o600
+    assert not list(app.records.glob("*.json"))
+
+
+# -- isolation ----------------------------------------------------------------------------------
+
+
+def test_one_orgs_failure_never_stops_the_others_and_the_run_exits_1(app, fake):
+    refused, broken, unreachable = fake.add_org(), fake.add_org(), fake.add_org()
+    fake.add_source(audience="Acme Expiring", expires_in=600)
+    broken.fail("GET", "/v1/dataSources/", 500, times=10)
+    forbidden = fake.add_org()
+    forbidden.scopes = set()
+    app.org("acme", fake)
+    app.org("refused", refused, WEBEX_ACCESS_TOKEN="not-the-token-of-anyone")
+    app.org("broken", broken)
+    app.org("forbidden", forbidden)
+    app.org("unreachable", unreachable, WEBEX_API_BASE_URL="http://127.0.0.1:9/v1")
+    write_env(app.root / "orgs" / "badsettings.env", {"WEBEX_ACCESS_TOKEN": "x" * 20, "WEBEX_READ_TIMEOUT": "soon"})
+    result = app.run("--rotate-expiring", "60", timeout=120)
+    assert result.returncode == 1
+    assert "acme: Rotated 1, skipped 0, failed 0." in result.stdout
+    stderr = " ".join(result.stderr.split())
+    assert "refused: Webex answered 401" in stderr
+    assert "broken: Webex answered 500" in stderr
+    assert "forbidden: Webex answered 403" in stderr
+    assert "unreachable: 127.0.0.1:9 refused the connection" in stderr
+    assert "badsettings: WEBEX_READ_TIMEOUT must be a number" in stderr
+    for name in ("refused", "broken", "forbidden", "unreachable", "badsettings"):
+        assert f"{name}: could not be read" in result.stdout
+    assert "5 of 6 orgs could not be read" in result.stdout
+    assert len(fake.requests("PUT")) == 1
+    listing = app.run("--list", timeout=120)
+    assert listing.returncode == 1 and [r[0] for r in rows_by_org(listing.stdout)] == ["acme"]
+
+
+def test_when_every_org_is_refused_the_run_exits_2(app, fake):
+    other = fake.add_org()
+    app.org("a", fake, WEBEX_ACCESS_TOKEN="wrong-token-aaaaaaaa")
+    app.org("b", other, WEBEX_ACCESS_TOKEN="wrong-token-bbbbbbbb")
+    assert app.run("--list").returncode == 2
+
+
+def test_a_missing_env_file_or_two_files_with_one_org_name_stop_everything(app, fake):
+    app.org("acme", fake)
+    missing = app.run("--list", env_files=[*app.env_files(), str(app.root / "orgs" / "nope.env")])
+    assert missing.returncode == 2 and "does not exist" in missing.stderr
+    app.org("acme-copy", fake, WEBEX_ORG_NAME="acme")
+    twice = app.run("--list")
+    assert twice.returncode == 2 and "Two env files name the org 'acme'" in twice.stderr
+    assert fake.requests() == []
+
+
+# -- precedence ---------------------------------------------------------------------------------
+
+
+def test_an_exported_access_token_is_never_applied_to_every_org(app, fake):
+    globex = fake.add_org()
+    fake.add_source(audience="A")
+    globex.add_source(audience="G")
+    app.org("acme", fake)
+    app.org("globex", globex)
+    result = app.run("--list", WEBEX_ACCESS_TOKEN=fake.access_token, WEBEX_ORG_NAME="everyone", WEBEX_TARGET_ORG_ID="x")
+    assert result.returncode == 0, result.stderr
+    assert sorted(r[0] for r in rows_by_org(result.stdout)) == ["acme", "globex"]
+    assert globex.requests("GET", "/v1/dataSources/")[0].headers["Authorization"] == f"Bearer {globex.access_token}"
+
+
+def test_an_org_file_without_a_token_does_not_borrow_the_shared_or_exported_one(app, fake):
+    globex = fake.add_org()
+    app.org("acme", fake)
+    write_env(app.root / "orgs" / "globex.env", {"WEBEX_TARGET_ORG_ID": globex.org_id})
+    app.share(WEBEX_ACCESS_TOKEN=fake.access_token)
+    result = app.run("--list", WEBEX_ACCESS_TOKEN=fake.access_token)
+    assert result.returncode == 1
+    assert "globex: No Service App access token" in " ".join(result.stderr.split())
+    assert len(fake.requests("GET", "/v1/dataSources/")) == 1
+
+
+def test_the_orgs_file_wins_then_the_shared_env_then_the_environment(app, fake):
+    globex = fake.add_org()
+    app.org("acme", fake)
+    app.org("globex", globex, WEBEX_RECORDS_DIR="globex-records")
+    app.share(WEBEX_CONNECT_TIMEOUT="7")
+    result = app.run("--save-list", WEBEX_CONNECT_TIMEOUT="1", WEBEX_API_BASE_URL="http://127.0.0.1:9/v1")
+    assert result.returncode == 0, result.stderr  # the shared base URL beats the exported one
+    assert len(list((app.root / "globex-records" / "globex").glob("*.json"))) == 1  # the org's own setting
+    assert len(app.records_of("acme")) == 1  # the shared one
+
+
+def test_a_key_neither_file_has_comes_from_the_environment(app, fake):
+    fake.add_source(audience="A")
+    app.org("acme", fake)
+    app.org("globex", fake.add_org())
+    app.shared.write_text(app.shared.read_text().replace(f"WEBEX_TRUSTED_ISSUERS={fake.issuer}\n", ""))
+    untrusted = app.run("--list")
+    assert rows_by_org(untrusted.stdout)[0][9] == "untrusted issuer"
+    trusted = app.run("--list", WEBEX_TRUSTED_ISSUERS=fake.issuer)
+    assert rows_by_org(trusted.stdout)[0][9] == "valid"
+
+
+def test_a_single_env_file_keeps_todays_rule_the_environment_wins(fake, tmp_path, records):
+    env = write_env(tmp_path / "one.env", {"WEBEX_ACCESS_TOKEN": "stale-token-123456", "WEBEX_API_BASE_URL": fake.base_url,
+                                           "WEBEX_RECORDS_DIR": records})
+    result = run_cli("--list", env_file=env, WEBEX_ACCESS_TOKEN=fake.access_token)
+    assert result.returncode == 0 and result.stdout.startswith("id\t")
+
+
+# -- minting ------------------------------------------------------------------------------------
+
+
+def minting_app(app, fake, *orgs):
+    app.share(**{k: v for k, v in fake.mint_env(fake).items() if k != "WEBEX_TARGET_ORG_ID"})
+    for name, org in orgs:
+        write_env(app.root / "orgs" / f"{name}.env", {"# customer": f"{name}", "WEBEX_TARGET_ORG_ID": org.org_id})
+
+
+def test_an_org_without_a_token_gets_one_minted_once_saved_in_its_file_and_reused(app, fake):
+    globex = fake.add_org()
+    globex.add_source(audience="G")
+    globex.access_token = "nobody-has-this-yet-" + "0" * 10
+    minting_app(app, fake, ("globex", globex))
+    app.org("acme", fake)
+    original = (app.root / "orgs" / "globex.env").read_text()
+    first = app.run("--list")
+    assert first.returncode == 0, first.stderr
+    assert globex.mints == 1 and "globex: The access token was minted" in first.stderr
+    saved = (app.root / "orgs" / "globex.env").read_text()
+    assert saved.startswith(original) and f"WEBEX_ACCESS_TOKEN={globex.access_token}\n" in saved
+    assert f"WEBEX_REFRESH_TOKEN={globex.refresh_token}\n" in saved
+    assert stat.S_IMODE((app.root / "orgs" / "globex.env").stat().st_mode) == 0o600
+    second = app.run("--list")
+    assert second.returncode == 0 and globex.mints == 1 and "minted" not in second.stderr
+    assert fake.requests("POST", r"/v1/applications/.*") and all(
+        s.headers["Authorization"] == f"Bearer {fake.integration_token}" for s in fake.requests("POST", r"/v1/applications/.*"))
+
+
+def test_a_refused_token_that_cannot_be_renewed_is_minted_once_even_when_requests_race(app, fake):
+    globex = fake.add_org()
+    globex.add_source(audience="G", expires_in=60)
+    minting_app(app, fake, ("globex", globex))
+    with (app.root / "orgs" / "globex.env").open("a") as handle:
+        handle.write("WEBEX_ACCESS_TOKEN=expired-token-000000\nWEBEX_REFRESH_TOKEN=refused-refresh-0000\n")
+    app.org("acme", fake)
+    result = app.run("--rotate-expiring", "60")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert globex.mints == 1 and len(fake.requests("POST", "/v1/access_token")) == 1
+    assert len(globex.requests("PUT")) == 1
+
+
+def test_a_refused_integration_token_is_one_sentence_naming_the_token_the_scope_and_where(app, fake):
+    globex = fake.add_org()
+    globex.access_token = "nobody-has-this-yet-" + "1" * 10
+    minting_app(app, fake, ("globex", globex))
+    app.org("acme", fake)
+    fake.integration_token = "the-integration-token-was-replaced"
+    result = app.run("--list")
+    assert result.returncode == 1
+    stderr = " ".join(result.stderr.split())
+    assert f"globex: Webex answered 401: The integration token (WEBEX_INTEGRATION_TOKEN in {app.shared}) was refused" in stderr
+    assert "spark:applications_token" in stderr and "developer portal" in stderr
+    assert globex.mints == 0 and len(fake.requests("GET", "/v1/dataSources/")) == 1
+
+
+def test_an_org_that_has_not_authorized_the_service_app_says_so(app, fake):
+    globex = fake.add_org()
+    globex.authorized = False
+    globex.access_token = "nobody-has-this-yet-" + "2" * 10
+    minting_app(app, fake, ("globex", globex))
+    app.org("acme", fake)
+    result = app.run("--list")
+    assert result.returncode == 1 and "globex: Webex answered 403" in result.stderr
+    assert "has not authorized the Service App" in " ".join(result.stderr.split())
+
+
+def test_the_integration_token_renews_itself_once_and_is_saved_where_it_came_from(app, fake):
+    orgs = [fake.add_org() for _ in range(3)]
+    for org in orgs:
+        org.add_source(audience="S")
+        org.access_token = "nobody-has-this-yet-" + org.org_id[:8]
+    minting_app(app, fake, *((f"org{n}", org) for n, org in enumerate(orgs)))
+    app.share(WEBEX_INTEGRATION_REFRESH_TOKEN=fake.integration_refresh_token, WEBEX_INTEGRATION_CLIENT_ID=fake.integration_client_id,
+              WEBEX_INTEGRATION_CLIENT_SECRET=fake.integration_client_secret)
+    fake.integration_token = "fake-integration-now-expected-" + "3" * 10  # the one in the shared .env is refused
+    result = app.run("--list")
+    assert result.returncode == 0, result.stderr
+    assert len(fake.requests("POST", "/v1/access_token")) == 1
+    assert [org.mints for org in orgs] == [1, 1, 1]
+    shared = app.shared.read_text()
+    assert f"WEBEX_INTEGRATION_TOKEN={fake.integration_token}\n" in shared
+    assert f"WEBEX_INTEGRATION_REFRESH_TOKEN={fake.integration_refresh_token}\n" in shared
+    assert "The integration token was renewed and saved to" in result.stderr
+
+
+def test_a_single_env_with_minting_settings_and_no_access_token_works(fake, tmp_path, records):
+    fake.add_source(audience="Solo")
+    fake.access_token = "nobody-has-this-yet-" + "4" * 10
+    env = write_env(tmp_path / "solo.env", {**fake.mint_env(fake), "WEBEX_API_BASE_URL": fake.base_url, "WEBEX_RECORDS_DIR": records})
+    result = run_cli("--list", env_file=env)
+    assert result.returncode == 0, result.stderr
+    assert fake.mints == 1 and "Solo" in result.stdout and result.stdout.startswith("id\t")
+    assert f"WEBEX_ACCESS_TOKEN={fake.access_token}" in env.read_text()
+
+
+# -- the overview menu --------------------------------------------------------------------------
+
+
+def overview_ready(term):
+    return term.wait_for(r"type to filter[\s\S]*Quit", after_last_key=True)
+
+
+def test_the_menu_opens_on_an_org_overview_and_an_org_opens_todays_menu(app, fake):
+    globex, broken = fake.add_org(), fake.add_org()
+    fake.add_source(audience="Acme Fine", expires_in=20 * 3600)
+    globex.add_source(audience="Globex Expired", expires_in=-600)
+    globex.add_source(audience="Globex Soon", expires_in=600)
+    broken.fail("GET", "/v1/dataSources/", 500, times=10)
+    app.org("acme", fake)
+    app.org("broken", broken)
+    app.org("globex", globex)
+    term = app.terminal()
+    screen = overview_ready(term)
+    rows = {line.split("│")[1].strip(): line for line in screen.splitlines() if line.startswith("│")}
+    assert re.search(r"globex\s+│\s+2\s+│\s+1\s+│\s+1\s+│\s+expired 10m ago\s+│\s+ok", rows["globex"])
+    assert re.search(r"acme\s+│\s+1\s+│\s+0\s+│\s+0\s+│\s+in 19h 59m\s+│\s+ok", rows["acme"])
+    assert "unreadable: Webex answered 500" in rows["broken"]
+    assert "Rotate everything expiring within the hour in all orgs" in screen
+    term.choose("globex ·")
+    screen = term.wait_for(r"type to filter[\s\S]*Back to all orgs[\s\S]*Quit", after_last_key=True)
+    assert "Org: globex" in screen and "Globex Expired" in screen and "Acme Fine" not in screen
+    term.choose("Back to all orgs")
+    overview_ready(term)
+    term.choose("Rotate everything expiring")
+    term.wait_for(r"Rotate 2 token\(s\) in 1 org\(s\) now\?")
+    term.press("enter")
+    term.wait_for(r"Rotated 2, skipped 0, failed 0")
+    assert len(globex.requests("PUT")) == 2 and fake.requests("PUT") == []
+    screen = overview_ready(term)
+    assert re.search(r"globex\s+│\s+2\s+│\s+0\s+│\s+0\s+│", screen)
+    term.choose("Quit")
+    assert term.exit_code() == 0
+    assert Counter(load_record(p)["org_name"] for p in app.records_of("globex")) == {"globex": 2}
+
+
+def test_an_org_opened_from_the_overview_can_register_and_its_record_goes_to_its_folder(app, fake):
+    globex = fake.add_org()
+    app.org("acme", fake)
+    app.org("globex", globex)
+    term = app.terminal()
+    overview_ready(term)
+    term.choose("globex ·")
+    term.choose("Register")
+    for label in ("Audience", "Subject"):
+        term.wait_for(rf"\? {label}:", after_last_key=True)
+        term.press("enter")
+    term.wait_for(r"\? URL:", after_last_key=True)
+    term.type("https://dap.example.com/globex")
+    term.press("enter")
+    for label in ("Schema", "Token lifetime", "Nonce"):
+        term.wait_for(rf"\? {label}", after_last_key=True)
+        term.press("enter")
+    term.wait_for(r"Register this data source\?")
+    term.press("y")
+    term.wait_for("Done: registration")
+    [created] = globex.sources
+    [record] = app.records_of("globex")
+    assert load_record(record)["org_id"] == globex.org_id and json.loads(globex.requests("POST")[0].body)["url"].endswith("/globex")
+    assert fake.sources == {}
+    term.choose("Quit")
+    assert term.exit_code() == 0
+    assert created
