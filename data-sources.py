@@ -10,6 +10,16 @@ deletes them, verifies the token signatures, and records every change in a JSON 
     python data-sources.py     # the table, then the menu
 
 Unattended: `python data-sources.py --rotate-expiring 180` from cron keeps every source alive.
+Many customer orgs: `--env-file orgs/*.env`, one file per org; one org is a fleet of one.
+
+The chapters, each using only what stands above it:
+  1. Constants and defaults        8. Records (one JSON file per operation)
+  2. Secrets and safe text         9. The fleet (orgs, what was read from each)
+  3. Validators                   10. Rendering (rich)
+  4. Settings (org profiles)      11. Prompts (questionary)
+  5. WebexClient (and minting)    12. Actions (writes and their records)
+  6. Data source view             13. The menu (one org; the org overview)
+  7. Token verification           14. Command line and main()
 """
 
 from __future__ import annotations
@@ -91,9 +101,6 @@ CLAIM_SCHEMA = "com.cisco.datasource.schema.uuid"
 CLAIM_ORG = "com.cisco.org.uuid"
 DECISION_FIELDS = ("status", "url", "schemaId")  # a list item without one is read on its own
 
-# Every secret the run knows; scrub() removes them from anything shown or written.
-SECRETS: set[str] = set()
-
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
 
@@ -116,6 +123,14 @@ class UpdateInstead(Exception):
     def __init__(self, view):
         super().__init__(view.id)
         self.view = view
+
+
+# ---------------------------------------------------------------------------------------------
+# Secrets and safe text: every secret is scrubbed from what is shown or written, and one
+# sanitizer stands between any outside string and the terminal.
+# ---------------------------------------------------------------------------------------------
+
+SECRETS: set[str] = set()  # every secret the run knows
 
 
 def scrub(text: str) -> str:
@@ -2031,14 +2046,23 @@ def run_to_completion(action, *args):
 # ---------------------------------------------------------------------------------------------
 
 
+_COUNTDOWN = threading.Lock()  # rich shows one live display at a time; other waits are silent
+
+
 def countdown(seconds: float, reason: str) -> None:
     """The menu's wait before a retry: visible, second by second."""
+    if not _COUNTDOWN.acquire(blocking=False):
+        time.sleep(seconds)
+        return
     end = time.monotonic() + seconds
     reason = safe_text(reason).rstrip(".")
-    with console.status(Text(reason)) as status:
-        while (left := end - time.monotonic()) > 0:
-            status.update(Text(f"{reason}: retrying in {math.ceil(left)} s"))
-            time.sleep(min(1.0, left))
+    try:
+        with console.status(Text(reason)) as status:
+            while (left := end - time.monotonic()) > 0:
+                status.update(Text(f"{reason}: retrying in {math.ceil(left)} s"))
+                time.sleep(min(1.0, left))
+    finally:
+        _COUNTDOWN.release()
 
 
 def announce_wait(seconds: float, reason: str) -> None:
@@ -2423,7 +2447,7 @@ def run_bulk_rotation(pairs, lifetime, workers, interactive, show_org=False) -> 
         return rotate_many(pairs, lifetime, workers, lambda r: print(rotation_line(r, show_org), flush=True))
     from rich.progress import Progress
 
-    with Progress(console=console) as progress:
+    with _COUNTDOWN, Progress(console=console) as progress:  # the bar is the live display: retries wait silently
         task = progress.add_task("Rotating", total=len(pairs))
 
         def advance(result: WriteResult) -> None:

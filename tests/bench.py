@@ -1,8 +1,9 @@
 """Benchmark: python tests/bench.py   (not part of the test run; takes a few minutes)
 
 Starts the fake API on 127.0.0.1 with a simulated round trip and measures, medians over runs:
-time to the menu, requests and connections of a menu session, --list with 1000 sources, and
-bulk rotation of 200 sources sequential versus the default pool. Prints one table.
+time to the menu, requests and connections of a menu session, --list with 1000 sources, bulk
+rotation of 200 sources sequential versus the default pool, a fleet rotation (40 orgs, one host)
+and the time to draw the overview of 100 orgs. Prints one table.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ def menu_session(folder: Path) -> dict:
     term.choose("Acme")
     term.wait_for(r"Update this data source\?")
     term.press("y")
-    for label in ("Audience", "Subject", "URL", "Schema", "Token lifetime", "Nonce", "Status"):
+    for label in ("Audience", "Subject", "URL", "Token lifetime", "Nonce", "Status"):
         term.wait_for(rf"\? {label}")
         term.press("enter")
     term.wait_for("Send this update")
@@ -114,6 +115,46 @@ def rotation(workers: int, folder: Path) -> tuple[float, int]:
     return seconds, len(fake.requests())
 
 
+def fleet_files(fake: FakeWebex, orgs: int, sources: int, expires_in: float, folder: Path) -> list[str]:
+    """orgs env files for orgs on one fake host, each org with its own sources."""
+    (folder / "orgs").mkdir(exist_ok=True)
+    files = []
+    for number in range(orgs):
+        org = fake if number == 0 else fake.add_org()
+        for n in range(sources):
+            org.add_source(audience=f"Org {number} source {n}", expires_in=expires_in)
+        files.append(str(write_env(folder / "orgs" / f"org{number:03d}.env", {**org.env(), "WEBEX_RECORDS_DIR": folder / "records"})))
+    return files
+
+
+def fleet_rotation(folder: Path) -> dict:
+    """40 orgs x 3 sources, all expiring, 100 ms a request, --workers 8."""
+    fake = FakeWebex(latency=0.1).start()
+    files = fleet_files(fake, 40, 3, 600, folder)
+    seconds, _ = run_measured(["--env-file", *files, "--rotate-expiring", "60", "--workers", "8"], child_env())
+    orgs = fake.everyone()
+    counts = {"lists": sum(len(o.requests("GET", "/v1/dataSources/")) for o in orgs), "puts": sum(len(o.requests("PUT")) for o in orgs),
+              "connections": fake.connections["api"], "in_flight": fake.max_in_flight, "seconds": seconds}
+    fake.stop()
+    return counts
+
+
+def fleet_overview(folder: Path) -> tuple[float, int, int]:
+    """Time until the overview of 100 orgs (3 sources each, 100 ms a request) is drawn."""
+    fake = FakeWebex(latency=0.1).start()
+    files = fleet_files(fake, 100, 3, 20 * 3600, folder)
+    times = []
+    for _ in range(RUNS):
+        started = time.perf_counter()
+        term = Terminal(["--env-file", *files], child_env())
+        term.wait_for("Choose an org", timeout=120)
+        times.append(time.perf_counter() - started)
+        term.child.terminate(force=True)
+    requests = sum(len(o.requests()) for o in fake.everyone()) // RUNS
+    fake.stop()
+    return statistics.median(times), requests, fake.max_in_flight
+
+
 def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -134,6 +175,17 @@ def main() -> None:
         pooled, pool_requests = rotation(4, folder)
         rows.append(("rotate 200 sources, 100 ms, sequential (--workers 1)", f"{sequential:.1f} s", f"{seq_requests} requests"))
         rows.append(("rotate 200 sources, 100 ms, default pool (4)", f"{pooled:.1f} s", f"{pool_requests} requests; speed-up {sequential / pooled:.1f}x: {'met' if sequential / pooled >= 3 else 'NOT met'}"))
+        fleet = fleet_rotation(Path(tempfile.mkdtemp(dir=tmp)))
+        budget = 1.5 * (160 * 0.1 / 8) + 1
+        exact = fleet["lists"] == 40 and fleet["puts"] == 120
+        rows.append(("fleet: 40 orgs x 3 expiring, 100 ms, --workers 8", f"{fleet['seconds']:.1f} s",
+                     (f"{fleet['lists']} lists + {fleet['puts']} PUTs ({'exact' if exact else 'NOT exact'}), {fleet['connections']} connections, "
+                      f"{fleet['in_flight']} most in flight; 1.5 x (160 x 0.1 s / 8) + 1 s = {budget:.1f} s: "
+                      f"{'met' if fleet['seconds'] <= budget and exact else 'NOT met'}")))
+        seconds, requests, in_flight = fleet_overview(Path(tempfile.mkdtemp(dir=tmp)))
+        budget = floor + 1.5 * (requests / 4) * 0.1
+        rows.append(("fleet: overview of 100 orgs, 100 ms, --workers 4", f"{seconds:.1f} s",
+                     f"{requests} requests, {in_flight} most in flight; floor + 1.5 x ({requests} / 4) x 0.1 s = {budget:.1f} s: {'met' if seconds <= budget else 'NOT met'}"))
     width = max(len(r[0]) for r in rows)
     print(f"data-sources.py benchmark, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, median of {RUNS} runs\n")
     for name, value, note in rows:

@@ -466,3 +466,22 @@ def test_an_org_opened_from_the_overview_can_register_and_its_record_goes_to_its
     term.choose("Quit")
     assert term.exit_code() == 0
     assert created
+
+
+def test_rate_limits_in_several_orgs_at_once_still_reach_the_overview_and_a_rotation(app, fake):
+    orgs = [fake, fake.add_org(), fake.add_org()]
+    for number, org in enumerate(orgs):
+        org.add_source(audience=f"Soon {number}", expires_in=600)
+        org.fail("GET", "/v1/dataSources/", 429, headers={"Retry-After": "1"})
+        org.fail("PUT", r"/v1/dataSources/.*", 429, headers={"Retry-After": "1"})
+        app.org(f"org{number}", org)
+    term = app.terminal()
+    screen = overview_ready(term)
+    assert screen.count("│ ok") == 3
+    term.choose("Rotate everything expiring")
+    term.wait_for(r"Rotate 3 token\(s\) in 3 org\(s\) now\?")
+    term.press("enter")
+    term.wait_for(r"Rotated 3, skipped 0, failed 0")
+    assert [len(org.requests("PUT")) for org in orgs] == [2, 2, 2]
+    term.choose("Quit")
+    assert term.exit_code() == 0
