@@ -197,6 +197,26 @@ class Terminal:
         return self.child.exitstatus if self.child.exitstatus is not None else 128 + self.child.signalstatus
 
 
+def register_in_menu(term, url=None, prefilled="", choose=True) -> None:
+    """Register with every default; type the URL (None: keep the prefilled one, which must
+    start with prefilled), then confirm. choose=False: the wizard is already open."""
+    if choose:
+        term.choose("Register")
+    for label in ("Audience", "Subject"):
+        term.wait_for(rf"\? {label}:", after_last_key=True)
+        term.press("enter")
+    term.wait_for(r"\? URL:" + (f" {re.escape(prefilled)}" if prefilled else ""), after_last_key=True)
+    if url is not None:
+        term.press("ctrl-u")
+        term.type(url)
+    term.press("enter")
+    for label in ("Schema", "Token lifetime", "Nonce"):
+        term.wait_for(rf"\? {label}", after_last_key=True)
+        term.press("enter")
+    term.wait_for(r"Register this data source\?")
+    term.press("y")
+
+
 @pytest.fixture
 def terminal(env_file):
     """Start the menu: terminal() or terminal('--save-list')."""

@@ -34,29 +34,25 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-_KEY = None
+_KEYS: dict[str, object] = {}
 _KEY_LOCK = threading.Lock()
 
 
-def signing_key():
-    """One RSA key per process: generating one per test would dominate the suite's time."""
-    global _KEY
+def rsa_key(name: str):
+    """One RSA key per name per process: generating one per test would dominate the suite's time."""
     with _KEY_LOCK:
-        if _KEY is None:
-            _KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        return _KEY
+        if name not in _KEYS:
+            _KEYS[name] = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        return _KEYS[name]
 
 
-_OTHER_KEY = None
+def signing_key():
+    return rsa_key("signing")
 
 
 def other_key():
-    """A second RSA key: in the key set beside the real one, or signing tokens no key verifies."""
-    global _OTHER_KEY
-    with _KEY_LOCK:
-        if _OTHER_KEY is None:
-            _OTHER_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        return _OTHER_KEY
+    """A second key: in the key set beside the real one, or signing tokens no key verifies."""
+    return rsa_key("other")
 
 
 def b64url(data: bytes) -> str:

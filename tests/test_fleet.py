@@ -18,6 +18,7 @@ from conftest import (
     Terminal,
     child_env,
     load_record,
+    register_in_menu,
     run_cli,
     write_env,
 )
@@ -446,18 +447,7 @@ def test_an_org_opened_from_the_overview_can_register_and_its_record_goes_to_its
     term = app.terminal()
     overview_ready(term)
     term.choose("globex ·")
-    term.choose("Register")
-    for label in ("Audience", "Subject"):
-        term.wait_for(rf"\? {label}:", after_last_key=True)
-        term.press("enter")
-    term.wait_for(r"\? URL:", after_last_key=True)
-    term.type("https://dap.example.com/globex")
-    term.press("enter")
-    for label in ("Schema", "Token lifetime", "Nonce"):
-        term.wait_for(rf"\? {label}", after_last_key=True)
-        term.press("enter")
-    term.wait_for(r"Register this data source\?")
-    term.press("y")
+    register_in_menu(term, "https://dap.example.com/globex")
     term.wait_for("Done: registration")
     [created] = globex.sources
     [record] = app.records_of("globex")

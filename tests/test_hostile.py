@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import load_record, record_files, run_cli
+from conftest import load_record, record_files, register_in_menu, run_cli
 
 CLEAR_SCREEN = "\x1b[2J"
 OSC_TITLE = "\x1b]0;PWNED\x07"
@@ -175,22 +175,6 @@ def test_a_refused_register_is_not_reconciled(ds, fake, client, records):
     assert fake.requests("GET") == []
 
 
-def register_in_menu(term, url):
-    term.choose("Register")
-    for label in ("Audience", "Subject"):
-        term.wait_for(rf"\? {label}:", after_last_key=True)
-        term.press("enter")
-    term.wait_for(r"\? URL:", after_last_key=True)
-    term.press("ctrl-u")
-    term.type(url)
-    term.press("enter")
-    for label in ("Schema", "Token lifetime", "Nonce"):
-        term.wait_for(rf"\? {label}", after_last_key=True)
-        term.press("enter")
-    term.wait_for(r"Register this data source\?")
-    term.press("y")
-
-
 def test_in_the_menu_a_lost_answer_that_created_the_source_puts_it_in_the_table(fake, terminal, records):
     fake.fail("POST", "/v1/dataSources", None, drop=True)
     term = terminal()
@@ -212,16 +196,7 @@ def test_in_the_menu_a_lost_answer_that_created_nothing_offers_the_typed_values_
     screen = term.wait_for(r"Edit and try again\?")
     assert "not created: safe to register again" in screen.replace("\n", " ")
     term.press("y")
-    for label in ("Audience", "Subject"):
-        term.wait_for(rf"\? {label}:", after_last_key=True)
-        term.press("enter")
-    term.wait_for(r"\? URL: https://dap.example.com/try-again", after_last_key=True)
-    term.press("enter")
-    for label in ("Schema", "Token lifetime", "Nonce"):
-        term.wait_for(rf"\? {label}", after_last_key=True)
-        term.press("enter")
-    term.wait_for(r"Register this data source\?")
-    term.press("y")
+    register_in_menu(term, prefilled="https://dap.example.com/try-again", choose=False)
     term.wait_for("Done: registration")
     assert [s["url"] for s in fake.sources.values()] == ["https://dap.example.com/try-again"]
     posts = [json.loads(p.body) for p in fake.requests("POST")]
