@@ -1401,6 +1401,47 @@ def list_record(trail: Trail, views: list[SourceView]) -> dict:
             "data_sources": [v.raw for v in views]}
 
 
+def read_history(folders: list[tuple[str, Path]], wanted: str = "") -> tuple[list[dict], int]:
+    """The operation records in these (org name, folder) pairs, newest first, those of one id or
+    prefix when wanted; and how many files could not be read as records (skipped, counted)."""
+    entries, skipped = [], 0
+    for org_name, folder in folders:
+        for path in sorted(folder.glob("data_source_*.json")) if folder.is_dir() else []:
+            try:
+                entry = history_entry(json.loads(path.read_text(encoding="utf-8")), org_name, path)
+            except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+                entry = None
+            if entry is None:
+                skipped += 1
+            elif str(entry["data_source_id"] or "").startswith(wanted):
+                entries.append(entry)
+    entries.sort(key=lambda entry: parse_iso(entry["time"]), reverse=True)
+    return entries, skipped
+
+
+def history_entry(record, org_name: str, path: Path) -> dict | None:
+    """What a record says about one operation, or None when it is not one of ours."""
+    if not isinstance(record, dict) or not isinstance(record.get("operation_type"), str) or not parse_iso(record.get("operation_timestamp")):
+        return None
+    response = record.get("api_response") if isinstance(record.get("api_response"), dict) else {}
+    body = response.get("body") if isinstance(response.get("body"), dict) else {}
+    configuration = record.get("configuration") if isinstance(record.get("configuration"), dict) else {}
+    claims = body.get("jwsTokenClaims") if isinstance(body.get("jwsTokenClaims"), dict) else {}
+    return {
+        "time": parse_iso(record["operation_timestamp"]).isoformat(),
+        "operation": record["operation_type"],
+        "org": record.get("org_name") or org_name,
+        "data_source_id": record.get("data_source_id"),
+        "audience": configuration.get("audience") or claims.get("aud"),
+        "success": record.get("success") is True,
+        "status_code": response.get("status_code"),
+        "tracking_id": response.get("tracking_id"),
+        "error": record.get("error"),
+        "reconciled": record.get("reconciled"),
+        "file": str(path),
+    }
+
+
 # ---------------------------------------------------------------------------------------------
 # The fleet: every org's sources. A run with one env file is a fleet of one org.
 # ---------------------------------------------------------------------------------------------
@@ -1659,6 +1700,123 @@ def overview_table(orgs, now: datetime) -> Table:
     return table
 
 
+def json_text(value) -> str:
+    """JSON for other tools: ASCII only, so no control or bidi character from Webex reaches a terminal raw."""
+    return json.dumps(value, indent=2, ensure_ascii=True, default=str)
+
+
+def utc_iso(moment: datetime | None) -> str | None:
+    return moment.astimezone(UTC).isoformat() if moment else None
+
+
+def source_json(org, view: SourceView, verdict: Verdict, now: datetime, several: bool) -> dict:
+    """One source for --list --json; the keys are listed in the README."""
+    left = seconds_left(view, now)
+    return {
+        **({"org": org.name} if several else {}),
+        "id": view.id,
+        "audience": view.audience,
+        "subject": view.subject,
+        "url": view.url,
+        "schema_id": view.schema_id,
+        "schema_name": (org.state.schemas.get(view.schema_id) or {}).get("serviceType"),
+        "status": view.status,
+        "expires_at": utc_iso(view.expires_at),
+        "seconds_left": None if left is None else math.floor(left),
+        "lifetime_minutes": view.lifetime_minutes,
+        "signature": verdict.text,
+        "warnings": view.warnings,
+    }
+
+
+def result_json(result: WriteResult, several: bool, skipped: bool = False) -> dict:
+    """One rotation result for --json; the keys are listed in the README."""
+    outcome = "skipped" if skipped else "rotated" if result.ok else "failed"
+    return {
+        **({"org": result.org} if several else {}),
+        "id": result.source_id,
+        "result": outcome,
+        "expires_at": utc_iso(result.view.expires_at) if result.ok and result.view else None,
+        "error": str(result.error) if result.error else "disabled" if skipped else None,
+        "record": str(result.record) if result.record else None,
+        "record_error": str(result.record_error) if result.record_error else None,
+    }
+
+
+def check_line(entries, verdicts: dict, unread: list[str], minutes: int, now: datetime, several: bool) -> tuple[int, str]:
+    """The Nagios/Icinga plugin line and its exit code: CRITICAL if an active source has expired
+    or its signature is invalid, else UNKNOWN if an org could not be read, else WARNING if one
+    expires within MINUTES, else OK."""
+    active = [(org, v) for org, v in entries if v.active]
+    lefts = {id(v): seconds_left(v, now) for _, v in active}
+    expired = [(o, v) for o, v in active if lefts[id(v)] is not None and lefts[id(v)] <= 0]
+    expiring = [(o, v) for o, v in active if lefts[id(v)] is not None and 0 < lefts[id(v)] <= minutes * 60]
+    invalid = [(o, v) for o, v in active if verdicts[v.id].state == "invalid"]
+
+    def names(pairs) -> str:
+        labels = [f"{o.name}/{v.audience or v.short_id}" if several else v.audience or v.short_id for o, v in pairs]
+        return ", ".join(labels[:5]) + (f" and {len(labels) - 5} more" if len(labels) > 5 else "")
+
+    parts = [f"{len(found)} {what} ({names(found)})" for found, what in
+             ((expired, "expired"), (invalid, "invalid signature"), (expiring, f"within {minutes}m")) if found]
+    if unread:
+        parts.append(f"{len(unread)} org(s) unreadable ({', '.join(unread)})")
+    state = 2 if expired or invalid else 3 if unread else 1 if expiring else 0
+    summary = ", ".join(parts) or f"{len(active)} active source(s), none expires within {minutes}m"
+    perf = f"expired={len(expired)} expiring={len(expiring)} invalid={len(invalid)} sources={len(entries)} unreadable_orgs={len(unread)}"
+    return state, safe_text(f"{('OK', 'WARNING', 'CRITICAL', 'UNKNOWN')[state]} - {summary} | {perf}")
+
+
+def metric_label(value) -> str:
+    """A label value in the exposition format: made safe, then \\, " and newline escaped."""
+    return safe_text(value if value is not None else "").replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def metrics_text(orgs, verdicts: dict, now: datetime) -> str:
+    """Prometheus text exposition: per source, expiry, active and signature; per org, up and sources."""
+    families = [
+        ("byods_source_expiry_timestamp_seconds", "When the data source's token expires, in Unix time.",
+         lambda v: v.expires_at.timestamp() if v.expires_at else None),
+        ("byods_source_active", "1 if the data source is active, 0 if disabled.", lambda v: int(v.active)),
+        ("byods_source_signature_valid", "1 if the token's RS256 signature verified (an expired token still counts).",
+         lambda v: int(verdicts[v.id].state in ("valid", "expired"))),
+    ]
+    lines = []
+    for name, help_text, value_of in families:
+        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge"]
+        for org, view in fleet_entries(orgs):
+            if (value := value_of(view)) is not None:
+                labels = f'org="{metric_label(org.name)}",id="{metric_label(view.id)}",audience="{metric_label(view.audience)}"'
+                lines.append(f"{name}{{{labels}}} {value:g}" if isinstance(value, int) else f"{name}{{{labels}}} {value:.3f}")
+    org_families = [("byods_org_up", "1 if the org's data sources could be read.", lambda o: int(o.state is not None)),
+                    ("byods_org_sources", "How many data sources the org has.", lambda o: len(o.state.views) if o.state else None)]
+    for name, help_text, value_of in org_families:
+        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge"]
+        lines += [f'{name}{{org="{metric_label(o.name)}"}} {value_of(o)}' for o in orgs if value_of(o) is not None]
+    lines += ["# HELP byods_run_timestamp_seconds When these metrics were made, in Unix time.",
+              "# TYPE byods_run_timestamp_seconds gauge", f"byods_run_timestamp_seconds {now.timestamp():.3f}"]
+    return "\n".join(lines) + "\n"
+
+
+def history_table(entries: list[dict], skipped: int, show_org: bool) -> Table:
+    """The records, newest first: time, operation, org, source, result, tracking id."""
+    table = Table(title=f"History ({len(entries)} operations)", title_justify="left")
+    for column in ("Time", "Operation", *(["Org"] if show_org else []), "Source", "Result", "Tracking id"):
+        table.add_column(column, no_wrap=True, overflow="ellipsis")
+    for entry in entries:
+        result = "ok" if entry["success"] else f"failed ({entry['status_code'] or 'no answer'})"
+        if entry["reconciled"]:
+            result += f", {entry['reconciled']}"
+        source = f"{entry['audience'] or '-'} {(entry['data_source_id'] or '')[:8]}".strip()
+        row = [local_time(parse_iso(entry["time"])), entry["operation"], *([entry["org"]] if show_org else []), source, result, entry["tracking_id"] or "-"]
+        table.add_row(*(cell(value, "red" if value == result and not entry["success"] else "") for value in row))
+    if skipped:
+        table.caption = f"{skipped} file(s) in the records folder could not be read as records and were skipped."
+    elif not entries:
+        table.caption = "No records yet."
+    return table
+
+
 def details_panel(view: SourceView, schemas: dict, now: datetime, verdict: Verdict | None) -> Panel:
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
@@ -1782,6 +1940,7 @@ def prompt_menu(views, now, back: bool = False):
         questionary.Choice("Rotate a token (new nonce, same settings)", ("rotate", None)),
         questionary.Choice("Delete a data source", ("delete", None)),
         questionary.Choice("Schemas", ("schemas", None)),
+        questionary.Choice("History of changes", ("history", None)),
         questionary.Choice("Replace the access token", ("token", None)),
         questionary.Choice("Refresh", ("refresh", None)),
         *([questionary.Choice("Back to all orgs", ("back", None))] if back else []),
@@ -1807,6 +1966,7 @@ def prompt_overview(orgs, now):
     choices += [
         questionary.Separator(),
         questionary.Choice("Rotate everything expiring within the hour in all orgs", ("rotate", None)),
+        questionary.Choice("History of changes in all orgs", ("history", None)),
         questionary.Choice("Refresh", ("refresh", None)),
         questionary.Choice("Quit", ("quit", None)),
     ]
@@ -2071,6 +2231,14 @@ def announce_wait(seconds: float, reason: str) -> None:
     time.sleep(seconds)
 
 
+def show_history(folders: list[tuple[str, Path]], show_org: bool) -> None:
+    """The menu's History: the newest operations first, as many as fit a screen or two."""
+    entries, skipped = read_history(folders)
+    console.print(history_table(entries[:MENU_TABLE_ROWS], skipped, show_org))
+    if len(entries) > MENU_TABLE_ROWS:
+        console.print(f"The {MENU_TABLE_ROWS} newest of {len(entries)}; all of them: python data-sources.py --history")
+
+
 class Menu:
     """One org's menu: its client, the sources on screen, and where its records go. In a fleet it
     ends with Back to all orgs."""
@@ -2220,7 +2388,7 @@ class Menu:
         if len(targets) == 1:
             self.write(rotate_source, targets[0])
             return
-        results = run_bulk_rotation([(self.org, view) for view in targets], None, self.client.workers, interactive=True)
+        results = run_bulk_rotation([(self.org, view) for view in targets], None, self.client.workers, "bar")
         console.print(Text(rotation_summary(results, Counter(), datetime.now(UTC))))
         for result in results:
             if result.ok and result.view:
@@ -2269,6 +2437,9 @@ class Menu:
         save_env_values(self.settings.env_file, {"WEBEX_ACCESS_TOKEN": token})
         console.print(Text(f"The new access token works and was saved to {self.settings.env_file}."))
 
+    def do_history(self, _=None) -> None:
+        show_history([(self.org.name, self.org.trail.dir)], show_org=False)
+
     def do_refresh(self, _=None) -> None:
         self.org.state, self.org.problem = fetch_state(self.client, self.state.schemas or None), None
 
@@ -2293,6 +2464,8 @@ class FleetMenu:
                     return 0
                 if kind == "rotate":
                     self.rotate_urgent(now)
+                if kind == "history":
+                    show_history([(org.name, org.trail.dir) for org in self.orgs if org.trail], show_org=True)
                 if kind == "refresh":
                     fetch_fleet(self.orgs)
             except Cancelled:
@@ -2311,7 +2484,7 @@ class FleetMenu:
             return
         if not confirm(f"Rotate {len(pairs)} token(s) in {len({org.name for org, _ in pairs})} org(s) now?", True):
             raise Cancelled
-        results = run_bulk_rotation(pairs, None, self.workers, interactive=True, show_org=True)
+        results = run_bulk_rotation(pairs, None, self.workers, "bar", show_org=True)
         console.print(Text(rotation_summary(results, Counter(), datetime.now(UTC), self.orgs)))
         by_name = {org.name: org for org in self.orgs}
         for result in results:
@@ -2339,6 +2512,12 @@ def parse_args(argv) -> argparse.Namespace:
         metavar="MINUTES",
         help="rotate every active source whose token expires within MINUTES (expired included)",
     )
+    action.add_argument("--check", type=argparse_type(validate_minutes, int), metavar="MINUTES",
+                        help="monitoring probe, one line: exit 0 OK, 1 WARNING (an active source expires within MINUTES), "
+                        "2 CRITICAL (one has expired or its signature is invalid), 3 UNKNOWN (Webex could not be read)")
+    action.add_argument("--metrics", action="store_true", help="print Prometheus metrics (text format, for node_exporter's textfile collector)")
+    action.add_argument("--history", nargs="?", const="", metavar="ID", help="the records as a table, newest first; with ID (or a prefix), that source's only")
+    parser.add_argument("--json", action="store_true", help="JSON only on stdout, with --list, --rotate, --rotate-expiring or --history")
     parser.add_argument("--save-list", action="store_true", help="write data_sources_list_{TS}.json at startup")
     parser.add_argument("--lifetime", type=argparse_type(validate_lifetime, int), metavar="MINUTES", help="new token lifetime for rotation (1-1440); default: keep each source's own")
     parser.add_argument("--workers", type=argparse_type(validate_workers, int), default=DEFAULT_WORKERS, metavar="N", help=f"parallel rotations (default {DEFAULT_WORKERS})")
@@ -2346,7 +2525,10 @@ def parse_args(argv) -> argparse.Namespace:
     parser.add_argument("--env-file", nargs="+", metavar="PATH",
                         help="read settings from this file instead of .env beside the script; several files: one per customer org")
     parser.add_argument("--version", action="version", version=f"%(prog)s {VERSION}")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.json and not (args.list or args.rotate or args.rotate_expiring is not None or args.history is not None):
+        parser.error("--json goes with --list, --rotate, --rotate-expiring or --history")
+    return args
 
 
 def refresh_token_warning(settings: Settings, now: datetime) -> str | None:
@@ -2389,11 +2571,13 @@ def verify_all(orgs: list[Org], now: datetime) -> dict[str, Verdict]:
     return verdicts
 
 
-def run_list(orgs: list[Org]) -> int:
+def run_list(orgs: list[Org], as_json: bool = False) -> int:
     now = datetime.now(UTC)
     entries, several = fleet_entries(orgs), len(orgs) > 1
     verdicts = verify_all(orgs, now)
-    if sys.stdout.isatty():
+    if as_json:
+        print(json_text([source_json(org, view, verdicts[view.id], now, several) for org, view in sort_entries(entries, now)]))
+    elif sys.stdout.isatty():
         console.print(sources_table(entries, now, verdicts, show_org=several))
     else:
         print(plain_rows(entries, now, verdicts, show_org=several))
@@ -2441,9 +2625,11 @@ def rotation_summary(results: list[WriteResult], skipped: Counter, now: datetime
     return "\n".join(safe_text(line) for line in [*lines, total])
 
 
-def run_bulk_rotation(pairs, lifetime, workers, interactive, show_org=False) -> list[WriteResult]:
-    """A progress bar on a terminal; one plain line per source otherwise (cron mail)."""
-    if not interactive:
+def run_bulk_rotation(pairs, lifetime, workers, shown: str, show_org=False) -> list[WriteResult]:
+    """shown: "bar" (a terminal), "lines" (one plain line per source: cron mail) or "quiet" (--json)."""
+    if shown == "quiet":
+        return rotate_many(pairs, lifetime, workers, lambda result: None)
+    if shown == "lines":
         return rotate_many(pairs, lifetime, workers, lambda r: print(rotation_line(r, show_org), flush=True))
     from rich.progress import Progress
 
@@ -2467,18 +2653,65 @@ def unnamed_results(org: Org) -> list[WriteResult]:
 def run_rotation(orgs: list[Org], args) -> int:
     now, several = datetime.now(UTC), len(orgs) > 1
     targets, skipped = rotation_targets(fleet_entries(orgs), args.rotate, args.rotate_expiring, now)
+    say = (lambda line: None) if args.json else print
     for org, view in skipped:
-        print(safe_text(f"skipped  {org.name + '  ' if several else ''}{view.id}  disabled"))
+        say(safe_text(f"skipped  {org.name + '  ' if several else ''}{view.id}  disabled"))
     show_org_notes(orgs)
     everything = args.rotate_expiring is not None or args.rotate == ["all"]
     unjudged = [result for org in orgs for result in unnamed_results(org)] if everything else []
     for result in unjudged:
-        print(rotation_line(result, several))
-    results = run_bulk_rotation(targets, args.lifetime, args.workers, sys.stdout.isatty(), several) + unjudged
-    print(rotation_summary(results, Counter(org.name for org, _ in skipped), datetime.now(UTC), orgs))
+        say(rotation_line(result, several))
+    shown = "quiet" if args.json else "bar" if sys.stdout.isatty() else "lines"
+    results = run_bulk_rotation(targets, args.lifetime, args.workers, shown, several) + unjudged
+    summary = rotation_summary(results, Counter(org.name for org, _ in skipped), datetime.now(UTC), orgs)
+    if args.json:
+        skips = [result_json(WriteResult("rotation", view.id, False, org.name), several, skipped=True) for org, view in skipped]
+        print(json_text({"results": [result_json(r, several) for r in results] + skips, "summary": rotation_json(results, len(skipped), orgs)}))
+    else:
+        print(summary)
     failed = [r for r in results if not r.ok]
     refused = failed and not any(r.ok for r in results) and all(getattr(r.error, "status", None) == 401 for r in failed)
     return fleet_exit(orgs, 2 if refused else 1 if failed or any(r.record_error for r in results) else 0)
+
+
+def rotation_json(results: list[WriteResult], skipped: int, orgs: list[Org]) -> dict:
+    rotated = [r.view for r in results if r.ok and r.view and r.view.expires_at]
+    return {
+        "rotated": sum(r.ok for r in results),
+        "skipped": skipped,
+        "failed": sum(not r.ok for r in results),
+        "unrecorded": sum(r.record_error is not None for r in results),
+        "earliest_expiry": utc_iso(min((v.expires_at for v in rotated), default=None)),
+        "orgs": len(orgs),
+        "orgs_unreadable": [org.name for org in orgs if org.state is None],
+    }
+
+
+def run_history(orgs: list[Org], wanted: str, as_json: bool) -> int:
+    """--history [ID]: reads the records folders only; nothing is asked of Webex."""
+    entries, skipped = read_history([(org.name, org.trail.dir) for org in orgs if org.trail], wanted)
+    if as_json:
+        print(json_text(entries))
+    else:
+        console.print(history_table(entries, skipped, show_org=len(orgs) > 1))
+    if skipped and as_json:  # the table says it in its caption
+        show_warning(f"{skipped} file(s) in the records folder could not be read as records and were skipped.")
+    return 0
+
+
+def run_check(orgs: list[Org], minutes: int) -> int:
+    now = datetime.now(UTC)
+    unread = [org.name for org in orgs if org.state is None]
+    state, line = check_line(fleet_entries(orgs), verify_all(orgs, now), unread, minutes, now, len(orgs) > 1)
+    print(line)
+    return state
+
+
+def run_metrics(orgs: list[Org]) -> int:
+    now = datetime.now(UTC)
+    sys.stdout.write(metrics_text(orgs, verify_all(orgs, now), now))
+    show_org_notes(orgs)
+    return fleet_exit(orgs)
 
 
 def open_menu(orgs: list[Org], pending, workers: int) -> int:
@@ -2505,7 +2738,8 @@ def show_refresh_token_warnings(orgs: list[Org], in_output: bool) -> None:
 
 def run(args) -> int:
     rotating = args.rotate is not None or args.rotate_expiring is not None
-    acting = args.list or rotating or (args.save_list and not can_prompt())  # runs and exits
+    reporting = args.list or args.check is not None or args.metrics or args.history is not None
+    acting = reporting or rotating or (args.save_list and not can_prompt())  # runs and exits
     menu = not acting
     if menu and not can_prompt():
         raise ConfigError(
@@ -2516,7 +2750,9 @@ def run(args) -> int:
     if all(isinstance(org.problem, ConfigError) for org in orgs):  # nothing could start: bad usage
         show_org_notes(orgs[1:])
         raise orgs[0].problem
-    show_refresh_token_warnings(orgs, in_output=args.rotate_expiring is not None)
+    if args.history is not None:
+        return run_history(orgs, args.history, args.json)
+    show_refresh_token_warnings(orgs, in_output=args.rotate_expiring is not None and not args.json)
     if rotating or args.save_list:
         for org in orgs:
             if org.trail:
@@ -2529,31 +2765,38 @@ def run(args) -> int:
     if args.save_list:
         save_lists(orgs)
     if args.list:
-        return run_list(orgs)
+        return run_list(orgs, args.json)
+    if args.check is not None:
+        return run_check(orgs, args.check)
+    if args.metrics:
+        return run_metrics(orgs)
     if rotating:
         return run_rotation(orgs, args)
     return open_menu(orgs, pending, args.workers) if menu else fleet_exit(orgs)
 
 
-def main(argv=None) -> int:
-    try:
-        args = parse_args(argv)
-        return run(args)
-    except ConfigError as exc:
-        show_error(exc)
+def exit_code_for(error: Exception) -> int:
+    if isinstance(error, ConfigError):
         return 2
+    if isinstance(error, ApiError):
+        return 2 if error.status == 401 else 1
+    return 1
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)  # bad usage: argparse says so and exits 2
+    try:
+        return run(args)
     except KeyboardInterrupt:
         err_console.print("Interrupted.")
         return 130
-    except ApiError as exc:
-        show_error(exc)
-        return 2 if exc.status == 401 else 1
-    except RecordError as exc:
-        show_error(exc)
-        return 1
     except Exception as exc:  # noqa: BLE001 (the last guard: a sentence, never a traceback)
-        show_error(RuntimeError(f"unexpected {type(exc).__name__}: {exc}. Please report it with the command you ran."))
-        return 1
+        if args.check is not None:  # a monitoring probe answers in its own convention, whatever happened
+            print(safe_text(f"UNKNOWN - {exc}"))
+            return 3
+        known = isinstance(exc, (ConfigError, ApiError, RecordError))
+        show_error(exc if known else RuntimeError(f"unexpected {type(exc).__name__}: {exc}. Please report it with the command you ran."))
+        return exit_code_for(exc)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,230 @@
+"""Output for other tools: --json (keys checked against the README), --check in the Nagios
+plugin convention, --metrics in the Prometheus exposition format, and --history."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+
+import pytest
+from conftest import ROOT, record_files, run_cli
+from fake_webex import seed_demo
+
+
+def readme_keys(marker: str) -> list[str]:
+    """The keys of the README table that follows <!-- json:marker -->."""
+    text = (ROOT / "README.md").read_text()
+    table = text.split(f"<!-- json:{marker} -->", 1)[1].strip().split("\n\n", 1)[0]
+    return re.findall(r"^\| `([a-z_]+)` \|", table, re.MULTILINE)
+
+
+# -- --json -------------------------------------------------------------------------------------
+
+
+def test_list_json_is_only_json_on_stdout_with_the_readmes_keys(fake, env_file):
+    seed_demo(fake)
+    fake.add_source(audience="Odd", source_id="../odd")
+    result = run_cli("--list", "--json", env_file=env_file)
+    assert result.returncode == 0, result.stderr
+    sources = json.loads(result.stdout)
+    assert [s["audience"] for s in sources][:2] == ["Initech", "Globex Voice"]
+    assert all(list(s) == [k for k in readme_keys("list") if k != "org"] for s in sources)
+    initech = sources[0]
+    assert initech["seconds_left"] < 0 and initech["expires_at"].endswith("+00:00") and initech["schema_name"] == "Voice Virtual Agent"
+    assert initech["signature"] == "expired (signature valid)" and initech["lifetime_minutes"] == 1440
+    odd = next(s for s in sources if s["id"] == "../odd")
+    assert any("not a plain identifier" in w for w in odd["warnings"])
+    assert "not a plain identifier" in result.stderr  # diagnostics stay on stderr
+
+
+def test_list_json_keeps_hostile_text_out_of_the_terminal_but_exact_in_the_value(fake, env_file):
+    fake.add_source(audience="a\x1b[2J\u202eb")
+    result = run_cli("--list", "--json", env_file=env_file)
+    assert "\x1b" not in result.stdout and "\u202e" not in result.stdout
+    assert json.loads(result.stdout)[0]["audience"] == "a\x1b[2J\u202eb"
+
+
+def test_rotation_json_has_one_object_per_result_and_a_summary_with_the_readmes_keys(fake, env_file):
+    seed_demo(fake)
+    result = run_cli("--rotate-expiring", "60", "--json", env_file=env_file)
+    assert result.returncode == 0, result.stderr
+    answer = json.loads(result.stdout)
+    assert sorted(answer) == ["results", "summary"]
+    assert all(list(r) == [k for k in readme_keys("rotation") if k != "org"] for r in answer["results"])
+    assert list(answer["summary"]) == readme_keys("summary")
+    assert sorted(r["result"] for r in answer["results"]) == ["rotated", "rotated"]
+    assert answer["summary"]["rotated"] == 2 and answer["summary"]["failed"] == 0
+    everything = json.loads(run_cli("--rotate", "all", "--json", env_file=env_file).stdout)
+    assert [r["error"] for r in everything["results"] if r["result"] == "skipped"] == ["disabled"]
+
+
+def test_json_goes_only_with_the_flags_that_print_data(fake, env_file):
+    for args in (["--json"], ["--json", "--metrics"], ["--json", "--check", "60"]):
+        result = run_cli(*args, env_file=env_file)
+        assert result.returncode == 2 and "--json goes with" in result.stderr
+    assert fake.seen == []
+
+
+def test_fleet_json_names_the_org_of_every_source(fake, tmp_path, records):
+    from conftest import write_env
+
+    globex = fake.add_org()
+    globex.add_source(audience="G")
+    fake.add_source(audience="A")
+    files = [write_env(tmp_path / f"{name}.env", {**org.env(), "WEBEX_RECORDS_DIR": records}) for name, org in (("acme", fake), ("globex", globex))]
+    result = run_cli("--env-file", *files, "--list", "--json")
+    sources = json.loads(result.stdout)
+    assert {(s["org"], s["audience"]) for s in sources} == {("acme", "A"), ("globex", "G")}
+    assert all(list(s) == readme_keys("list") for s in sources)
+
+
+# -- --check ------------------------------------------------------------------------------------
+
+
+def test_check_is_ok_when_nothing_expires_within_the_window(fake, env_file):
+    fake.add_source(audience="Fine", expires_in=5 * 3600)
+    result = run_cli("--check", "60", env_file=env_file)
+    assert result.returncode == 0
+    assert re.fullmatch(r"OK - 1 active source\(s\), none expires within 60m \| expired=0 expiring=0 invalid=0 sources=1 unreadable_orgs=0\n", result.stdout)
+
+
+def test_check_warns_when_an_active_source_expires_within_the_window(fake, env_file):
+    fake.add_source(audience="Fine", expires_in=5 * 3600)
+    fake.add_source(audience="Soon", expires_in=1800)
+    fake.add_source(audience="Paused", expires_in=-60, status="disabled", error_message="paused")  # not judged
+    result = run_cli("--check", "60", env_file=env_file)
+    assert result.returncode == 1
+    assert result.stdout == "WARNING - 1 within 60m (Soon) | expired=0 expiring=1 invalid=0 sources=3 unreadable_orgs=0\n"
+
+
+def test_check_is_critical_for_an_expired_source_or_an_invalid_signature(fake, env_file):
+    fake.add_source(audience="Initech", expires_in=-600)
+    fake.add_source(audience="Soon", expires_in=1800)
+    assert run_cli("--check", "60", env_file=env_file).stdout.startswith("CRITICAL - 1 expired (Initech), 1 within 60m (Soon) |")
+    fake.sources.clear()
+    forged = fake.add_source(audience="Forged")
+    header, payload, _ = forged["jwsToken"].split(".")
+    forged["jwsToken"] = f"{header}.{payload}.{'A' * 342}"
+    result = run_cli("--check", "60", env_file=env_file)
+    assert result.returncode == 2 and "1 invalid signature (Forged)" in result.stdout
+
+
+def test_check_is_unknown_when_webex_cannot_be_read_or_the_settings_are_wrong(fake, env_file, tmp_path):
+    fake.fail("GET", "/v1/dataSources/", 500, times=10)
+    result = run_cli("--check", "60", env_file=env_file)
+    assert result.returncode == 3 and result.stdout.startswith("UNKNOWN - 1 org(s) unreadable") and len(result.stdout.splitlines()) == 1
+    missing = run_cli("--check", "60", env_file=tmp_path / "nope.env")
+    assert missing.returncode == 3 and missing.stdout.startswith("UNKNOWN - The env file")
+
+
+# -- --metrics ----------------------------------------------------------------------------------
+
+METRIC_NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
+LABEL = r'[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\[\\"n])*"'
+SAMPLE = re.compile(rf"({METRIC_NAME})(?:\{{{LABEL}(?:,{LABEL})*\}})? (\S+)")
+
+
+def check_exposition(text: str) -> dict[str, list[str]]:
+    """The text format's rules, line by line: HELP and TYPE once per family, before its
+    samples; samples named after a declared family; values that parse as floats; one final newline."""
+    assert text.endswith("\n") and not text.endswith("\n\n")
+    families, current = {}, None
+    for line in text.splitlines():
+        if line.startswith("# HELP "):
+            name = line.split()[2]
+            assert re.fullmatch(METRIC_NAME, name) and name not in families
+            families[name], current = [], name
+        elif line.startswith("# TYPE "):
+            _, _, name, kind = line.split(" ", 3)
+            assert name == current and kind in ("gauge", "counter", "untyped")
+        else:
+            match = SAMPLE.fullmatch(line)
+            assert match, f"not a sample line: {line!r}"
+            assert match.group(1) == current
+            assert math.isfinite(float(match.group(2)))
+            families[current].append(line)
+    return families
+
+
+def test_metrics_follow_the_exposition_format_and_say_what_monitoring_needs(fake, env_file):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    seed_demo(fake)
+    fake.add_source(audience='quote " back\\slash new\nline \x1b[2J')
+    result = run_cli("--metrics", env_file=env_file)
+    assert result.returncode == 0, result.stderr
+    families = check_exposition(result.stdout)
+    assert len(families["byods_source_expiry_timestamp_seconds"]) == 6 and len(families["byods_org_up"]) == 1
+    assert "\x1b" not in result.stdout
+    parsed = {family.name: family for family in text_string_to_metric_families(result.stdout)}
+    expiry = {s.labels["audience"]: s.value for s in parsed["byods_source_expiry_timestamp_seconds"].samples}
+    initech = next(s for s in fake.sources.values() if s["audience"] == "Initech")
+    assert expiry["Initech"] == pytest.approx(initech["exp"], abs=1)
+    assert 'quote " back\\slash new\\nline \\x1b[2J' in expiry  # made safe, then escaped and parsed back
+    active = {s.labels["audience"]: s.value for s in parsed["byods_source_active"].samples}
+    assert active["Umbrella"] == 0 and active["Initech"] == 1
+    assert {s.value for s in parsed["byods_source_signature_valid"].samples} == {1.0}
+    assert [s.value for s in parsed["byods_org_sources"].samples] == [6]
+
+
+def test_metrics_mark_an_org_that_could_not_be_read_as_down_and_exit_1(fake, env_file):
+    fake.fail("GET", "/v1/dataSources/", 500, times=10)
+    result = run_cli("--metrics", env_file=env_file)
+    assert result.returncode == 1
+    families = check_exposition(result.stdout)
+    assert families["byods_org_up"] == [f'byods_org_up{{org="{env_file.name.removesuffix(".env") or "default"}"}} 0']
+
+
+# -- --history ----------------------------------------------------------------------------------
+
+
+def test_history_lists_the_records_newest_first_and_filters_by_id(fake, env_file, records):
+    first, second = fake.add_source(audience="First", expires_in=60), fake.add_source(audience="Second", expires_in=60)
+    assert run_cli("--rotate", first["id"], env_file=env_file).returncode == 0
+    assert run_cli("--rotate", second["id"], env_file=env_file).returncode == 0
+    fake.fail("PUT", r"/v1/dataSources/.*", 400)
+    assert run_cli("--rotate", first["id"], env_file=env_file).returncode == 1
+    requests_before = len(fake.seen)
+    entries = json.loads(run_cli("--history", "--json", env_file=env_file).stdout)
+    assert len(fake.seen) == requests_before  # history asks nothing of Webex
+    assert [(e["audience"], e["success"]) for e in entries] == [("First", False), ("Second", True), ("First", True)]
+    assert all(list(e) == readme_keys("history") for e in entries)
+    assert entries[0]["status_code"] == 400 and entries[0]["tracking_id"].startswith("ROUTER_")
+    only_first = json.loads(run_cli("--history", first["id"][:6], "--json", env_file=env_file).stdout)
+    assert [e["data_source_id"] for e in only_first] == [first["id"], first["id"]]
+    table = run_cli("--history", env_file=env_file, COLUMNS="220")
+    assert table.returncode == 0
+    lines = [line for line in table.stdout.splitlines() if "rotation" in line]
+    assert len(lines) == 3 and "First" in lines[0] and "failed (400)" in lines[0] and "ROUTER_" in lines[1]
+
+
+def test_history_skips_and_counts_corrupt_and_foreign_files(fake, env_file, records):
+    source = fake.add_source(audience="Kept", expires_in=60)
+    assert run_cli("--rotate", source["id"], env_file=env_file).returncode == 0
+    (records / "data_source_update_x_1.json").write_text("{not json")
+    (records / "data_source_rotation_y_2.json").write_text('{"hello": "not ours"}')
+    (records / "data_source_delete_z_3.json").write_bytes(b"\xff\xfe")
+    (records / "data_sources_list_20260101.json").write_text('{"count": 0}')  # a snapshot, not an operation
+    result = run_cli("--history", env_file=env_file, COLUMNS="200")
+    assert result.returncode == 0
+    assert "Kept" in result.stdout and "3 file(s) in the records folder could not be read" in " ".join(result.stdout.split())
+    as_json = run_cli("--history", "--json", env_file=env_file)
+    assert len(json.loads(as_json.stdout)) == 1 and "3 file(s)" in as_json.stderr
+    assert len(record_files(records)) == 5
+
+
+def test_history_in_the_menu_shows_this_orgs_operations(fake, terminal):
+    source = fake.add_source(audience="Acme", expires_in=60)
+    term = terminal()
+    term.choose("Rotate")
+    term.wait_for("Rotate which source")
+    term.press("enter")
+    term.wait_for(r"now\?")
+    term.press("enter")
+    term.wait_for("Record:")
+    term.choose("History of changes")
+    screen = term.wait_for(r"History \(1 operations\)")
+    assert re.search(rf"rotation\s+│\s+Acme {source['id'][:8]}\s+│\s+ok\s+│\s+ROUTER_", screen)
+    term.choose("Quit")
+    assert term.exit_code() == 0
