@@ -1,4 +1,14 @@
 #!/usr/bin/env python3
+# /// script
+# requires-python = ">=3.11"
+# dependencies = [
+#     "requests>=2.31,<3",
+#     "python-dotenv>=1.0,<2",
+#     "questionary>=2.0,<3",
+#     "rich>=13.7,<16",
+#     "pyjwt[crypto]>=2.10,<3",
+# ]
+# ///
 """data-sources.py: keep Webex BYODS data sources registered, visible and alive.
 
 A Data Access Provider registers, per customer org, a URL where Webex sends data. Webex

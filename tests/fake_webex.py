@@ -9,6 +9,7 @@ slow answers, malformed bodies.
 Run it on its own to try the tool without a Webex org:
 
     python tests/fake_webex.py            # prints the settings to put in .env
+    python tests/fake_webex.py --demo     # opens the tool on it, in this terminal
 """
 
 from __future__ import annotations
@@ -21,6 +22,10 @@ import io
 import json
 import re
 import secrets
+import signal
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -28,12 +33,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+SCRIPT = Path(__file__).resolve().parent.parent / "data-sources.py"
 _KEYS: dict[str, object] = {}
 _KEY_LOCK = threading.Lock()
 
@@ -570,13 +577,33 @@ def seed_demo(fake: FakeWebex, count: int = 5) -> None:
         fake.add_source(audience=f"Customer {number:04d}", subject="BYODS", expires_in=(2 + number % 22) * 3600)
 
 
+def run_demo(fake: FakeWebex, tool_args: list[str]) -> int:
+    """The tool in this terminal, on this fake; the fake stops when the tool exits. Its records
+    stay in a temporary folder, named at the end."""
+    folder = Path(tempfile.mkdtemp(prefix="byods-demo-"))
+    env = folder / "demo.env"
+    env.write_text("".join(f"{key}={value}\n" for key, value in {**fake.env(), "WEBEX_RECORDS_DIR": folder / "records"}.items()))
+    # Ctrl-C belongs to the tool (it finishes a write in flight before it exits); a handler, unlike
+    # SIG_IGN, is not inherited, so the tool still gets its KeyboardInterrupt.
+    signal.signal(signal.SIGINT, lambda *_: None)
+    try:
+        code = subprocess.call([sys.executable, str(SCRIPT), "--env-file", str(env), *tool_args])
+    finally:
+        fake.stop()
+    print(f"The fake Webex API has stopped. This demo's records are in {folder / 'records'}.")
+    return code
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="Run the fake Webex BYODS API on 127.0.0.1.")
     parser.add_argument("--sources", type=int, default=5, help="how many data sources to seed (at least 4)")
     parser.add_argument("--latency-ms", type=float, default=0, help="simulated round trip per request")
-    args = parser.parse_args()
+    parser.add_argument("--demo", action="store_true", help="open data-sources.py on this fake in this terminal; stop when it exits")
+    args, tool_args = parser.parse_known_args()
     fake = FakeWebex(latency=args.latency_ms / 1000).start()
     seed_demo(fake, args.sources)
+    if args.demo:
+        sys.exit(run_demo(fake, tool_args))
     print("Fake Webex API running. Put these in a .env file (or export them):\n")
     for key, value in fake.env().items():
         print(f"{key}={value}")

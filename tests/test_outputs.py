@@ -228,3 +228,40 @@ def test_history_in_the_menu_shows_this_orgs_operations(fake, terminal):
     assert re.search(rf"rotation\s+│\s+Acme {source['id'][:8]}\s+│\s+ok\s+│\s+ROUTER_", screen)
     term.choose("Quit")
     assert term.exit_code() == 0
+
+
+# -- a zero-setup run ---------------------------------------------------------------------------
+
+
+def inline_metadata() -> dict:
+    """The script's PEP 723 block, read the way the PEP's reference implementation does."""
+    import tomllib
+
+    text = (ROOT / "data-sources.py").read_text()
+    [block] = [m for m in re.finditer(r"(?m)^# /// (?P<type>[a-zA-Z0-9-]+)$\s(?P<content>(^#(| .*)$\s)+)^# ///$", text) if m["type"] == "script"]
+    content = "".join(line[2:] if line.startswith("# ") else line[1:] for line in block["content"].splitlines(keepends=True))
+    return tomllib.loads(content)
+
+
+def test_the_inline_script_metadata_matches_requirements_txt(ds):
+    metadata = inline_metadata()
+    requirements = [line.strip() for line in (ROOT / "requirements.txt").read_text().splitlines() if line.strip() and not line.startswith("#")]
+    assert sorted(metadata["dependencies"]) == sorted(requirements)
+    assert metadata["requires-python"] == ">=3.11"
+    assert (ROOT / "data-sources.py").read_text().startswith("#!/usr/bin/env python3\n# /// script\n")
+
+
+def test_the_demo_opens_the_tool_on_the_fake_and_stops_the_fake_when_the_tool_exits():
+    from conftest import OUTPUTS, Terminal, child_env
+
+    term = Terminal(["--demo"], child_env(), script=ROOT / "tests" / "fake_webex.py")
+    try:
+        screen = term.wait_for(r"type to filter[\s\S]*Quit")
+        assert "Initech" in screen and "Globex Voice" in screen and "Umbrella" in screen
+        term.choose("Quit")
+        screen = term.wait_for(r"The fake Webex API has stopped\. This demo's records are in (\S+)")
+        assert term.exit_code() == 0  # the demo process, and with it the fake's servers, ended with the tool
+    finally:
+        OUTPUTS.append(term.transcript)
+        if term.child.isalive():
+            term.child.terminate(force=True)
