@@ -60,10 +60,6 @@ import requests
 import urllib3.exceptions as u3
 from dotenv.parser import parse_stream
 from requests.adapters import HTTPAdapter
-from rich.console import Console
-from rich.panel import Panel
-from rich.table import Table
-from rich.text import Text
 
 # ---------------------------------------------------------------------------------------------
 # Constants and defaults
@@ -111,8 +107,30 @@ CLAIM_SCHEMA = "com.cisco.datasource.schema.uuid"
 CLAIM_ORG = "com.cisco.org.uuid"
 DECISION_FIELDS = ("status", "url", "schemaId")  # a list item without one is read on its own
 
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+# rich is imported once the startup fetch is on its way (load_rich), so its import overlaps
+# Webex's answer; until then these names are unbound placeholders.
+Console = Panel = Table = Text = console = err_console = None
+_RICH_LOCK = threading.Lock()
+
+
+def load_rich() -> None:
+    """Import rich and make the two consoles, once; safe from any thread."""
+    global Console, Panel, Table, Text, console, err_console
+    with _RICH_LOCK:
+        if console is None:
+            from rich.console import Console
+            from rich.panel import Panel
+            from rich.table import Table
+            from rich.text import Text
+
+            err_console = Console(stderr=True, highlight=False)
+            console = Console(highlight=False)
+
+
+def tell(message: str) -> None:
+    """A plain note on stderr, from any thread, rich loaded or not."""
+    load_rich()
+    err_console.print(Text(message))
 
 
 class ConfigError(Exception):
@@ -829,7 +847,7 @@ class Minter:
                 updates["WEBEX_INTEGRATION_REFRESH_TOKEN"] = answer["refresh_token"]
             if i.file:
                 save_env_values(i.file, updates)
-                err_console.print(Text(f"The integration token was renewed and saved to {i.file}."))
+                tell(f"The integration token was renewed and saved to {i.file}.")
             else:
                 show_warning("The integration token was renewed, but it came from the environment: export the new one before the next run.")
             return True
@@ -1547,7 +1565,7 @@ def save_token_to_env(settings: Settings, org_label: str = ""):
     def save(values: dict[str, str], how: str) -> None:
         save_env_values(settings.env_file, values)
         means = "with the refresh token" if how == "renewed" else "with the integration token"
-        err_console.print(Text(f"{org_label}The access token was {how} {means} and saved to {settings.env_file}."))
+        tell(f"{org_label}The access token was {how} {means} and saved to {settings.env_file}.")
 
     return save
 
@@ -1881,10 +1899,12 @@ def payload_table(payload: dict, schemas: dict, title: str) -> Table:
 
 
 def show_error(error: BaseException) -> None:
+    load_rich()  # an error can come before the startup fetch began
     err_console.print(Text("Error: ", style="bold red") + Text(safe_text(str(error))))
 
 
 def show_warning(message: str) -> None:
+    load_rich()
     err_console.print(Text("Warning: ", style="yellow") + Text(safe_text(message)))
 
 
@@ -2226,6 +2246,7 @@ def countdown(seconds: float, reason: str) -> None:
         return
     end = time.monotonic() + seconds
     reason = safe_text(reason).rstrip(".")
+    load_rich()
     try:
         with console.status(Text(reason)) as status:
             while (left := end - time.monotonic()) > 0:
@@ -2237,7 +2258,7 @@ def countdown(seconds: float, reason: str) -> None:
 
 def announce_wait(seconds: float, reason: str) -> None:
     """The scripted wait before a retry: one line on stderr, then wait."""
-    err_console.print(Text(f"{safe_text(reason).rstrip('.')}: retrying in {seconds:g} s."))
+    tell(f"{safe_text(reason).rstrip('.')}: retrying in {seconds:g} s.")
     time.sleep(seconds)
 
 
@@ -2725,7 +2746,9 @@ def run_metrics(orgs: list[Org]) -> int:
 
 
 def open_menu(orgs: list[Org], pending, workers: int) -> int:
-    """The startup fetch is already on its way; questionary loads while Webex answers."""
+    """The startup fetch is already on its way; questionary and pyjwt's crypto load while Webex
+    answers, and the table is drawn as soon as both are ready."""
+    import jwt.algorithms  # noqa: F401 (the first signature check is then instant)
     import questionary  # noqa: F401
 
     pending.result()
@@ -2761,14 +2784,16 @@ def run(args) -> int:
         show_org_notes(orgs[1:])
         raise orgs[0].problem
     if args.history is not None:
+        load_rich()
         return run_history(orgs, args.history, args.json)
-    show_refresh_token_warnings(orgs, in_output=args.rotate_expiring is not None and not args.json)
     if rotating or args.save_list:
         for org in orgs:
             if org.trail:
                 ensure_records_dir(org.trail.dir)
     with ThreadPoolExecutor(max_workers=1) as pool:
-        pending = pool.submit(fetch_fleet, orgs, rotating)
+        pending = pool.submit(fetch_fleet, orgs, rotating)  # first, so the imports below overlap Webex's answer
+        load_rich()
+        show_refresh_token_warnings(orgs, in_output=args.rotate_expiring is not None and not args.json)
         if menu and not args.save_list:
             return open_menu(orgs, pending, args.workers)
         pending.result()
@@ -2798,7 +2823,7 @@ def main(argv=None) -> int:
     try:
         return run(args)
     except KeyboardInterrupt:
-        err_console.print("Interrupted.")
+        tell("Interrupted.")
         return 130
     except Exception as exc:  # noqa: BLE001 (the last guard: a sentence, never a traceback)
         if args.check is not None:  # a monitoring probe answers in its own convention, whatever happened

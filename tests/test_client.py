@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import socket
-import ssl
 import threading
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.x509.oid import NameOID
-from fake_webex import FakeWebex, signing_key
+from fake_webex import FakeWebex, self_signed_context
 
 
 def payload(fake, **fields):
@@ -189,21 +184,8 @@ def test_dns_failure_is_one_sentence(ds, make_client, monkeypatch):
         client.list_sources()
 
 
-def self_signed_context(tmp_path) -> ssl.SSLContext:
-    key = signing_key()
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(1).not_valid_before(now).not_valid_after(now + dt.timedelta(days=1)).sign(key, hashes.SHA256()))
-    (tmp_path / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (tmp_path / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
-    return context
-
-
 def test_tls_failure_is_one_sentence(ds, tmp_path, make_client):
-    tls_fake = FakeWebex(tls_context=self_signed_context(tmp_path)).start()
+    tls_fake = FakeWebex(tls_context=self_signed_context(tmp_path)).start()  # not in any trusted bundle
     try:
         client = make_client(base_url=tls_fake.base_url)
         with pytest.raises(ds.ApiError, match="TLS failed"):

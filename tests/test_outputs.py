@@ -265,3 +265,33 @@ def test_the_demo_opens_the_tool_on_the_fake_and_stops_the_fake_when_the_tool_ex
         OUTPUTS.append(term.transcript)
         if term.child.isalive():
             term.child.terminate(force=True)
+
+
+# -- a start ahead ------------------------------------------------------------------------------
+
+
+def test_the_startup_fetch_is_on_its_way_before_rich_is_imported(fake, env_file, tmp_path):
+    """An audit hook sees rich's import begin: by then the fetch's worker thread must exist
+    (submit starts it) and requests must be the only heavy import done."""
+    import subprocess
+    import sys
+
+    from conftest import SCRIPT, child_env
+
+    driver = tmp_path / "driver.py"
+    driver.write_text(
+        "import runpy, sys, threading\n"
+        "seen = []\n"
+        "def hook(event, args):\n"
+        "    if event == 'import' and args[0] == 'rich' and not seen:\n"
+        "        seen.append(1)\n"
+        "        workers = [t.name for t in threading.enumerate() if t.name.startswith('ThreadPoolExecutor')]\n"
+        "        done = sorted(m for m in ('requests', 'questionary', 'jwt') if m in sys.modules)\n"
+        "        print('when rich began:', workers, done, file=sys.stderr, flush=True)\n"
+        "sys.addaudithook(hook)\n"
+        f"sys.argv = [{str(SCRIPT)!r}, '--env-file', {str(env_file)!r}, '--list']\n"
+        f"runpy.run_path({str(SCRIPT)!r}, run_name='__main__')\n"
+    )
+    result = subprocess.run([sys.executable, str(driver)], check=False, capture_output=True, text=True, env=child_env(), timeout=60)
+    assert re.search(r"when rich began: \['ThreadPoolExecutor-\d+_0'\] \['requests'\]", result.stderr), result.stderr
+    assert result.returncode == 0 and len(fake.requests("GET")) == 2
