@@ -2748,9 +2748,10 @@ def run_metrics(orgs: list[Org]) -> int:
 def open_menu(orgs: list[Org], pending, workers: int) -> int:
     """The startup fetch is already on its way; questionary and pyjwt's crypto load while Webex
     answers, and the table is drawn as soon as both are ready."""
-    import jwt.algorithms  # noqa: F401 (the first signature check is then instant)
     import questionary  # noqa: F401
 
+    if not pending.done():  # still waiting for Webex: the first signature check's imports fit in the wait
+        import jwt.algorithms  # noqa: F401
     pending.result()
     if len(orgs) > 1:
         return FleetMenu(orgs, workers).run()
