@@ -197,6 +197,15 @@ class Terminal:
         return self.child.exitstatus if self.child.exitstatus is not None else 128 + self.child.signalstatus
 
 
+def rotate_first(term):
+    """Rotate, Enter on the most urgent source, Enter to confirm."""
+    term.choose("Rotate")
+    term.wait_for("Rotate which source")
+    term.press("enter")
+    term.wait_for(r"now\?")
+    term.press("enter")
+
+
 def register_in_menu(term, url=None, prefilled="", choose=True) -> None:
     """Register with every default; type the URL (None: keep the prefilled one, which must
     start with prefilled), then confirm. choose=False: the wizard is already open."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import re
 
-from conftest import break_folder, load_record, record_files
+from conftest import break_folder, load_record, record_files, rotate_first
 from fake_webex import seed_demo
 
 
@@ -24,15 +24,6 @@ def keep_defaults(term, *labels):
 def quit_cleanly(term):
     term.choose("Quit")
     assert term.exit_code() == 0
-
-
-def rotate_first(term):
-    """Rotate, Enter on the most urgent source, Enter to confirm."""
-    term.choose("Rotate")
-    term.wait_for("Rotate which source")
-    term.press("enter")
-    term.wait_for(r"now\?")
-    term.press("enter")
 
 
 def open_update(term, audience):

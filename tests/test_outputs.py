@@ -8,7 +8,7 @@ import math
 import re
 
 import pytest
-from conftest import ROOT, record_files, run_cli
+from conftest import ROOT, record_files, rotate_first, run_cli
 from fake_webex import seed_demo
 
 
@@ -217,11 +217,7 @@ def test_history_skips_and_counts_corrupt_and_foreign_files(fake, env_file, reco
 def test_history_in_the_menu_shows_this_orgs_operations(fake, terminal):
     source = fake.add_source(audience="Acme", expires_in=60)
     term = terminal()
-    term.choose("Rotate")
-    term.wait_for("Rotate which source")
-    term.press("enter")
-    term.wait_for(r"now\?")
-    term.press("enter")
+    rotate_first(term)
     term.wait_for("Record:")
     term.choose("History of changes")
     screen = term.wait_for(r"History \(1 operations\)")

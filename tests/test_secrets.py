@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import record_files, run_cli
+from conftest import record_files, rotate_first, run_cli
 from fake_webex import seed_demo
 
 
@@ -43,11 +43,7 @@ def test_no_secret_or_raw_token_reaches_any_output_or_record(fake, renewing_env,
     term.choose("Acme")
     term.wait_for(r"Update this data source\?")
     term.press("n")
-    term.choose("Rotate")
-    term.wait_for("Rotate which source")
-    term.press("enter")
-    term.wait_for(r"now\?")
-    term.press("enter")
+    rotate_first(term)
     term.wait_for("Record:")
     term.choose("Quit")
     assert term.exit_code() == 0
