@@ -295,6 +295,16 @@ def file_safe(source_id) -> str:
     return re.sub(r"[^A-Za-z0-9_=.-]", "_", str(source_id))[:100]
 
 
+def parse_iso(value) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
 def argparse_type(validator, convert=str):
     """Turn a validator into an argparse type, so a flag is judged like a typed value."""
 
@@ -474,12 +484,12 @@ def load_settings(env_file: str | None, records_dir: str | None, several: bool =
         service_app_id=value("WEBEX_SERVICE_APP_ID"),
         integration=integration,
     )
-    check_access_token(settings, values)
     secrets = [settings.access_token, settings.client_secret, settings.refresh_token]
     if integration:
         secrets += [integration.token, integration.refresh_token, integration.client_secret]
-    for secret in secrets:
+    for secret in secrets:  # before any check, so no message can show them
         remember_secret(secret)
+    check_access_token(settings, values)
     return settings
 
 
@@ -572,7 +582,8 @@ def write_file_atomically(path: Path, content: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# WebexClient: one session, one method per API operation, one ApiError.
+# WebexClient: one per org, one session per API host shared by all, one method per API operation,
+# one ApiError; the Minter that mints an org's token with the integration token.
 # ---------------------------------------------------------------------------------------------
 
 
@@ -849,7 +860,7 @@ class Minter:
                 save_env_values(i.file, updates)
                 tell(f"The integration token was renewed and saved to {i.file}.")
             else:
-                show_warning("The integration token was renewed, but it came from the environment: export the new one before the next run.")
+                tell("Warning: the integration token was renewed, but it came from the environment: export the new one before the next run.")
             return True
 
 
@@ -1037,16 +1048,6 @@ def epoch_to_datetime(value) -> datetime | None:
         return datetime.fromtimestamp(value, UTC)
     except (OverflowError, OSError, ValueError):
         return None
-
-
-def parse_iso(value) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def lifetime_minutes(claims: dict | None) -> int | None:
@@ -1476,6 +1477,19 @@ def history_entry(record, org_name: str, path: Path) -> dict | None:
 
 
 @dataclass
+class WriteResult:
+    operation: str
+    source_id: str | None
+    ok: bool
+    org: str = "default"
+    view: SourceView | None = None
+    record: Path | None = None
+    error: BaseException | None = None
+    record_error: RecordError | None = None  # Webex answered, but the record could not be written
+    reconciled: str | None = None  # a lost register answer, looked up: created, not_created, unknown
+
+
+@dataclass
 class State:
     views: list[SourceView]
     schemas: dict[str, dict]
@@ -1845,6 +1859,56 @@ def history_table(entries: list[dict], skipped: int, show_org: bool) -> Table:
     return table
 
 
+def rotation_line(result: WriteResult, show_org: bool = False) -> str:
+    where = f"{result.org}  " if show_org else ""
+    if result.ok:
+        expires = local_time(result.view.expires_at) if result.view else "unknown"
+        line = f"rotated  {where}{result.source_id}  expires {expires}"
+    else:
+        line = f"failed   {where}{result.source_id}  {result.error}"
+    return safe_text(f"{line}  {result.record_error}" if result.record_error else line)
+
+
+def rotation_counts(results: list[WriteResult], skipped: int) -> str:
+    failed = sum(not r.ok for r in results)
+    counts = f"Rotated {len(results) - failed}, skipped {skipped}, failed {failed}."
+    if unrecorded := sum(r.record_error is not None for r in results):
+        counts += f" {unrecorded} left no record."
+    return counts
+
+
+def rotation_summary(results: list[WriteResult], skipped: Counter, now: datetime, orgs: list[Org] = ()) -> str:
+    """The totals; with several orgs, first a line per org that had work or trouble."""
+    lines = []
+    for org in orgs if len(orgs) > 1 else []:
+        mine = [r for r in results if r.org == org.name]
+        if org.state is None and org.problem:
+            lines.append(f"{org.name}: could not be read: {org.problem}")
+        elif mine or skipped[org.name]:
+            lines.append(f"{org.name}: {rotation_counts(mine, skipped[org.name])}")
+    total = rotation_counts(results, sum(skipped.values()))
+    if unread := sum(org.state is None for org in orgs if len(orgs) > 1):
+        total += f" {unread} of {len(orgs)} orgs could not be read."
+    rotated = [r.view for r in results if r.ok and r.view and r.view.expires_at]
+    if rotated:
+        earliest = min(rotated, key=lambda v: v.expires_at)
+        total += f" Earliest new expiry: {local_time(earliest.expires_at)} ({expiry_text(earliest, now)})."
+    return "\n".join(safe_text(line) for line in [*lines, total])
+
+
+def rotation_json(results: list[WriteResult], skipped: int, orgs: list[Org]) -> dict:
+    rotated = [r.view for r in results if r.ok and r.view and r.view.expires_at]
+    return {
+        "rotated": sum(r.ok for r in results),
+        "skipped": skipped,
+        "failed": sum(not r.ok for r in results),
+        "unrecorded": sum(r.record_error is not None for r in results),
+        "earliest_expiry": utc_iso(min((v.expires_at for v in rotated), default=None)),
+        "orgs": len(orgs),
+        "orgs_unreadable": [org.name for org in orgs if org.state is None],
+    }
+
+
 def details_panel(view: SourceView, schemas: dict, now: datetime, verdict: Verdict | None) -> Panel:
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
@@ -1931,6 +1995,32 @@ def expiring_notice(views, now) -> str | None:
         f"{len(urgent)} active source(s) expire within the hour or have expired. "
         "Choose Rotate, or run: python data-sources.py --rotate-expiring 60"
     )
+
+
+_COUNTDOWN = threading.Lock()  # rich shows one live display at a time; other waits are silent
+
+
+def countdown(seconds: float, reason: str) -> None:
+    """The menu's wait before a retry: visible, second by second."""
+    if not _COUNTDOWN.acquire(blocking=False):
+        time.sleep(seconds)
+        return
+    end = time.monotonic() + seconds
+    reason = safe_text(reason).rstrip(".")
+    load_rich()
+    try:
+        with console.status(Text(reason)) as status:
+            while (left := end - time.monotonic()) > 0:
+                status.update(Text(f"{reason}: retrying in {math.ceil(left)} s"))
+                time.sleep(min(1.0, left))
+    finally:
+        _COUNTDOWN.release()
+
+
+def announce_wait(seconds: float, reason: str) -> None:
+    """The scripted wait before a retry: one line on stderr, then wait."""
+    tell(f"{safe_text(reason).rstrip('.')}: retrying in {seconds:g} s.")
+    time.sleep(seconds)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -2097,19 +2187,6 @@ def prompt_token() -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-@dataclass
-class WriteResult:
-    operation: str
-    source_id: str | None
-    ok: bool
-    org: str = "default"
-    view: SourceView | None = None
-    record: Path | None = None
-    error: BaseException | None = None
-    record_error: RecordError | None = None  # Webex answered, but the record could not be written
-    reconciled: str | None = None  # a lost register answer, looked up: created, not_created, unknown
-
-
 def write_operation(trail: Trail, operation: str, source_id, payload, send, look_up=None) -> WriteResult:
     """Every write: check the record can be written, send, record success or failure.
     look_up(error) settles a write whose answer was lost: (reconciled, view found or None)."""
@@ -2219,6 +2296,25 @@ def rotate_many(pairs, lifetime, workers, on_result) -> list[WriteResult]:
     return results
 
 
+def run_bulk_rotation(pairs, lifetime, workers, shown: str, show_org=False) -> list[WriteResult]:
+    """shown: "bar" (a terminal), "lines" (one plain line per source: cron mail) or "quiet" (--json)."""
+    if shown == "quiet":
+        return rotate_many(pairs, lifetime, workers, lambda result: None)
+    if shown == "lines":
+        return rotate_many(pairs, lifetime, workers, lambda r: print(rotation_line(r, show_org), flush=True))
+    from rich.progress import Progress
+
+    with _COUNTDOWN, Progress(console=console) as progress:  # the bar is the live display: retries wait silently
+        task = progress.add_task("Rotating", total=len(pairs))
+
+        def advance(result: WriteResult) -> None:
+            progress.advance(task)
+            if not result.ok or result.record_error:
+                progress.console.print(Text(rotation_line(result, show_org)))
+
+        return rotate_many(pairs, lifetime, workers, advance)
+
+
 def run_to_completion(action, *args):
     """Ctrl-C during a write waits for Webex's answer, so the result is recorded, then exits."""
     with ThreadPoolExecutor(max_workers=1) as pool:
@@ -2234,32 +2330,6 @@ def run_to_completion(action, *args):
 # ---------------------------------------------------------------------------------------------
 # The menu: wires prompts, actions and rendering. Errors are shown and the loop carries on.
 # ---------------------------------------------------------------------------------------------
-
-
-_COUNTDOWN = threading.Lock()  # rich shows one live display at a time; other waits are silent
-
-
-def countdown(seconds: float, reason: str) -> None:
-    """The menu's wait before a retry: visible, second by second."""
-    if not _COUNTDOWN.acquire(blocking=False):
-        time.sleep(seconds)
-        return
-    end = time.monotonic() + seconds
-    reason = safe_text(reason).rstrip(".")
-    load_rich()
-    try:
-        with console.status(Text(reason)) as status:
-            while (left := end - time.monotonic()) > 0:
-                status.update(Text(f"{reason}: retrying in {math.ceil(left)} s"))
-                time.sleep(min(1.0, left))
-    finally:
-        _COUNTDOWN.release()
-
-
-def announce_wait(seconds: float, reason: str) -> None:
-    """The scripted wait before a retry: one line on stderr, then wait."""
-    tell(f"{safe_text(reason).rstrip('.')}: retrying in {seconds:g} s.")
-    time.sleep(seconds)
 
 
 def show_history(folders: list[tuple[str, Path]], show_org: bool) -> None:
@@ -2619,62 +2689,6 @@ def run_list(orgs: list[Org], as_json: bool = False) -> int:
     return fleet_exit(orgs)
 
 
-def rotation_line(result: WriteResult, show_org: bool = False) -> str:
-    where = f"{result.org}  " if show_org else ""
-    if result.ok:
-        expires = local_time(result.view.expires_at) if result.view else "unknown"
-        line = f"rotated  {where}{result.source_id}  expires {expires}"
-    else:
-        line = f"failed   {where}{result.source_id}  {result.error}"
-    return safe_text(f"{line}  {result.record_error}" if result.record_error else line)
-
-
-def rotation_counts(results: list[WriteResult], skipped: int) -> str:
-    failed = sum(not r.ok for r in results)
-    counts = f"Rotated {len(results) - failed}, skipped {skipped}, failed {failed}."
-    if unrecorded := sum(r.record_error is not None for r in results):
-        counts += f" {unrecorded} left no record."
-    return counts
-
-
-def rotation_summary(results: list[WriteResult], skipped: Counter, now: datetime, orgs: list[Org] = ()) -> str:
-    """The totals; with several orgs, first a line per org that had work or trouble."""
-    lines = []
-    for org in orgs if len(orgs) > 1 else []:
-        mine = [r for r in results if r.org == org.name]
-        if org.state is None and org.problem:
-            lines.append(f"{org.name}: could not be read: {org.problem}")
-        elif mine or skipped[org.name]:
-            lines.append(f"{org.name}: {rotation_counts(mine, skipped[org.name])}")
-    total = rotation_counts(results, sum(skipped.values()))
-    if unread := sum(org.state is None for org in orgs if len(orgs) > 1):
-        total += f" {unread} of {len(orgs)} orgs could not be read."
-    rotated = [r.view for r in results if r.ok and r.view and r.view.expires_at]
-    if rotated:
-        earliest = min(rotated, key=lambda v: v.expires_at)
-        total += f" Earliest new expiry: {local_time(earliest.expires_at)} ({expiry_text(earliest, now)})."
-    return "\n".join(safe_text(line) for line in [*lines, total])
-
-
-def run_bulk_rotation(pairs, lifetime, workers, shown: str, show_org=False) -> list[WriteResult]:
-    """shown: "bar" (a terminal), "lines" (one plain line per source: cron mail) or "quiet" (--json)."""
-    if shown == "quiet":
-        return rotate_many(pairs, lifetime, workers, lambda result: None)
-    if shown == "lines":
-        return rotate_many(pairs, lifetime, workers, lambda r: print(rotation_line(r, show_org), flush=True))
-    from rich.progress import Progress
-
-    with _COUNTDOWN, Progress(console=console) as progress:  # the bar is the live display: retries wait silently
-        task = progress.add_task("Rotating", total=len(pairs))
-
-        def advance(result: WriteResult) -> None:
-            progress.advance(task)
-            if not result.ok or result.record_error:
-                progress.console.print(Text(rotation_line(result, show_org)))
-
-        return rotate_many(pairs, lifetime, workers, advance)
-
-
 def unnamed_results(org: Org) -> list[WriteResult]:
     """List items without an id cannot be judged: a rotation over everything fails for them, never a quiet 0."""
     error = ApiError("Webex listed it without an id, so it cannot be judged or rotated.")
@@ -2703,19 +2717,6 @@ def run_rotation(orgs: list[Org], args) -> int:
     failed = [r for r in results if not r.ok]
     refused = failed and not any(r.ok for r in results) and all(getattr(r.error, "status", None) == 401 for r in failed)
     return fleet_exit(orgs, 2 if refused else 1 if failed or any(r.record_error for r in results) else 0)
-
-
-def rotation_json(results: list[WriteResult], skipped: int, orgs: list[Org]) -> dict:
-    rotated = [r.view for r in results if r.ok and r.view and r.view.expires_at]
-    return {
-        "rotated": sum(r.ok for r in results),
-        "skipped": skipped,
-        "failed": sum(not r.ok for r in results),
-        "unrecorded": sum(r.record_error is not None for r in results),
-        "earliest_expiry": utc_iso(min((v.expires_at for v in rotated), default=None)),
-        "orgs": len(orgs),
-        "orgs_unreadable": [org.name for org in orgs if org.state is None],
-    }
 
 
 def run_history(orgs: list[Org], wanted: str, as_json: bool) -> int:
