@@ -746,7 +746,7 @@ class Connections:
     def __init__(self, workers: int = DEFAULT_WORKERS):
         self.workers = workers
         self.gate = threading.BoundedSemaphore(workers)
-        self._sessions: dict[str, requests.Session] = {}
+        self._sessions: dict[tuple, requests.Session] = {}  # by (scheme, host)
         self._minters: dict[tuple, Minter] = {}
         self._lock = threading.Lock()
 
@@ -1790,9 +1790,9 @@ def check_line(entries, verdicts: dict, unread: list[str], minutes: int, now: da
     or its signature is invalid, else UNKNOWN if an org could not be read, else WARNING if one
     expires within MINUTES, else OK."""
     active = [(org, v) for org, v in entries if v.active]
-    lefts = {id(v): seconds_left(v, now) for _, v in active}
-    expired = [(o, v) for o, v in active if lefts[id(v)] is not None and lefts[id(v)] <= 0]
-    expiring = [(o, v) for o, v in active if lefts[id(v)] is not None and 0 < lefts[id(v)] <= minutes * 60]
+    timed = [(o, v, seconds_left(v, now)) for o, v in active if v.expires_at]
+    expired = [(o, v) for o, v, left in timed if left <= 0]
+    expiring = [(o, v) for o, v, left in timed if 0 < left <= minutes * 60]
     invalid = [(o, v) for o, v in active if verdicts[v.id].state == "invalid"]
 
     def names(pairs) -> str:
@@ -1850,8 +1850,8 @@ def history_table(entries: list[dict], skipped: int, show_org: bool) -> Table:
         if entry["reconciled"]:
             result += f", {entry['reconciled']}"
         source = f"{entry['audience'] or '-'} {(entry['data_source_id'] or '')[:8]}".strip()
-        row = [local_time(parse_iso(entry["time"])), entry["operation"], *([entry["org"]] if show_org else []), source, result, entry["tracking_id"] or "-"]
-        table.add_row(*(cell(value, "red" if value == result and not entry["success"] else "") for value in row))
+        table.add_row(cell(local_time(parse_iso(entry["time"]))), cell(entry["operation"]), *([cell(entry["org"])] if show_org else []),
+                      cell(source), cell(result, "" if entry["success"] else "red"), cell(entry["tracking_id"] or "-"))
     if skipped:
         table.caption = f"{skipped} file(s) in the records folder could not be read as records and were skipped."
     elif not entries:
@@ -2708,12 +2708,11 @@ def run_rotation(orgs: list[Org], args) -> int:
         say(rotation_line(result, several))
     shown = "quiet" if args.json else "bar" if sys.stdout.isatty() else "lines"
     results = run_bulk_rotation(targets, args.lifetime, args.workers, shown, several) + unjudged
-    summary = rotation_summary(results, Counter(org.name for org, _ in skipped), datetime.now(UTC), orgs)
     if args.json:
         skips = [result_json(WriteResult("rotation", view.id, False, org.name), several, skipped=True) for org, view in skipped]
         print(json_text({"results": [result_json(r, several) for r in results] + skips, "summary": rotation_json(results, len(skipped), orgs)}))
     else:
-        print(summary)
+        print(rotation_summary(results, Counter(org.name for org, _ in skipped), datetime.now(UTC), orgs))
     failed = [r for r in results if not r.ok]
     refused = failed and not any(r.ok for r in results) and all(getattr(r.error, "status", None) == 401 for r in failed)
     return fleet_exit(orgs, 2 if refused else 1 if failed or any(r.record_error for r in results) else 0)

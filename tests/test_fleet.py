@@ -63,7 +63,8 @@ class App:
 
 @pytest.fixture
 def app(tmp_path, fake):
-    application = App(tmp_path / "app", fake) if (tmp_path / "app").mkdir() is None else None
+    (tmp_path / "app").mkdir()
+    application = App(tmp_path / "app", fake)
     yield application
     for term in application.terminals:
         OUTPUTS.append(term.transcript)
@@ -279,8 +280,7 @@ def test_the_orgs_file_wins_then_the_shared_env_then_the_environment(app, fake):
     globex = fake.add_org()
     app.org("acme", fake)
     app.org("globex", globex, WEBEX_RECORDS_DIR="globex-records")
-    app.share(WEBEX_CONNECT_TIMEOUT="7")
-    result = app.run("--save-list", WEBEX_CONNECT_TIMEOUT="1", WEBEX_API_BASE_URL="http://127.0.0.1:9/v1")
+    result = app.run("--save-list", WEBEX_API_BASE_URL="http://127.0.0.1:9/v1")
     assert result.returncode == 0, result.stderr  # the shared base URL beats the exported one
     assert len(list((app.root / "globex-records" / "globex").glob("*.json"))) == 1  # the org's own setting
     assert len(app.records_of("acme")) == 1  # the shared one
@@ -449,13 +449,12 @@ def test_an_org_opened_from_the_overview_can_register_and_its_record_goes_to_its
     term.choose("globex ·")
     register_in_menu(term, "https://dap.example.com/globex")
     term.wait_for("Done: registration")
-    [created] = globex.sources
+    assert len(globex.sources) == 1
     [record] = app.records_of("globex")
     assert load_record(record)["org_id"] == globex.org_id and json.loads(globex.requests("POST")[0].body)["url"].endswith("/globex")
     assert fake.sources == {}
     term.choose("Quit")
     assert term.exit_code() == 0
-    assert created
 
 
 def test_rate_limits_in_several_orgs_at_once_still_reach_the_overview_and_a_rotation(app, fake):

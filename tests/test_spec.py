@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 
+import pytest
 from conftest import ROOT, load_record, record_files, run_cli, write_env
 
 SPEC_LIST_ITEM = ("applicationId", "createdAt", "createdBy", "jwsToken", "orgId")
@@ -185,16 +186,12 @@ def test_registering_another_anyway_creates_a_second_source(fake, terminal):
 
 def test_a_403_on_the_schema_calls_names_no_scope(ds, fake, client):
     fake.fail("GET", "/v1/dataSources/schemas", 403)
-    try:
+    with pytest.raises(ds.ApiError) as schemas_refused:
         client.list_schemas()
-    except ds.ApiError as exc:
-        message = str(exc)
-    assert "schemas" in message and "spark-admin" not in message
+    assert "schemas" in str(schemas_refused.value) and "spark-admin" not in str(schemas_refused.value)
     fake.fail("GET", "/v1/dataSources/", 403)
-    try:
+    with pytest.raises(ds.ApiError, match="spark-admin:datasource_read"):
         client.list_sources()
-    except ds.ApiError as exc:
-        assert "spark-admin:datasource_read" in str(exc)
 
 
 def test_a_refresh_token_near_its_end_is_saved_with_its_expiry_and_warned_about(fake, tmp_path, records):
