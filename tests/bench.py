@@ -248,16 +248,16 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        floors = []
+        measurements = []
         for sources, latency in ((5, 0.0), (500, 0.0), (5, 0.2), (500, 0.2)):
             measured = time_to_menu(sources, latency, folder)
-            floors.append(measured)
+            measurements.append(measured)
             budget, rule = menu_budget(measured, latency)
             rows.append((f"time to menu, {sources} sources, {latency * 1000:.0f} ms round trip", f"{measured['tool'] * 1000:.0f} ms",
                          f"{rule} = {budget * 1000:.0f} ms: {'met' if measured['tool'] <= budget else 'NOT met'}"))
-        floor = statistics.median(m["floor"] for m in floors)
+        floor = statistics.median(m["floor"] for m in measurements)
         rows[:0] = [("import floor, all five packages (python -c)", f"{floor * 1000:.0f} ms", "median over the four lines below"),
-                    ("import floor, requests alone (python -c)", f"{statistics.median(m['requests_floor'] for m in floors) * 1000:.0f} ms", "")]
+                    ("import floor, requests alone (python -c)", f"{statistics.median(m['requests_floor'] for m in measurements) * 1000:.0f} ms", "")]
         wan = over_a_wan(0.1, Path(tempfile.mkdtemp(dir=tmp)))
         rows.append(("time to menu over TLS, 100 ms WAN (proxy: +1 RTT a connection)", f"{wan['seconds'] * 1000:.0f} ms",
                      f"{wan['requests']} requests on {wan['connections']} connections"))
