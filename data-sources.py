@@ -1891,6 +1891,12 @@ def rotation_counts(results: list[WriteResult], skipped: int) -> str:
     return counts
 
 
+def earliest_new_expiry(results: list[WriteResult]) -> SourceView | None:
+    """The rotated source whose new token lapses first: when the next run must come at the latest."""
+    rotated = [r.view for r in results if r.ok and r.view and r.view.expires_at]
+    return min(rotated, key=lambda v: v.expires_at, default=None)
+
+
 def rotation_summary(results: list[WriteResult], skipped: Counter, now: datetime, orgs: list[Org] = ()) -> str:
     """The totals; with several orgs, first a line per org that had work or trouble."""
     lines = []
@@ -1903,21 +1909,19 @@ def rotation_summary(results: list[WriteResult], skipped: Counter, now: datetime
     total = rotation_counts(results, sum(skipped.values()))
     if unread := sum(org.state is None for org in orgs if len(orgs) > 1):
         total += f" {unread} of {len(orgs)} orgs could not be read."
-    rotated = [r.view for r in results if r.ok and r.view and r.view.expires_at]
-    if rotated:
-        earliest = min(rotated, key=lambda v: v.expires_at)
+    if earliest := earliest_new_expiry(results):
         total += f" Earliest new expiry: {local_time(earliest.expires_at)} ({expiry_text(earliest, now)})."
     return "\n".join(safe_text(line) for line in [*lines, total])
 
 
 def rotation_json(results: list[WriteResult], skipped: int, orgs: list[Org]) -> dict:
-    rotated = [r.view for r in results if r.ok and r.view and r.view.expires_at]
+    earliest = earliest_new_expiry(results)
     return {
         "rotated": sum(r.ok for r in results),
         "skipped": skipped,
         "failed": sum(not r.ok for r in results),
         "unrecorded": sum(r.record_error is not None for r in results),
-        "earliest_expiry": utc_iso(min((v.expires_at for v in rotated), default=None)),
+        "earliest_expiry": utc_iso(earliest.expires_at if earliest else None),
         "orgs": len(orgs),
         "orgs_unreadable": [org.name for org in orgs if org.state is None],
     }

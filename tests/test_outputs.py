@@ -266,64 +266,51 @@ def test_the_demo_opens_the_tool_on_the_fake_and_stops_the_fake_when_the_tool_ex
 # -- a start ahead ------------------------------------------------------------------------------
 
 
-def test_the_startup_fetch_is_on_its_way_before_rich_is_imported(fake, env_file, tmp_path):
-    """An audit hook sees rich's import begin: by then the fetch's worker thread must exist
-    (submit starts it) and requests must be the only heavy import done."""
-    import subprocess
-    import sys
-
-    from conftest import SCRIPT, child_env
+def startup_driver(tmp_path):
+    """The script as `python data-sources.py` runs it, watched: when rich's import begins it
+    reports the startup fetch's worker thread, the heavy imports done and whether the garbage
+    collector runs; at the end, whether the collector runs and startup's objects were frozen."""
+    from conftest import SCRIPT
 
     driver = tmp_path / "driver.py"
     driver.write_text(
-        "import runpy, sys, threading\n"
+        "import atexit, gc, runpy, sys, threading\n"
         "seen = []\n"
         "def hook(event, args):\n"
         "    if event == 'import' and args[0] == 'rich' and not seen:\n"
         "        seen.append(1)\n"
         "        workers = [t.name for t in threading.enumerate() if t.name.startswith('ThreadPoolExecutor')]\n"
         "        done = sorted(m for m in ('requests', 'questionary', 'jwt') if m in sys.modules)\n"
-        "        print('when rich began:', workers, done, file=sys.stderr, flush=True)\n"
+        "        print('when rich began:', workers, done, 'collector on:', gc.isenabled(), file=sys.stderr, flush=True)\n"
         "sys.addaudithook(hook)\n"
-        f"sys.argv = [{str(SCRIPT)!r}, '--env-file', {str(env_file)!r}, '--list']\n"
-        f"runpy.run_path({str(SCRIPT)!r}, run_name='__main__')\n"
-    )
-    result = subprocess.run([sys.executable, str(driver)], check=False, capture_output=True, text=True, env=child_env(), timeout=60)
-    assert re.search(r"when rich began: \['ThreadPoolExecutor-\d+_0'\] \['requests'\]", result.stderr), result.stderr
-    assert result.returncode == 0 and len(fake.requests("GET")) == 2
-
-
-def collector_driver(tmp_path):
-    """The script as `python data-sources.py` runs it, reporting the garbage collector's state when
-    rich's import begins (startup) and when the program ends."""
-    from conftest import SCRIPT
-
-    driver = tmp_path / "collector.py"
-    driver.write_text(
-        "import atexit, gc, runpy, sys\n"
-        "during = []\n"
-        "def hook(event, args):\n"
-        "    if event == 'import' and args[0] == 'rich' and not during:\n"
-        "        during.append(gc.isenabled())\n"
-        "sys.addaudithook(hook)\n"
-        "atexit.register(lambda: print('collector at startup:', during, 'at the end:', gc.isenabled(), 'frozen:', gc.get_freeze_count() > 0, file=sys.stderr, flush=True))\n"
+        "atexit.register(lambda: print('at the end: collector on:', gc.isenabled(), 'frozen:', gc.get_freeze_count() > 0, file=sys.stderr, flush=True))\n"
         f"sys.argv = [{str(SCRIPT)!r}, *sys.argv[1:]]\n"
         f"runpy.run_path({str(SCRIPT)!r}, run_name='__main__')\n"
     )
     return driver
 
 
+def test_the_startup_fetch_is_on_its_way_before_rich_is_imported(fake, env_file, tmp_path):
+    """By the time rich's import begins, the fetch's worker thread must exist (submit starts it)
+    and requests must be the only heavy import done."""
+    result = run_cli("--list", env_file=env_file, script=startup_driver(tmp_path))
+    assert re.search(r"when rich began: \['ThreadPoolExecutor-\d+_0'\] \['requests'\]", result.stderr), result.stderr
+    assert result.returncode == 0 and len(fake.requests("GET")) == 2
+
+
 def test_the_collector_rests_during_startup_and_works_again_after_it(fake, env_file, tmp_path):
-    result = run_cli("--list", env_file=env_file, script=collector_driver(tmp_path))
+    result = run_cli("--list", env_file=env_file, script=startup_driver(tmp_path))
     assert result.returncode == 0
-    assert "collector at startup: [False] at the end: True frozen: True" in result.stderr
+    assert "collector on: False" in result.stderr
+    assert "at the end: collector on: True frozen: True" in result.stderr
 
 
 def test_the_collector_works_again_in_the_menu(fake, env_file, tmp_path):
     from conftest import Terminal, child_env
 
     seed_demo(fake)
-    term = Terminal(["--env-file", env_file], child_env(), script=collector_driver(tmp_path))
+    term = Terminal(["--env-file", env_file], child_env(), script=startup_driver(tmp_path))
     term.choose("Quit")
     assert term.exit_code() == 0
-    assert "collector at startup: [False] at the end: True frozen: True" in term.plain_transcript()
+    assert "collector on: False" in term.plain_transcript()
+    assert "at the end: collector on: True frozen: True" in term.plain_transcript()
