@@ -23,13 +23,15 @@ Unattended: `python data-sources.py --rotate-expiring 180` from cron keeps every
 Many customer orgs: `--env-file orgs/*.env`, one file per org; one org is a fleet of one.
 
 The chapters, each using only what stands above it:
-  1. Constants and defaults        8. Records (one JSON file per operation)
-  2. Secrets and safe text         9. The fleet (orgs, what was read from each)
-  3. Validators                   10. Rendering (rich)
-  4. Settings (org profiles)      11. Prompts (questionary)
-  5. WebexClient (and minting)    12. Actions (writes and their records)
-  6. Data source view             13. The menu (one org; the org overview)
-  7. Token verification           14. Command line and main()
+  1. Constants and defaults          10. Records (one JSON file per operation)
+  2. Secrets and safe text           11. The fleet (orgs, their sources, one row per source)
+  3. Errors (one family, exit codes) 12. Outputs for other tools (TSV, JSON, Nagios, metrics)
+  4. The screen (consoles, rich)     13. Rendering (rich tables and panels)
+  5. Validators                      14. Prompts (questionary)
+  6. Settings (org profiles)         15. Actions (writes and their records)
+  7. WebexClient (and minting)       16. The menu (one org; the org overview)
+  8. Data source view                17. Startup tuning
+  9. Token verification              18. Command line and main()
 """
 
 from __future__ import annotations
@@ -50,25 +52,22 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
-# Startup makes objects that live as long as the program (modules, classes, settings): the
-# collector would walk them again and again and find little to free. It rests until the startup
-# fetch is in (end_of_startup), which saves 8-16 ms on the way to the menu (tests/bench.py).
-# Only when run as a program: a test suite that imports the script keeps its collector.
 if __name__ == "__main__":
-    gc.disable()
+    gc.disable()  # until the startup fetch is in: see the chapter "Startup tuning"
 import requests
 import urllib3.exceptions as u3
 from dotenv.parser import parse_stream
 from requests.adapters import HTTPAdapter
 
 # ---------------------------------------------------------------------------------------------
-# Constants and defaults
+# 1. Constants and defaults
 # ---------------------------------------------------------------------------------------------
 
 VERSION = "1.0.0"
@@ -115,55 +114,10 @@ CLAIM_SCHEMA = "com.cisco.datasource.schema.uuid"
 CLAIM_ORG = "com.cisco.org.uuid"
 DECISION_FIELDS = ("status", "url", "schemaId")  # a list item without one is read on its own
 
-# rich is imported once the startup fetch is on its way (load_rich), so its import overlaps
-# Webex's answer; until then these names are unbound placeholders.
-Console = Panel = Table = Text = console = err_console = None
-_RICH_LOCK = threading.Lock()
-
-
-def load_rich() -> None:
-    """Import rich and make the two consoles, once; safe from any thread."""
-    global Console, Panel, Table, Text, console, err_console
-    with _RICH_LOCK:
-        if console is None:
-            from rich.console import Console
-            from rich.panel import Panel
-            from rich.table import Table
-            from rich.text import Text
-
-            err_console = Console(stderr=True, highlight=False)
-            console = Console(highlight=False)
-
-
-def tell(message: str) -> None:
-    """A plain note on stderr, from any thread, rich loaded or not."""
-    load_rich()
-    err_console.print(Text(message))
-
-
-class ConfigError(Exception):
-    """Bad usage or configuration: exit code 2, with a sentence saying what to fix."""
-
-
-class RecordError(Exception):
-    """A record file could not be written."""
-
-
-class Cancelled(Exception):
-    """The user backed out of a wizard; nothing was sent."""
-
-
-class UpdateInstead(Exception):
-    """Register found the same source already there, and the user chose to update that one."""
-
-    def __init__(self, view):
-        super().__init__(view.id)
-        self.view = view
-
 
 # ---------------------------------------------------------------------------------------------
-# Secrets and safe text: every secret is scrubbed from what is shown or written, and one
-# sanitizer stands between any outside string and the terminal.
+# 2. Secrets and safe text: every secret is scrubbed from what is shown or written, and one
+#    sanitizer stands between any outside string and the terminal.
 # ---------------------------------------------------------------------------------------------
 
 SECRETS: set[str] = set()  # every secret the run knows
@@ -196,7 +150,8 @@ def safe_text(value) -> str:
 
 def safe_json(value) -> str:
     """Indented JSON to show: its own line breaks kept, everything inside the values made safe."""
-    return "\n".join(safe_text(line) for line in json.dumps(value, indent=2, ensure_ascii=False, default=str).split("\n"))
+    text = json.dumps(value, indent=2, ensure_ascii=False, default=str)
+    return "\n".join(safe_text(line) for line in text.split("\n"))
 
 
 def clip(text: str, width: int = CELL_WIDTH) -> str:
@@ -206,6 +161,128 @@ def clip(text: str, width: int = CELL_WIDTH) -> str:
 def remember_secret(value: str | None) -> None:
     if value and len(value) >= 8:
         SECRETS.add(value)
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. Errors: one family. Each carries the sentence the user reads (what went wrong, what to do)
+#    and the exit code it maps to; main() turns any of them into that code in one place.
+# ---------------------------------------------------------------------------------------------
+
+
+class ToolError(Exception):
+    """Something the user must hear about: a sentence, an optional next step, an exit code."""
+
+    exit_code = 1
+    status: int | None = None  # what Webex answered, for those that reached it
+    tracking_id: str | None = None
+    body: object = None
+    maybe_processed = False  # no answer came, but the request may have arrived
+
+    def __init__(self, message: str, hint: str = ""):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return scrub(" ".join(part for part in (self.message, self.hint) if part))
+
+
+class ConfigError(ToolError):
+    """Bad usage or configuration: exit code 2, with a sentence saying what to fix."""
+
+    exit_code = 2
+
+
+class RecordError(ToolError):
+    """A record file could not be written."""
+
+
+class NotSent(ToolError):
+    """The tool would not send a request (an id it cannot trust, a source it cannot judge):
+    nothing reached Webex."""
+
+
+class ApiError(ToolError):
+    """An API call that failed: the HTTP status (None if no answer), Webex's message, tracking id."""
+
+    def __init__(self, message, status=None, tracking_id=None, hint="", body=None, maybe_processed=False):
+        super().__init__(message, hint)
+        self.status = status
+        self.tracking_id = tracking_id
+        self.body = body
+        self.maybe_processed = maybe_processed
+
+    def __str__(self) -> str:
+        parts = [f"Webex answered {self.status}: {self.message}" if self.status else self.message]
+        if self.tracking_id:
+            parts.append(f"(tracking id {self.tracking_id})")
+        if self.hint:
+            parts.append(self.hint)
+        return scrub(" ".join(parts))
+
+
+class TokenRefused(ApiError):
+    """Webex refused a token (401 from the API or a token endpoint) and no renewal helped:
+    nothing can be done in that org until its token is fixed, so on its own it is exit code 2."""
+
+    exit_code = 2
+
+
+class Cancelled(Exception):
+    """The user backed out of a wizard; nothing was sent."""
+
+
+class UpdateInstead(Exception):
+    """Register found the same source already there, and the user chose to update that one."""
+
+    def __init__(self, view):
+        super().__init__(view.id)
+        self.view = view
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. The screen: the console pair and rich's classes, made in main() and passed down.
+# ---------------------------------------------------------------------------------------------
+
+
+class Screen:
+    """Where output goes: one console for results, one for messages (stderr). rich is imported on
+    first use (load), once the startup fetch is on its way, so its import overlaps Webex's answer.
+    Tests make one that writes into a buffer at a chosen width."""
+
+    def __init__(self, file=None, width: int | None = None):
+        self._file, self._width = file, width
+        self._lock = threading.Lock()
+        self.out = self.err = None
+        self.live = threading.Lock()  # rich shows one live display at a time; other waits are silent
+
+    def load(self) -> Screen:
+        """Import rich and make the two consoles, once; safe from any thread."""
+        with self._lock:
+            if self.out is None:
+                from rich.console import Console
+                from rich.panel import Panel
+                from rich.table import Table
+                from rich.text import Text
+
+                self.Panel, self.Table, self.Text = Panel, Table, Text
+                options = {"highlight": False, "width": self._width}
+                self.err = Console(file=self._file, **options) if self._file else Console(stderr=True, **options)
+                self.out = Console(file=self._file, **options)
+        return self
+
+    def print(self, *renderables) -> None:
+        self.load().out.print(*renderables)
+
+    def tell(self, message: str, style: str = "") -> None:
+        """A plain note on stderr, from any thread."""
+        self.load().err.print(self.Text(message, style=style))
+
+    def error(self, error) -> None:
+        self.load().err.print(self.Text("Error: ", style="bold red") + self.Text(safe_text(str(error))))
+
+    def warning(self, message: str) -> None:
+        self.load().err.print(self.Text("Warning: ", style="yellow") + self.Text(safe_text(message)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -443,10 +520,10 @@ def org_name_for(path: Path) -> str:
     return name.strip(". ") or "default"
 
 
-def layered_values(path: Path, several: bool) -> tuple[dict[str, str], dict[str, Path | None]]:
+def layered_values(path: Path, layered: bool) -> tuple[dict[str, str], dict[str, Path | None]]:
     """The settings for one org, and where each came from (a file, or None for the environment)."""
     environment = {k: v for k, v in os.environ.items() if k.startswith("WEBEX_")}
-    if several:  # later layers win: environment, then the shared .env, then the org's own file
+    if layered:  # later layers win: environment, then the shared .env, then the org's own file
         shared = SCRIPT_DIR / ".env"
         shared_values = read_env_file(shared) if shared.resolve() != path.resolve() else {}
         layers = [(None, environment), (shared, shared_values)]
@@ -461,11 +538,12 @@ def layered_values(path: Path, several: bool) -> tuple[dict[str, str], dict[str,
     return values, origins
 
 
-def load_settings(env_file: str | None, records_dir: str | None, several: bool = False) -> Settings:
+def load_settings(env_file: str | None, records_dir: str | None, layered: bool = False) -> Settings:
+    """One org's profile. layered: one of several org files, read over the shared .env."""
     path = Path(env_file) if env_file else SCRIPT_DIR / ".env"
     if env_file and not path.is_file():
         raise ConfigError(f"The env file {path} does not exist. Copy .env.sample to it, or drop --env-file.")
-    values, origins = layered_values(path, several)
+    values, origins = layered_values(path, layered)
 
     def value(key: str) -> str:
         return values.get(key, "").strip()
@@ -479,7 +557,7 @@ def load_settings(env_file: str | None, records_dir: str | None, several: bool =
         access_token=value("WEBEX_ACCESS_TOKEN"),
         env_file=path,
         base_url=check_service_url("WEBEX_API_BASE_URL", value("WEBEX_API_BASE_URL") or DEFAULT_BASE_URL),
-        records_dir=records_folder(records_dir, value("WEBEX_RECORDS_DIR"), org_name if several else None),
+        records_dir=records_folder(records_dir, value("WEBEX_RECORDS_DIR"), org_name if layered else None),
         client_id=value("WEBEX_CLIENT_ID"),
         client_secret=value("WEBEX_CLIENT_SECRET"),
         refresh_token=value("WEBEX_REFRESH_TOKEN"),
@@ -529,21 +607,20 @@ def records_folder(flag: str | None, configured: str, org_name: str | None) -> P
     return base / org_name if org_name else base
 
 
-def load_profiles(env_files: list[str] | None, records_dir: str | None) -> list[Settings | ConfigError]:
-    """One profile per env file; a profile that cannot be read is its error, so the others go on.
-    A missing file or two files naming the same org stop everything (bad usage)."""
+def load_profiles(env_files: list[str] | None, records_dir: str | None) -> list[tuple[str, Settings | ConfigError]]:
+    """(org name, profile) per env file; a profile that cannot be read is its error, so the others
+    go on. A missing file or two files naming the same org stop everything (bad usage)."""
     paths = list(dict.fromkeys(Path(f) for f in env_files)) if env_files else [SCRIPT_DIR / ".env"]
-    several = len(paths) > 1
     profiles = []
     for path in paths:
         try:
-            profiles.append(load_settings(str(path) if env_files else None, records_dir, several))
+            settings = load_settings(str(path) if env_files else None, records_dir, layered=len(paths) > 1)
+            profiles.append((settings.org_name, settings))
         except ConfigError as exc:
             if not path.is_file() and env_files:
                 raise
-            exc.org_name = file_safe(org_name_for(path))
-            profiles.append(exc)
-    names = [getattr(p, "org_name", None) for p in profiles]
+            profiles.append((file_safe(org_name_for(path)), exc))
+    names = [name for name, _ in profiles]
     if duplicate := next((n for n in names if names.count(n) > 1), None):
         raise ConfigError(f"Two env files name the org {duplicate!r}: give each its own WEBEX_ORG_NAME or file name.")
     return profiles
@@ -590,30 +667,9 @@ def write_file_atomically(path: Path, content: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# WebexClient: one per org, one session per API host shared by all, one method per API operation,
-# one ApiError; the Minter that mints an org's token with the integration token.
+# 7. WebexClient: one per org, one session per API host shared by all, one method per API
+#    operation, one ApiError; the Minter that mints an org's token with the integration token.
 # ---------------------------------------------------------------------------------------------
-
-
-class ApiError(Exception):
-    """An API call that failed: the HTTP status (None if no answer), Webex's message, tracking id."""
-
-    def __init__(self, message, status=None, tracking_id=None, hint="", body=None, maybe_processed=False):
-        super().__init__(message)
-        self.message = message
-        self.status = status
-        self.tracking_id = tracking_id
-        self.hint = hint
-        self.body = body
-        self.maybe_processed = maybe_processed
-
-    def __str__(self) -> str:
-        parts = [f"Webex answered {self.status}: {self.message}" if self.status else self.message]
-        if self.tracking_id:
-            parts.append(f"(tracking id {self.tracking_id})")
-        if self.hint:
-            parts.append(self.hint)
-        return scrub(" ".join(parts))
 
 
 def token_env_values(body: dict) -> dict[str, str]:
@@ -661,7 +717,8 @@ def error_from_response(response: requests.Response, method: str, path: str = ""
     if response.is_redirect:
         hint = (f"It pointed to {response.headers['Location']}, which this tool does not follow, so nothing was "
                 f"changed: check WEBEX_API_BASE_URL (normally {DEFAULT_BASE_URL}).")
-    return ApiError(message or response.reason or "no message", status=response.status_code, tracking_id=tracking, hint=hint, body=body)
+    kind = TokenRefused if response.status_code == 401 else ApiError
+    return kind(message or response.reason or "no message", status=response.status_code, tracking_id=tracking, hint=hint, body=body)
 
 
 def parse_body(response: requests.Response):
@@ -742,8 +799,8 @@ def source_path(*ids: str) -> str:
     """/dataSources/{id...}: each id checked, then percent-encoded, so no id can change the path."""
     for value in ids:
         if not plain_id(value):
-            raise ApiError(f"The id {clip(str(value), 40)!r} is not a plain identifier (letters, digits, -, _, =, .), "
-                           "so it was not sent to Webex. Report the source to Webex support.")
+            raise NotSent(f"The id {clip(str(value), 40)!r} is not a plain identifier (letters, digits, -, _, =, .), "
+                          "so it was not sent to Webex. Report the source to Webex support.")
     return "/dataSources/" + "/".join(quote(value, safe="") for value in ids)
 
 
@@ -751,8 +808,9 @@ class Connections:
     """What every org's client shares: one session (one connection pool) per API host, one bound
     on the requests in flight across the fleet (--workers), and one minter per integration token."""
 
-    def __init__(self, workers: int = DEFAULT_WORKERS):
+    def __init__(self, workers: int = DEFAULT_WORKERS, notify: Callable[[str], None] = print):
         self.workers = workers
+        self.notify = notify  # one line for the user, from any thread (Screen.tell)
         self.gate = threading.BoundedSemaphore(workers)
         self._sessions: dict[tuple, requests.Session] = {}  # by (scheme, host)
         self._minters: dict[tuple, Minter] = {}
@@ -777,7 +835,7 @@ class Connections:
         session = self.session_for(settings.base_url)
         with self._lock:
             if key not in self._minters:
-                self._minters[key] = Minter(settings.integration, settings.base_url, timeouts, session, self.gate)
+                self._minters[key] = Minter(settings.integration, settings.base_url, timeouts, session, self.gate, self.notify)
             return self._minters[key]
 
 
@@ -793,7 +851,8 @@ def exchange_refresh_token(session, base_url: str, timeouts, form: dict, what: s
     body = parse_body(response) if answered else None
     if not answered or not isinstance(body, dict) or not body.get("access_token"):
         error = ApiError("no access_token in the answer") if answered else error_from_response(response, "POST")
-        raise ApiError(f"Could not renew {what} with its refresh token ({error.message}).", status=401, tracking_id=error.tracking_id, hint=advice)
+        raise TokenRefused(f"Could not renew {what} with its refresh token ({error.message}).", status=error.status,
+                           tracking_id=error.tracking_id, hint=advice)
     remember_secret(body["access_token"])
     remember_secret(body.get("refresh_token"))
     return body
@@ -803,8 +862,9 @@ class Minter:
     """Mints an org's access token with the integration token (POST /applications/{app}/token).
     Shared by the orgs that use the same integration token, so it renews itself once per run."""
 
-    def __init__(self, integration: Integration, base_url: str, timeouts, session: requests.Session, gate):
+    def __init__(self, integration: Integration, base_url: str, timeouts, session: requests.Session, gate, notify):
         self.integration = integration
+        self.notify = notify
         self.token = integration.token
         self.base_url = base_url
         self.timeouts = timeouts
@@ -866,9 +926,10 @@ class Minter:
                 updates["WEBEX_INTEGRATION_REFRESH_TOKEN"] = answer["refresh_token"]
             if i.file:
                 save_env_values(i.file, updates)
-                tell(f"The integration token was renewed and saved to {i.file}.")
+                self.notify(f"The integration token was renewed and saved to {i.file}.")
             else:
-                tell("Warning: the integration token was renewed, but it came from the environment: export the new one before the next run.")
+                self.notify("Warning: the integration token was renewed, but it came from the environment: "
+                            "export the new one before the next run.")
             return True
 
 
@@ -957,7 +1018,7 @@ class WebexClient:
                 except ApiError as exc:
                     self._renew_failed = exc
             if self.minter is None or self._minted:
-                raise self._renew_failed or ApiError("The access token was refused again.", status=401, hint=status_hint(401, "GET"))
+                raise self._renew_failed or TokenRefused("The access token was refused again.", status=401, hint=status_hint(401, "GET"))
             self._minted = True
             self._take_tokens(self.minter.mint(self.settings), "minted")
 
@@ -1241,6 +1302,17 @@ def rotation_payload(view: SourceView, lifetime: int | None = None) -> dict:
     return payload
 
 
+def schema_name(schemas: dict, schema_id: str | None) -> str:
+    schema = schemas.get(schema_id)
+    if schema and schema.get("serviceType"):
+        return schema["serviceType"]
+    return f"unknown ({(schema_id or '?')[:8]})"
+
+
+def sort_views(views: list[SourceView], now: datetime) -> list[SourceView]:
+    return sorted(views, key=lambda v: urgency(v, now))
+
+
 def find_duplicate(views: list[SourceView], payload: dict) -> SourceView | None:
     """A source with the same url, schema, audience and subject: registering would copy it."""
     same = ("url", "schema_id", "audience", "subject")
@@ -1486,7 +1558,9 @@ def history_entry(record, org_name: str, path: Path) -> dict | None:
 
 
 # ---------------------------------------------------------------------------------------------
-# The fleet: every org's sources. A run with one env file is a fleet of one org.
+# 11. The fleet: every org of the run and what was read from each. A run with one env file is a
+#     fleet of one, and reads exactly as a single org always has. One SourceRow per source feeds
+#     every output; the column list below is the only one.
 # ---------------------------------------------------------------------------------------------
 
 
@@ -1574,12 +1648,12 @@ class Org:
     client: WebexClient | None = None
     trail: Trail | None = None
     state: State | None = None
-    problem: Exception | None = None  # bad settings, a refused token, the network, a 5xx
+    problem: ToolError | None = None  # bad settings, a refused token, the network, a 5xx
 
     @property
     def refused(self) -> bool:
         """Nothing can be done in this org until its settings or token are fixed."""
-        return isinstance(self.problem, ConfigError) or getattr(self.problem, "status", None) == 401
+        return isinstance(self.problem, (ConfigError, TokenRefused))
 
     @property
     def token_state(self) -> str:
@@ -1587,173 +1661,261 @@ class Org:
             return f"refused: {self.problem}"
         return self.client.token_state if self.client else "unknown"
 
-
-def save_token_to_env(settings: Settings, org_label: str = ""):
-    """A renewed or minted token goes back into the org's own file."""
-    def save(values: dict[str, str], how: str) -> None:
-        save_env_values(settings.env_file, values)
-        means = "with the refresh token" if how == "renewed" else "with the integration token"
-        tell(f"{org_label}The access token was {how} {means} and saved to {settings.env_file}.")
-
-    return save
-
-
-def build_fleet(env_files, records_dir, workers: int, sleeper) -> list[Org]:
-    """An Org per env file, their clients sharing connections and the --workers bound."""
-    connections = Connections(workers)
-    orgs = []
-    for profile in load_profiles(env_files, records_dir):
-        if isinstance(profile, ConfigError):
-            orgs.append(Org(profile.org_name, problem=profile))
-            continue
-        client = WebexClient(profile, sleeper=sleeper, connections=connections)
-        orgs.append(Org(profile.org_name, profile, client, Trail(profile.records_dir, profile.org_name, profile.target_org_id or None)))
-    for org in orgs:
-        if org.client:
-            org.client.on_token_renewed = save_token_to_env(org.settings, f"{org.name}: " if len(orgs) > 1 else "")
-    return orgs
+    def fetch(self, rotating: bool = False) -> None:
+        """Read the org's sources (and its schemas, unless rotating or already known)."""
+        if self.client is None:
+            return
+        known = {} if rotating else (self.state.schemas if self.state and self.state.schemas else None)
+        try:
+            self.state, self.problem = fetch_state(self.client, known), None
+        except ApiError as exc:
+            self.state, self.problem = None, exc
+            return
+        self.trail.org_id = self.trail.org_id or next((v.org_id for v in self.state.views if v.org_id), None)
 
 
-def fetch_org(org: Org, rotating: bool = False) -> None:
-    """Read one org's sources (and its schemas, unless rotating or already known)."""
-    if org.client is None:
-        return
-    known = {} if rotating else (org.state.schemas if org.state and org.state.schemas else None)
-    try:
-        org.state, org.problem = fetch_state(org.client, known), None
-    except ApiError as exc:
-        org.state, org.problem = None, exc
-        return
-    org.trail.org_id = org.trail.org_id or next((v.org_id for v in org.state.views if v.org_id), None)
+EXPIRY_STYLES = {0: "bold red", 1: "magenta", 2: "yellow", 3: "green"}  # by urgency()
 
 
-def fetch_fleet(orgs: list[Org], rotating: bool = False) -> list[Org]:
-    """Every org side by side; the requests in flight stay within --workers."""
-    with ThreadPoolExecutor(max_workers=max(1, min(len(orgs), MAX_WORKERS))) as pool:
-        list(pool.map(lambda org: fetch_org(org, rotating), orgs))
-    return orgs
+@dataclass(frozen=True)
+class SourceRow:
+    """Everything any output shows of one source. The table, the piped TSV, --json, the Nagios
+    line and the metrics are short formatters over these rows."""
+
+    org: str
+    org_label: str | None  # the org as outputs name it: None in a fleet of one, which names none
+    id: str
+    short_id: str
+    audience: str | None
+    subject: str | None
+    schema_id: str | None
+    schema_name: str | None  # None: the schema is not among those listed
+    url: str | None
+    status: str | None
+    active: bool
+    expires_at: datetime | None
+    seconds_left: float | None
+    lifetime_minutes: int | None
+    urgency: int  # 0 expired, 1 unknown, 2 within the hour, 3 fine
+    expiry: str  # "in 3h 2m", "expired 5m ago", "unknown"
+    signature: Verdict | None  # None where signatures were not checked (the menu's table)
+    warnings: tuple[str, ...]
 
 
-def fleet_entries(orgs: list[Org]) -> list[tuple[Org, SourceView]]:
-    return [(org, view) for org in orgs if org.state for view in org.state.views]
+def source_row(org: Org, org_label: str | None, view: SourceView, verdict: Verdict | None, now: datetime) -> SourceRow:
+    schema = org.state.schemas.get(view.schema_id) or {}
+    return SourceRow(
+        org=org.name, org_label=org_label, id=view.id, short_id=view.short_id, audience=view.audience, subject=view.subject,
+        schema_id=view.schema_id, schema_name=schema.get("serviceType") or None, url=view.url, status=view.status,
+        active=view.active, expires_at=view.expires_at, seconds_left=seconds_left(view, now),
+        lifetime_minutes=view.lifetime_minutes, urgency=urgency(view, now)[0], expiry=expiry_text(view, now),
+        signature=verdict, warnings=tuple(view.warnings),
+    )
 
 
-def fleet_exit(orgs: list[Org], work_code: int = 0) -> int:
-    """1 if any org failed; 2 when every org was refused (settings or token): nothing could be done."""
-    failed = [org for org in orgs if org.problem]
-    if failed and len(failed) == len(orgs) and all(org.refused for org in failed):
-        return 2
-    return max(work_code, 1 if failed else 0)
+@dataclass(frozen=True)
+class Column:
+    """One column of the sources table and of the piped TSV. priority 0 is never cut; on a narrow
+    terminal the higher numbers give way first, with an ellipsis."""
+
+    title: str  # the table's header; "" for a TSV-only column
+    key: str  # the TSV's header
+    text: Callable[[SourceRow], str]  # the table's cell
+    plain: Callable[[SourceRow], str] | None = None  # the TSV's value, where it differs
+    style: Callable[[SourceRow], str] = lambda row: ""
+    priority: int = 0
+    wanted: Callable[[list[SourceRow]], bool] = lambda rows: True  # shown at all for these rows
+
+
+def schema_label(row: SourceRow) -> str:
+    return row.schema_name or f"unknown ({(row.schema_id or '?')[:8]})"
+
+
+COLUMNS = (
+    Column("Org", "org", lambda r: r.org_label, wanted=lambda rows: any(r.org_label for r in rows)),
+    Column("ID", "id", lambda r: r.short_id, plain=lambda r: r.id),
+    Column("Audience", "audience", lambda r: r.audience or "unknown", priority=1),
+    Column("Subject", "subject", lambda r: r.subject or "unknown", priority=3),
+    Column("Schema", "schema", schema_label, priority=4),
+    Column("URL", "url", lambda r: r.url or "unknown", priority=5),
+    Column("Status", "status", lambda r: r.status or "unknown", style=lambda r: "green" if r.active else "red"),
+    Column("", "expires_at", lambda r: r.expires_at.isoformat() if r.expires_at else "unknown"),
+    Column("Expires", "expires", lambda r: r.expiry, style=lambda r: EXPIRY_STYLES[r.urgency]),
+    Column("Signature", "signature", lambda r: r.signature.text, priority=2,
+           style=lambda r: "green" if r.signature.state == "valid" else "yellow",
+           wanted=lambda rows: any(r.signature for r in rows)),
+)
+
+
+@dataclass(frozen=True)
+class OrgRow:
+    """One org at a glance: the overview table, its menu entry, --check and the metrics."""
+
+    name: str
+    readable: bool
+    sources: int
+    expired: int  # active sources whose token has lapsed
+    soon: int  # active sources that lapse within the hour
+    soonest: SourceRow | None  # the active source that lapses first
+    token: str  # ok, renewed, minted, or refused: why
+    problem: str | None  # why it could not be read
+    refused: bool = False
+
+    @property
+    def trouble(self) -> str:
+        """What stands in for its sources when it could not be read."""
+        return self.token if self.refused else f"unreadable: {self.problem}"
+
+
+class Fleet:
+    """Every org of the run. It answers what the outputs ask of them all: the rows in
+    trouble-first order, each token's verdict (keyed by org and id: two orgs may list the same
+    id), the notes to show, the exit code of a piece of work."""
+
+    def __init__(self, orgs: list[Org], connections: Connections):
+        self.orgs = orgs
+        self.connections = connections
+        self.verdicts: dict[tuple[str, str], Verdict] = {}
+        self._verifiers: dict[tuple, TokenVerifier] = {}
+
+    @classmethod
+    def load(cls, env_files, records_dir, workers: int, sleeper, notify) -> Fleet:
+        """An Org per env file, their clients sharing connections and the --workers bound."""
+        connections = Connections(workers, notify)
+        fleet = cls([], connections)
+        for name, profile in load_profiles(env_files, records_dir):
+            if isinstance(profile, ConfigError):
+                fleet.orgs.append(Org(name, problem=profile))
+                continue
+            client = WebexClient(profile, sleeper=sleeper, connections=connections)
+            fleet.orgs.append(Org(name, profile, client, Trail(profile.records_dir, name, profile.target_org_id or None)))
+        for org in fleet.orgs:
+            if org.client:
+                org.client.on_token_renewed = fleet._token_saver(org)
+        return fleet
+
+    def _token_saver(self, org: Org):
+        """A renewed or minted token goes back into the org's own file."""
+
+        def save(values: dict[str, str], how: str) -> None:
+            save_env_values(org.settings.env_file, values)
+            means = "with the refresh token" if how == "renewed" else "with the integration token"
+            self.connections.notify(f"{self.label(org.name)}The access token was {how} {means} and saved to {org.settings.env_file}.")
+
+        return save
+
+    @property
+    def several(self) -> bool:
+        return len(self.orgs) > 1
+
+    @property
+    def alone(self) -> Org | None:
+        """The org of a fleet of one (whose menu opens directly), else None."""
+        return None if self.several else self.orgs[0]
+
+    def label(self, org_name: str) -> str:
+        """A message's prefix: the org's name when there are several, nothing in a fleet of one."""
+        return f"{org_name}: " if self.several else ""
+
+    def label_of(self, org_name: str) -> str | None:
+        """The org as an output's column names it, or None in a fleet of one."""
+        return org_name if self.several else None
+
+    def fetch(self, rotating: bool = False) -> Fleet:
+        """Every org side by side; the requests in flight stay within --workers."""
+        with ThreadPoolExecutor(max_workers=max(1, min(len(self.orgs), MAX_WORKERS))) as pool:
+            list(pool.map(lambda org: org.fetch(rotating), self.orgs))
+        return self
+
+    def entries(self, now: datetime) -> list[tuple[Org, SourceView]]:
+        """Every (org, source) that was read, trouble on top across all orgs."""
+        pairs = [(org, view) for org in self.orgs if org.state for view in org.state.views]
+        return sorted(pairs, key=lambda pair: urgency(pair[1], now))
+
+    def verdict(self, org: Org, view: SourceView, now: datetime) -> Verdict:
+        """The token's signature; one verifier (one key fetch per issuer) per trust setting."""
+        key = (org.settings.trusted_issuers, org.settings.connect_timeout)
+        verifier = self._verifiers.setdefault(key, TokenVerifier(*key))
+        self.verdicts[org.name, view.id] = verifier.verify(view, now)
+        return self.verdicts[org.name, view.id]
+
+    def verify(self, now: datetime) -> Fleet:
+        for org, view in self.entries(now):
+            self.verdict(org, view, now)
+        return self
+
+    def rows(self, now: datetime, org: Org | None = None) -> list[SourceRow]:
+        """One row per source, trouble first: of every org, with the verdicts found by verify; or of
+        one org, for its menu's table, which names no org and shows no signatures."""
+        if org:
+            rows = [source_row(org, None, view, None, now) for view in org.state.views]
+            return sorted(rows, key=lambda row: row.urgency)
+        return [source_row(o, self.label_of(o.name), v, self.verdicts.get((o.name, v.id)), now) for o, v in self.entries(now)]
+
+    def org_rows(self, now: datetime) -> list[OrgRow]:
+        rows = []
+        for org in self.orgs:
+            if org.state is None:
+                rows.append(OrgRow(org.name, False, 0, 0, 0, None, org.token_state, str(org.problem), org.refused))
+                continue
+            sources = self.rows(now, org)
+            active = [r for r in sources if r.active and r.seconds_left is not None]
+            rows.append(OrgRow(
+                org.name, True, len(sources), sum(r.seconds_left <= 0 for r in active),
+                sum(0 < r.seconds_left < EXPIRING_SOON_SECONDS for r in active),
+                min(active, key=lambda r: r.seconds_left, default=None), org.token_state, None,
+            ))
+        return rows
+
+    def notes(self, orgs: list[Org] | None = None) -> list[tuple[str, str]]:
+        """("warning" or "error", text): each org's warnings and why an org could not be read."""
+        notes = []
+        for org in self.orgs if orgs is None else orgs:
+            notes += [("warning", self.label(org.name) + warning) for warning in (org.state.warnings if org.state else [])]
+            if org.problem:
+                notes.append(("error", f"{self.label(org.name)}{org.problem}"))
+        return notes
+
+    def source_notes(self, now: datetime) -> list[tuple[str, str]]:
+        return [("warning", f"{self.label(org.name)}{view.short_id}: {warning}")
+                for org, view in self.entries(now) for warning in view.warnings]
+
+    def unreadable(self) -> list[str]:
+        return [org.name for org in self.orgs if org.state is None]
+
+    def history_folders(self) -> list[tuple[str, Path]]:
+        return [(org.name, org.trail.dir) for org in self.orgs if org.trail]
+
+    def named_org_rows(self, now: datetime) -> list[OrgRow]:
+        """The orgs a summary names one by one: none in a fleet of one."""
+        return self.org_rows(now) if self.several else []
+
+    def exit_code(self, results: list[WriteResult] = ()) -> int:
+        """0 when all went well; 1 if an org could not be read or a write failed (or left no
+        record); 2 when nothing could be done because every org, or every write, was refused
+        (settings or token)."""
+        failed_orgs = [org for org in self.orgs if org.problem]
+        if failed_orgs and len(failed_orgs) == len(self.orgs) and all(org.refused for org in failed_orgs):
+            return 2
+        failed = [r for r in results if not r.ok]
+        if failed and not any(r.ok for r in results) and all(isinstance(r.error, TokenRefused) for r in failed):
+            return 2
+        return 1 if failed_orgs or failed or any(r.record_error for r in results) else 0
 
 
 # ---------------------------------------------------------------------------------------------
-# Rendering with rich: the sources table, details, changes, errors.
+# 12. Outputs for other tools: plain text and JSON made from rows, for pipes, cron mail,
+#     monitoring and Prometheus. Everything from outside goes through safe_text (or ASCII JSON).
 # ---------------------------------------------------------------------------------------------
 
-EXPIRY_STYLES = {0: "bold red", 1: "magenta", 2: "yellow", 3: "green"}
 
-
-def schema_name(schemas: dict, schema_id: str | None) -> str:
-    schema = schemas.get(schema_id)
-    if schema and schema.get("serviceType"):
-        return schema["serviceType"]
-    return f"unknown ({(schema_id or '?')[:8]})"
-
-
-def sort_views(views: list[SourceView], now: datetime) -> list[SourceView]:
-    return sorted(views, key=lambda v: urgency(v, now))
-
-
-def cell(value, style: str = "") -> Text:
-    """A table cell or one-line label from outside data: safe, and cut to fit."""
-    return Text(clip(safe_text(value)), style=style)
-
-
-def sources_table(entries, now, verdicts=None, limit=None, show_org=False) -> Table:
-    """(org, view) entries, trouble on top across every org; an Org column when there are several."""
-    table = Table(title=f"Data sources ({len(entries)})", title_justify="left", expand=False)
-    if show_org:
-        table.add_column("Org", no_wrap=True, overflow="ellipsis")
-    table.add_column("ID", no_wrap=True)
-    for column in ("Audience", "Subject", "Schema", "URL", "Status"):
-        table.add_column(column, no_wrap=True, overflow="ellipsis")  # one line per source, whatever comes
-    table.add_column("Expires", no_wrap=True)
-    if verdicts is not None:
-        table.add_column("Signature", no_wrap=True, overflow="ellipsis")
-    shown = sort_entries(entries, now)[:limit]
-    for org, view in shown:
-        row = [cell(org.name)] if show_org else []
-        row += [
-            cell(view.short_id),
-            cell(view.audience or "unknown"),
-            cell(view.subject or "unknown"),
-            cell(schema_name(org.state.schemas, view.schema_id)),
-            cell(view.url or "unknown"),
-            cell(view.status or "unknown", "green" if view.active else "red"),
-            cell(expiry_text(view, now), EXPIRY_STYLES[urgency(view, now)[0]]),
-        ]
-        if verdicts is not None:
-            verdict = verdicts[view.id]
-            row.append(cell(verdict.text, "green" if verdict.state == "valid" else "yellow"))
-        table.add_row(*row)
-    if not entries:
-        table.caption = "No data sources yet: choose Register to add one."
-    elif len(shown) < len(entries):
-        table.caption = f"The {len(shown)} most urgent of {len(entries)}: type in the menu to find any, or run --list for all."
-    return table
-
-
-def sort_entries(entries, now: datetime) -> list:
-    return sorted(entries, key=lambda entry: urgency(entry[1], now))
-
-
-def plain_rows(entries, now, verdicts, show_org=False) -> str:
+def tsv_text(rows: list[SourceRow]) -> str:
     """--list when piped: tab-separated with full ids, easy to cut and grep; org first with several."""
-    header = ["id", "audience", "subject", "schema", "url", "status", "expires_at", "expires", "signature"]
-    lines = ["\t".join(["org", *header] if show_org else header)]
-    for org, view in sort_entries(entries, now):
-        cells = [org.name] if show_org else []
-        cells += [
-            view.id,
-            view.audience or "unknown",
-            view.subject or "unknown",
-            schema_name(org.state.schemas, view.schema_id),
-            view.url or "unknown",
-            view.status or "unknown",
-            view.expires_at.isoformat() if view.expires_at else "unknown",
-            expiry_text(view, now),
-            verdicts[view.id].text,
-        ]
-        lines.append("\t".join(safe_text(value) for value in cells))  # a tab or newline inside shows as \\t, \\n
+    columns = [column for column in COLUMNS if column.wanted(rows)]
+    lines = ["\t".join(column.key for column in columns)]
+    for row in rows:  # a tab or newline inside a value shows as \\t, \\n
+        lines.append("\t".join(safe_text((column.plain or column.text)(row)) for column in columns))
     return "\n".join(lines)
-
-
-def org_counts(org, now: datetime) -> tuple[int, int, SourceView | None]:
-    """(expired, expiring within the hour, the soonest to expire) among an org's active sources."""
-    active = [v for v in org.state.views if v.active and v.expires_at]
-    expired = sum(seconds_left(v, now) <= 0 for v in active)
-    soon = sum(0 < seconds_left(v, now) < EXPIRING_SOON_SECONDS for v in active)
-    return expired, soon, min(active, key=lambda v: v.expires_at, default=None)
-
-
-def overview_table(orgs, now: datetime) -> Table:
-    """One row per org: its sources, what has expired or will within the hour, and its token."""
-    table = Table(title=f"Customer orgs ({len(orgs)})", title_justify="left")
-    for column in ("Org", "Sources", "Expired", "Within the hour", "Soonest expiry", "Token"):
-        table.add_column(column, no_wrap=True, overflow="ellipsis")
-    for org in orgs:
-        if org.state is None:
-            problem = org.token_state if org.refused else f"unreadable: {org.problem}"
-            table.add_row(cell(org.name), "-", "-", "-", "-", cell(problem, "red"))
-            continue
-        expired, soon, soonest = org_counts(org, now)
-        table.add_row(
-            cell(org.name), str(len(org.state.views)),
-            Text(str(expired), style="bold red" if expired else ""), Text(str(soon), style="yellow" if soon else ""),
-            cell(expiry_text(soonest, now) if soonest else "-", EXPIRY_STYLES[urgency(soonest, now)[0]] if soonest else ""),
-            cell(org.token_state, "green"),
-        )
-    return table
 
 
 def json_text(value) -> str:
@@ -1765,31 +1927,30 @@ def utc_iso(moment: datetime | None) -> str | None:
     return moment.astimezone(UTC).isoformat() if moment else None
 
 
-def source_json(org, view: SourceView, verdict: Verdict, now: datetime, several: bool) -> dict:
+def source_json(row: SourceRow) -> dict:
     """One source for --list --json; the keys are listed in the README."""
-    left = seconds_left(view, now)
     return {
-        **({"org": org.name} if several else {}),
-        "id": view.id,
-        "audience": view.audience,
-        "subject": view.subject,
-        "url": view.url,
-        "schema_id": view.schema_id,
-        "schema_name": (org.state.schemas.get(view.schema_id) or {}).get("serviceType"),
-        "status": view.status,
-        "expires_at": utc_iso(view.expires_at),
-        "seconds_left": None if left is None else math.floor(left),
-        "lifetime_minutes": view.lifetime_minutes,
-        "signature": verdict.text,
-        "warnings": view.warnings,
+        **({"org": row.org_label} if row.org_label else {}),
+        "id": row.id,
+        "audience": row.audience,
+        "subject": row.subject,
+        "url": row.url,
+        "schema_id": row.schema_id,
+        "schema_name": row.schema_name,
+        "status": row.status,
+        "expires_at": utc_iso(row.expires_at),
+        "seconds_left": None if row.seconds_left is None else math.floor(row.seconds_left),
+        "lifetime_minutes": row.lifetime_minutes,
+        "signature": row.signature.text,
+        "warnings": list(row.warnings),
     }
 
 
-def result_json(result: WriteResult, several: bool, skipped: bool = False) -> dict:
+def result_json(result: WriteResult, org_label: str | None, skipped: bool = False) -> dict:
     """One rotation result for --json; the keys are listed in the README."""
     outcome = "skipped" if skipped else "rotated" if result.ok else "failed"
     return {
-        **({"org": result.org} if several else {}),
+        **({"org": org_label} if org_label else {}),
         "id": result.source_id,
         "result": outcome,
         "expires_at": utc_iso(result.view.expires_at) if result.ok and result.view else None,
@@ -1799,18 +1960,18 @@ def result_json(result: WriteResult, several: bool, skipped: bool = False) -> di
     }
 
 
-def check_line(entries, verdicts: dict, unread: list[str], minutes: int, now: datetime, several: bool) -> tuple[int, str]:
+def check_line(rows: list[SourceRow], unread: list[str], minutes: int) -> tuple[int, str]:
     """The Nagios/Icinga plugin line and its exit code: CRITICAL if an active source has expired
     or its signature is invalid, else UNKNOWN if an org could not be read, else WARNING if one
     expires within MINUTES, else OK."""
-    active = [(org, v) for org, v in entries if v.active]
-    timed = [(o, v, seconds_left(v, now)) for o, v in active if v.expires_at]
-    expired = [(o, v) for o, v, left in timed if left <= 0]
-    expiring = [(o, v) for o, v, left in timed if 0 < left <= minutes * 60]
-    invalid = [(o, v) for o, v in active if verdicts[v.id].state == "invalid"]
+    active = [row for row in rows if row.active]
+    timed = [row for row in active if row.seconds_left is not None]
+    expired = [row for row in timed if row.seconds_left <= 0]
+    expiring = [row for row in timed if 0 < row.seconds_left <= minutes * 60]
+    invalid = [row for row in active if row.signature.state == "invalid"]
 
-    def names(pairs) -> str:
-        labels = [f"{o.name}/{v.audience or v.short_id}" if several else v.audience or v.short_id for o, v in pairs]
+    def names(found: list[SourceRow]) -> str:
+        labels = [f"{r.org_label}/{r.audience or r.short_id}" if r.org_label else r.audience or r.short_id for r in found]
         return ", ".join(labels[:5]) + (f" and {len(labels) - 5} more" if len(labels) > 5 else "")
 
     parts = [f"{len(found)} {what} ({names(found)})" for found, what in
@@ -1819,7 +1980,7 @@ def check_line(entries, verdicts: dict, unread: list[str], minutes: int, now: da
         parts.append(f"{len(unread)} org(s) unreadable ({', '.join(unread)})")
     state = 2 if expired or invalid else 3 if unread else 1 if expiring else 0
     summary = ", ".join(parts) or f"{len(active)} active source(s), none expires within {minutes}m"
-    perf = f"expired={len(expired)} expiring={len(expiring)} invalid={len(invalid)} sources={len(entries)} unreadable_orgs={len(unread)}"
+    perf = f"expired={len(expired)} expiring={len(expiring)} invalid={len(invalid)} sources={len(rows)} unreadable_orgs={len(unread)}"
     return state, safe_text(f"{('OK', 'WARNING', 'CRITICAL', 'UNKNOWN')[state]} - {summary} | {perf}")
 
 
@@ -1828,53 +1989,34 @@ def metric_label(value) -> str:
     return safe_text(value if value is not None else "").replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-def metrics_text(orgs, verdicts: dict, now: datetime) -> str:
+def metrics_text(rows: list[SourceRow], org_rows: list[OrgRow], now: datetime) -> str:
     """Prometheus text exposition: per source, expiry, active and signature; per org, up and sources."""
     families = [
         ("byods_source_expiry_timestamp_seconds", "When the data source's token expires, in Unix time.",
-         lambda v: v.expires_at.timestamp() if v.expires_at else None),
-        ("byods_source_active", "1 if the data source is active, 0 if disabled.", lambda v: int(v.active)),
+         lambda r: r.expires_at.timestamp() if r.expires_at else None),
+        ("byods_source_active", "1 if the data source is active, 0 if disabled.", lambda r: int(r.active)),
         ("byods_source_signature_valid", "1 if the token's RS256 signature verified (an expired token still counts).",
-         lambda v: int(verdicts[v.id].state in ("valid", "expired"))),
+         lambda r: int(r.signature.state in ("valid", "expired"))),
     ]
     lines = []
     for name, help_text, value_of in families:
         lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge"]
-        for org, view in fleet_entries(orgs):
-            if (value := value_of(view)) is not None:
-                labels = f'org="{metric_label(org.name)}",id="{metric_label(view.id)}",audience="{metric_label(view.audience)}"'
+        for row in rows:
+            if (value := value_of(row)) is not None:
+                labels = f'org="{metric_label(row.org)}",id="{metric_label(row.id)}",audience="{metric_label(row.audience)}"'
                 lines.append(f"{name}{{{labels}}} {value:g}" if isinstance(value, int) else f"{name}{{{labels}}} {value:.3f}")
-    org_families = [("byods_org_up", "1 if the org's data sources could be read.", lambda o: int(o.state is not None)),
-                    ("byods_org_sources", "How many data sources the org has.", lambda o: len(o.state.views) if o.state else None)]
+    org_families = [("byods_org_up", "1 if the org's data sources could be read.", lambda o: int(o.readable)),
+                    ("byods_org_sources", "How many data sources the org has.", lambda o: o.sources if o.readable else None)]
     for name, help_text, value_of in org_families:
         lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge"]
-        lines += [f'{name}{{org="{metric_label(o.name)}"}} {value_of(o)}' for o in orgs if value_of(o) is not None]
+        lines += [f'{name}{{org="{metric_label(o.name)}"}} {value_of(o)}' for o in org_rows if value_of(o) is not None]
     lines += ["# HELP byods_run_timestamp_seconds When these metrics were made, in Unix time.",
               "# TYPE byods_run_timestamp_seconds gauge", f"byods_run_timestamp_seconds {now.timestamp():.3f}"]
     return "\n".join(lines) + "\n"
 
 
-def history_table(entries: list[dict], skipped: int, show_org: bool) -> Table:
-    """The records, newest first: time, operation, org, source, result, tracking id."""
-    table = Table(title=f"History ({len(entries)} operations)", title_justify="left")
-    for column in ("Time", "Operation", *(["Org"] if show_org else []), "Source", "Result", "Tracking id"):
-        table.add_column(column, no_wrap=True, overflow="ellipsis")
-    for entry in entries:
-        result = "ok" if entry["success"] else f"failed ({entry['status_code'] or 'no answer'})"
-        if entry["reconciled"]:
-            result += f", {entry['reconciled']}"
-        source = f"{entry['audience'] or '-'} {(entry['data_source_id'] or '')[:8]}".strip()
-        table.add_row(cell(local_time(parse_iso(entry["time"]))), cell(entry["operation"]), *([cell(entry["org"])] if show_org else []),
-                      cell(source), cell(result, "" if entry["success"] else "red"), cell(entry["tracking_id"] or "-"))
-    if skipped:
-        table.caption = f"{skipped} file(s) in the records folder could not be read as records and were skipped."
-    elif not entries:
-        table.caption = "No records yet."
-    return table
-
-
-def rotation_line(result: WriteResult, show_org: bool = False) -> str:
-    where = f"{result.org}  " if show_org else ""
+def rotation_line(result: WriteResult, org_label: str | None = None) -> str:
+    where = f"{org_label}  " if org_label else ""
     if result.ok:
         expires = local_time(result.view.expires_at) if result.view else "unknown"
         line = f"rotated  {where}{result.source_id}  expires {expires}"
@@ -1897,24 +2039,24 @@ def earliest_new_expiry(results: list[WriteResult]) -> SourceView | None:
     return min(rotated, key=lambda v: v.expires_at, default=None)
 
 
-def rotation_summary(results: list[WriteResult], skipped: Counter, now: datetime, orgs: list[Org] = ()) -> str:
-    """The totals; with several orgs, first a line per org that had work or trouble."""
+def rotation_summary(results: list[WriteResult], skipped: Counter, now: datetime, org_rows: list[OrgRow] = ()) -> str:
+    """The totals; given the orgs (with several), first a line per org that had work or trouble."""
     lines = []
-    for org in orgs if len(orgs) > 1 else []:
+    for org in org_rows:
         mine = [r for r in results if r.org == org.name]
-        if org.state is None and org.problem:
+        if not org.readable:
             lines.append(f"{org.name}: could not be read: {org.problem}")
         elif mine or skipped[org.name]:
             lines.append(f"{org.name}: {rotation_counts(mine, skipped[org.name])}")
     total = rotation_counts(results, sum(skipped.values()))
-    if unread := sum(org.state is None for org in orgs if len(orgs) > 1):
-        total += f" {unread} of {len(orgs)} orgs could not be read."
+    if unread := sum(not org.readable for org in org_rows):
+        total += f" {unread} of {len(org_rows)} orgs could not be read."
     if earliest := earliest_new_expiry(results):
         total += f" Earliest new expiry: {local_time(earliest.expires_at)} ({expiry_text(earliest, now)})."
     return "\n".join(safe_text(line) for line in [*lines, total])
 
 
-def rotation_json(results: list[WriteResult], skipped: int, orgs: list[Org]) -> dict:
+def rotation_json(results: list[WriteResult], skipped: int, org_count: int, unreadable: list[str]) -> dict:
     earliest = earliest_new_expiry(results)
     return {
         "rotated": sum(r.ok for r in results),
@@ -1922,13 +2064,104 @@ def rotation_json(results: list[WriteResult], skipped: int, orgs: list[Org]) -> 
         "failed": sum(not r.ok for r in results),
         "unrecorded": sum(r.record_error is not None for r in results),
         "earliest_expiry": utc_iso(earliest.expires_at if earliest else None),
-        "orgs": len(orgs),
-        "orgs_unreadable": [org.name for org in orgs if org.state is None],
+        "orgs": org_count,
+        "orgs_unreadable": unreadable,
     }
 
 
-def details_panel(view: SourceView, schemas: dict, now: datetime, verdict: Verdict | None) -> Panel:
-    grid = Table.grid(padding=(0, 2))
+def expiring_notice(rows: list[SourceRow]) -> str | None:
+    urgent = [row for row in rows if row.active and (row.seconds_left is None or row.seconds_left <= 3600)]
+    if not urgent:
+        return None
+    return (
+        f"{len(urgent)} active source(s) expire within the hour or have expired. "
+        "Choose Rotate, or run: python data-sources.py --rotate-expiring 60"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# 13. Rendering with rich: the tables, the details panel, changes, results, waits. Each is a
+#     plain function of rows (or of a view) and the screen it draws on.
+# ---------------------------------------------------------------------------------------------
+
+
+def cell(screen: Screen, value, style: str = ""):
+    """A table cell or one-line label from outside data: safe, and cut to fit."""
+    return screen.Text(clip(safe_text(value)), style=style)
+
+
+def sources_table(screen: Screen, rows: list[SourceRow], total: int | None = None,
+                  empty: str = "No data sources yet: choose Register to add one."):
+    """The rows given (trouble on top); total: how many there are when only the most urgent are
+    shown. The never-cut columns keep their whole width: the others give way with an ellipsis."""
+    total = len(rows) if total is None else total
+    table = screen.load().Table(title=f"Data sources ({total})", title_justify="left", expand=False)
+    columns = [column for column in COLUMNS if column.title and column.wanted(rows)]
+    for column in columns:
+        cells = [clip(safe_text(column.text(row))) for row in rows]
+        keep = max(map(len, [column.title, *cells])) if column.priority == 0 else None
+        table.add_column(column.title, no_wrap=True, overflow="ellipsis", min_width=keep)  # one line per source
+    for row in rows:
+        table.add_row(*(cell(screen, column.text(row), column.style(row)) for column in columns))
+    if not rows:
+        table.caption = empty
+    elif len(rows) < total:
+        table.caption = f"The {len(rows)} most urgent of {total}: type in the menu to find any, or run --list for all."
+    return table
+
+
+def overview_table(screen: Screen, org_rows: list[OrgRow]):
+    """One row per org: its sources, what has expired or will within the hour, and its token."""
+    table = screen.load().Table(title=f"Customer orgs ({len(org_rows)})", title_justify="left")
+    for column in ("Org", "Sources", "Expired", "Within the hour", "Soonest expiry", "Token"):
+        table.add_column(column, no_wrap=True, overflow="ellipsis")
+    Text = screen.Text
+    for org in org_rows:
+        if not org.readable:
+            table.add_row(cell(screen, org.name), "-", "-", "-", "-", cell(screen, org.trouble, "red"))
+            continue
+        soonest = org.soonest
+        table.add_row(
+            cell(screen, org.name), str(org.sources),
+            Text(str(org.expired), style="bold red" if org.expired else ""), Text(str(org.soon), style="yellow" if org.soon else ""),
+            cell(screen, soonest.expiry, EXPIRY_STYLES[soonest.urgency]) if soonest else "-",
+            cell(screen, org.token, "green"),
+        )
+    return table
+
+
+def history_table(screen: Screen, entries: list[dict], skipped: int, org_column: bool):
+    """The records, newest first: time, operation, org, source, result, tracking id."""
+    table = screen.load().Table(title=f"History ({len(entries)} operations)", title_justify="left")
+    for column in ("Time", "Operation", *(["Org"] if org_column else []), "Source", "Result", "Tracking id"):
+        table.add_column(column, no_wrap=True, overflow="ellipsis")
+    for entry in entries:
+        result = "ok" if entry["success"] else f"failed ({entry['status_code'] or 'no answer'})"
+        if entry["reconciled"]:
+            result += f", {entry['reconciled']}"
+        source = f"{entry['audience'] or '-'} {(entry['data_source_id'] or '')[:8]}".strip()
+        table.add_row(cell(screen, local_time(parse_iso(entry["time"]))), cell(screen, entry["operation"]),
+                      *([cell(screen, entry["org"])] if org_column else []), cell(screen, source),
+                      cell(screen, result, "" if entry["success"] else "red"), cell(screen, entry["tracking_id"] or "-"))
+    if skipped:
+        table.caption = f"{skipped} file(s) in the records folder could not be read as records and were skipped."
+    elif not entries:
+        table.caption = "No records yet."
+    return table
+
+
+def schemas_table(screen: Screen, schemas: list[dict]):
+    table = screen.load().Table(title=f"Schemas ({len(schemas)})", title_justify="left")
+    for column in ("Service type", "Description", "Protocol", "App type", "ID", "URL"):
+        table.add_column(column, overflow="fold")
+    for s in schemas:
+        table.add_row(*(cell(screen, s.get(k) or "-") for k in ("serviceType", "description", "protocol", "appType", "id", "url")))
+    return table
+
+
+def details_panel(screen: Screen, view: SourceView, schemas: dict, now: datetime, verdict: Verdict | None):
+    Text = screen.load().Text
+    grid = screen.Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
     grid.add_column(overflow="fold")
     schema = schemas.get(view.schema_id) or {}
@@ -1957,87 +2190,75 @@ def details_panel(view: SourceView, schemas: dict, now: datetime, verdict: Verdi
         grid.add_row("Claims", Text(safe_json(view.claims)))
     for warning in view.warnings:
         grid.add_row(Text("Warning", style="yellow"), Text(safe_text(warning), style="yellow"))
-    return Panel(grid, title=Text(f"Data source {safe_text(view.short_id)}"), title_align="left")
+    return screen.Panel(grid, title=Text(f"Data source {safe_text(view.short_id)}"), title_align="left")
 
 
-def changes_table(changes, title="Changes") -> Table:
-    table = Table(title=title, title_justify="left")
+def json_panel(screen: Screen, value, title: str):
+    return screen.load().Panel(screen.Text(safe_json(value)), title=screen.Text(safe_text(title)), title_align="left")
+
+
+def changes_table(screen: Screen, changes, title="Changes"):
+    table = screen.load().Table(title=title, title_justify="left")
     table.add_column("Field")
     table.add_column("Before", overflow="fold")
     table.add_column("After", overflow="fold")
     for name, before, after in changes:
-        table.add_row(name, Text(safe_text(before)), Text(safe_text(after), style="bold"))
+        table.add_row(name, screen.Text(safe_text(before)), screen.Text(safe_text(after), style="bold"))
     return table
 
 
-def payload_table(payload: dict, schemas: dict, title: str) -> Table:
-    table = Table(title=title, title_justify="left")
+def payload_table(screen: Screen, payload: dict, schemas: dict, title: str):
+    table = screen.load().Table(title=title, title_justify="left")
     table.add_column("Field")
     table.add_column("Value", overflow="fold")
     for key, value in payload.items():
         shown = f"{schema_name(schemas, value)}  {value}" if key == "schemaId" else str(value)
-        table.add_row(key, Text(safe_text(shown)))
+        table.add_row(key, screen.Text(safe_text(shown)))
     return table
 
 
-def show_error(error: BaseException) -> None:
-    load_rich()  # an error can come before the startup fetch began
-    err_console.print(Text("Error: ", style="bold red") + Text(safe_text(str(error))))
-
-
-def show_warning(message: str) -> None:
-    load_rich()
-    err_console.print(Text("Warning: ", style="yellow") + Text(safe_text(message)))
-
-
-def show_result(result: WriteResult, now: datetime) -> None:
+def show_result(screen: Screen, result: WriteResult, now: datetime) -> None:
+    Text = screen.load().Text
     if result.ok and result.view:
         done = (f"{result.operation} of {result.view.short_id}; the token now expires "
                 f"{local_time(result.view.expires_at)} ({expiry_text(result.view, now)}).")
-        console.print(Text("Done: ", style="green") + Text(safe_text(done)))
+        screen.print(Text("Done: ", style="green") + Text(safe_text(done)))
     elif result.ok:
-        console.print(Text("Done: ", style="green") + Text(safe_text(f"{result.operation} of {result.source_id}.")))
+        screen.print(Text("Done: ", style="green") + Text(safe_text(f"{result.operation} of {result.source_id}.")))
     else:
-        show_error(result.error)
+        screen.error(result.error)
     if result.record:
-        console.print(Text(f"Record: {safe_text(result.record)}"))
+        screen.print(Text(f"Record: {safe_text(result.record)}"))
     elif result.record_error:
-        show_error(result.record_error)
+        screen.error(result.record_error)
 
 
-def expiring_notice(views, now) -> str | None:
-    urgent = [v for v in views if v.active and needs_rotation(v, now, 60)]
-    if not urgent:
-        return None
-    return (
-        f"{len(urgent)} active source(s) expire within the hour or have expired. "
-        "Choose Rotate, or run: python data-sources.py --rotate-expiring 60"
-    )
+def show_notes(screen: Screen, notes: list[tuple[str, str]]) -> None:
+    """Fleet notes on stderr: ("warning" or "error", text)."""
+    for kind, text in notes:
+        (screen.warning if kind == "warning" else screen.error)(text)
 
 
-_COUNTDOWN = threading.Lock()  # rich shows one live display at a time; other waits are silent
-
-
-def countdown(seconds: float, reason: str) -> None:
+def countdown(screen: Screen, seconds: float, reason: str) -> None:
     """The menu's wait before a retry: visible, second by second."""
-    if not _COUNTDOWN.acquire(blocking=False):
+    if not screen.live.acquire(blocking=False):
         time.sleep(seconds)
         return
     end = time.monotonic() + seconds
     reason = safe_text(reason).rstrip(".")
-    load_rich()
+    Text = screen.load().Text
     try:
-        with console.status(Text(reason)) as status:
+        with screen.out.status(Text(reason)) as status:
             while (left := end - time.monotonic()) > 0:
                 status.update(Text(f"{reason}: retrying in {math.ceil(left)} s"))
                 time.sleep(min(1.0, left))
     finally:
-        _COUNTDOWN.release()
+        screen.live.release()
 
 
-def announce_wait(seconds: float, reason: str) -> None:
+def announce_wait(screen: Screen, seconds: float, reason: str) -> None:
     """The scripted wait before a retry: one line on stderr, then wait."""
-    tell(f"{safe_text(reason).rstrip('.')}: retrying in {seconds:g} s.")
+    screen.tell(f"{safe_text(reason).rstrip('.')}: retrying in {seconds:g} s.")
     time.sleep(seconds)
 
 
@@ -2089,18 +2310,17 @@ def prompt_menu(views, now, back: bool = False):
     ).unsafe_ask()
 
 
-def overview_title(org, now: datetime) -> str:
+def overview_title(org: OrgRow) -> str:
     name = clip(safe_text(org.name), 30)
-    if org.state is None:
-        return f"{name} · {clip(safe_text(org.token_state if org.refused else f'unreadable: {org.problem}'), 2 * CELL_WIDTH)}"
-    expired, soon, _ = org_counts(org, now)
-    return f"{name} · {len(org.state.views)} sources · {expired} expired · {soon} within the hour · token {clip(safe_text(org.token_state), 20)}"
+    if not org.readable:
+        return f"{name} · {clip(safe_text(org.trouble), 2 * CELL_WIDTH)}"
+    return f"{name} · {org.sources} sources · {org.expired} expired · {org.soon} within the hour · token {clip(safe_text(org.token), 20)}"
 
 
-def prompt_overview(orgs, now):
+def prompt_overview(org_rows: list[OrgRow], orgs: list[Org]):
     import questionary
 
-    choices = [questionary.Choice(overview_title(org, now), ("org", org)) for org in orgs]
+    choices = [questionary.Choice(overview_title(row), ("org", org)) for row, org in zip(org_rows, orgs, strict=True)]
     choices += [
         questionary.Separator(),
         questionary.Choice("Rotate everything expiring within the hour in all orgs", ("rotate", None)),
@@ -2147,14 +2367,14 @@ def confirm(message: str, default: bool) -> bool:
     return ask(questionary.confirm(message, default=default))
 
 
-def source_wizard(schemas: dict, start: dict, updating: bool) -> dict:
+def source_wizard(screen: Screen, schemas: dict, start: dict, updating: bool) -> dict:
     """Register and update ask the same fields. Update keeps the schema (the API does not change
     it), may keep a URL that today's rules would refuse, and adds status and error message."""
     payload = {
         "audience": prompt_text("Audience", start.get("audience"), validate_required),
         "subject": prompt_text("Subject", start.get("subject"), validate_required),
-        "url": prompt_url(start.get("url"), keep_as_is=updating),
-        "schemaId": show_kept_schema(schemas, start.get("schemaId")) if updating else prompt_schema(schemas, start.get("schemaId")),
+        "url": prompt_url(screen, start.get("url"), keep_as_is=updating),
+        "schemaId": show_kept_schema(screen, schemas, start.get("schemaId")) if updating else prompt_schema(schemas, start.get("schemaId")),
         "tokenLifetimeMinutes": int(prompt_text("Token lifetime (minutes, 1-1440)", start.get("tokenLifetimeMinutes"), validate_lifetime)),
         "nonce": prompt_text("Nonce", start.get("nonce"), validate_nonce),
     }
@@ -2170,26 +2390,26 @@ def source_wizard(schemas: dict, start: dict, updating: bool) -> dict:
     return payload
 
 
-def prompt_url(current: str | None, keep_as_is: bool) -> str:
+def prompt_url(screen: Screen, current: str | None, keep_as_is: bool) -> str:
     """A new URL is judged by today's rules; an update may keep the current one unchanged."""
     verdict = validate_url(current or "")
     if keep_as_is and current and verdict is not True:
-        show_warning(f"The current URL would not be accepted for a new source: {verdict} Enter keeps it unchanged.")
+        screen.warning(f"The current URL would not be accepted for a new source: {verdict} Enter keeps it unchanged.")
         return prompt_text("URL", current, lambda text: text == current or validate_url(text))
     return prompt_text("URL", current, validate_url)
 
 
-def show_kept_schema(schemas: dict, schema_id: str | None) -> str | None:
-    console.print(Text(f"Schema: {safe_text(schema_name(schemas, schema_id))} (kept: to move the source to another "
-                       "schema, delete it and register it again; the delete record keeps its settings)"))
+def show_kept_schema(screen: Screen, schemas: dict, schema_id: str | None) -> str | None:
+    screen.print(screen.Text(f"Schema: {safe_text(schema_name(schemas, schema_id))} (kept: to move the source to another "
+                             "schema, delete it and register it again; the delete record keeps its settings)"))
     return schema_id
 
 
-def prompt_instead_of_duplicate(duplicate: SourceView, now: datetime) -> bool:
+def prompt_instead_of_duplicate(screen: Screen, duplicate: SourceView, now: datetime) -> bool:
     """True: update the existing source instead of registering a copy."""
     import questionary
 
-    show_warning(f"A source with the same URL, schema, audience and subject exists: {menu_title(duplicate, now)}")
+    screen.warning(f"A source with the same URL, schema, audience and subject exists: {menu_title(duplicate, now)}")
     choices = [questionary.Choice("Update that one instead", True), questionary.Choice("Register another anyway", False)]
     return ask(questionary.select("What now?", choices, default=choices[0]))
 
@@ -2211,7 +2431,7 @@ def write_operation(trail: Trail, operation: str, source_id, payload, send, look
     ensure_records_dir(trail.dir)
     try:
         reply, error = send(), None
-    except ApiError as exc:
+    except (ApiError, NotSent) as exc:
         reply, error = None, exc
     body = reply.body if reply and isinstance(reply.body, dict) else {}
     source_id = item_id(body) or source_id
@@ -2262,7 +2482,7 @@ def rotate_source(client, trail, view: SourceView, lifetime: int | None = None) 
     try:
         payload = rotation_payload(view, lifetime)
     except ValueError as exc:
-        return WriteResult("rotation", view.id, False, trail.org_name, error=ApiError(f"Cannot rotate {view.short_id}: {exc}."))
+        return WriteResult("rotation", view.id, False, trail.org_name, error=NotSent(f"Cannot rotate {view.short_id}: {exc}."))
     return update_source(client, trail, view.id, payload, "rotation")
 
 
@@ -2314,68 +2534,74 @@ def rotate_many(pairs, lifetime, workers, on_result) -> list[WriteResult]:
     return results
 
 
-def run_bulk_rotation(pairs, lifetime, workers, shown: str, show_org=False) -> list[WriteResult]:
-    """shown: "bar" (a terminal), "lines" (one plain line per source: cron mail) or "quiet" (--json)."""
+def run_bulk_rotation(screen: Screen, pairs, lifetime, workers, shown: str, label=lambda org_name: None) -> list[WriteResult]:
+    """shown: "bar" (a terminal), "lines" (one plain line per source: cron mail) or "quiet" (--json).
+    label: how lines name a result's org (Fleet.label_of)."""
     if shown == "quiet":
         return rotate_many(pairs, lifetime, workers, lambda result: None)
     if shown == "lines":
-        return rotate_many(pairs, lifetime, workers, lambda r: print(rotation_line(r, show_org), flush=True))
+        return rotate_many(pairs, lifetime, workers, lambda r: print(rotation_line(r, label(r.org)), flush=True))
     from rich.progress import Progress
 
-    with _COUNTDOWN, Progress(console=console) as progress:  # the bar is the live display: retries wait silently
+    with screen.live, Progress(console=screen.load().out) as progress:  # the bar is the live display: retries wait silently
         task = progress.add_task("Rotating", total=len(pairs))
 
         def advance(result: WriteResult) -> None:
             progress.advance(task)
             if not result.ok or result.record_error:
-                progress.console.print(Text(rotation_line(result, show_org)))
+                progress.console.print(screen.Text(rotation_line(result, label(result.org))))
 
         return rotate_many(pairs, lifetime, workers, advance)
 
 
-def run_to_completion(action, *args):
+def run_to_completion(screen: Screen, action, *args):
     """Ctrl-C during a write waits for Webex's answer, so the result is recorded, then exits."""
     with ThreadPoolExecutor(max_workers=1) as pool:
         future = pool.submit(action, *args)
         try:
             return future.result()
         except KeyboardInterrupt:
-            err_console.print("Interrupted: waiting for Webex's answer so the result is recorded...")
-            show_result(future.result(), datetime.now(UTC))
+            screen.tell("Interrupted: waiting for Webex's answer so the result is recorded...")
+            show_result(screen, future.result(), datetime.now(UTC))
             raise
 
 
 # ---------------------------------------------------------------------------------------------
-# The menu: wires prompts, actions and rendering. Errors are shown and the loop carries on.
+# 16. The menu: wires prompts, actions and rendering. Errors are shown and the loop carries on.
 # ---------------------------------------------------------------------------------------------
 
 
-def show_history(folders: list[tuple[str, Path]], show_org: bool) -> None:
-    """The menu's History: the newest operations first, as many as fit a screen or two."""
+def show_history(screen: Screen, folders: list[tuple[str, Path]]) -> None:
+    """The menu's History: the newest operations first, as many as fit a screen or two; an Org
+    column when the records of more than one org are shown."""
     entries, skipped = read_history(folders)
-    console.print(history_table(entries[:MENU_TABLE_ROWS], skipped, show_org))
+    screen.print(history_table(screen, entries[:MENU_TABLE_ROWS], skipped, org_column=len(folders) > 1))
     if len(entries) > MENU_TABLE_ROWS:
-        console.print(f"The {MENU_TABLE_ROWS} newest of {len(entries)}; all of them: python data-sources.py --history")
+        screen.print(f"The {MENU_TABLE_ROWS} newest of {len(entries)}; all of them: python data-sources.py --history")
 
 
 class Menu:
-    """One org's menu: its client, the sources on screen, and where its records go. In a fleet it
-    ends with Back to all orgs."""
+    """One org's menu: the sources on screen and the actions on them. In a fleet it ends with
+    Back to all orgs."""
 
-    def __init__(self, org: Org, back: bool = False):
-        self.org = org
-        self.back = back
+    def __init__(self, screen: Screen, fleet: Fleet, org: Org, back: bool = False):
+        self.screen, self.fleet, self.org, self.back = screen, fleet, org, back
         if org.state is None:
             org.state = State([], {}, ["The data sources could not be listed: choose Refresh to try again."])
-        self.verifier = TokenVerifier(org.settings.trusted_issuers, org.settings.connect_timeout)
+        self.actions = {
+            "view": self.view,
+            "register": self.register,
+            "rotate": self.rotate,
+            "delete": self.delete,
+            "schemas": self.schemas,
+            "token": self.replace_token,
+            "history": self.history,
+            "refresh": self.refresh,
+        }
 
     @property
     def client(self) -> WebexClient:
         return self.org.client
-
-    @property
-    def settings(self) -> Settings:
-        return self.org.settings
 
     @property
     def state(self) -> State:
@@ -2383,49 +2609,47 @@ class Menu:
 
     def run(self) -> str:
         """Until Quit ("quit") or, in a fleet, Back to all orgs ("back")."""
+        screen = self.screen
         while True:
             now = datetime.now(UTC)
             if self.back:
-                console.print(Text(f"Org: {safe_text(self.org.name)}", style="bold"))
-            console.print(sources_table([(self.org, v) for v in self.state.views], now, limit=MENU_TABLE_ROWS))
+                screen.print(screen.Text(f"Org: {safe_text(self.org.name)}", style="bold"))
+            rows = self.fleet.rows(now, self.org)
+            screen.print(sources_table(screen, rows[:MENU_TABLE_ROWS], total=len(rows)))
             for warning in self.state.warnings:
-                show_warning(warning)
-            notice = expiring_notice(self.state.views, now)
-            if notice:
-                console.print(Text(notice, style="bold yellow"))
+                screen.warning(warning)
+            if notice := expiring_notice(rows):
+                screen.print(screen.Text(notice, style="bold yellow"))
             kind, source_id = prompt_menu(self.state.views, now, self.back)  # Ctrl-C here exits with 130
             if kind in ("quit", "back"):
                 return kind
-            action = getattr(self, f"do_{kind}")
             try:
-                self.with_token_recovery(action, source_id)
+                self.with_token_recovery(self.actions[kind], source_id)
             except Cancelled:
-                console.print("Cancelled: nothing was sent.")
-            except (ApiError, RecordError, ConfigError) as exc:
-                show_error(exc)
+                screen.print("Cancelled: nothing was sent.")
+            except ToolError as exc:
+                screen.error(exc)
 
     def with_token_recovery(self, action, *args) -> None:
-        """On a 401, offer to paste a new token, then carry on with the same action."""
+        """On a refused token, offer to paste a new one, then carry on with the same action."""
         try:
             action(*args)
-        except ApiError as exc:
-            if exc.status != 401:
-                raise
-            show_error(exc)
+        except TokenRefused as exc:
+            self.screen.error(exc)
             if self.recover_token():
                 action(*args)
 
     def recover_token(self) -> bool:
         if not confirm("Paste a new access token now?", True):
             return False
-        self.do_token()
+        self.replace_token()
         return True
 
     def write(self, action, *args) -> WriteResult:
-        """Send one write; after a 401 and a new token, send the same thing again."""
-        result = run_to_completion(action, self.client, self.org.trail, *args)
-        show_result(result, datetime.now(UTC))
-        if not result.ok and getattr(result.error, "status", None) == 401 and self.recover_token():
+        """Send one write; after a refused token and a new one, send the same thing again."""
+        result = run_to_completion(self.screen, action, self.client, self.org.trail, *args)
+        show_result(self.screen, result, datetime.now(UTC))
+        if isinstance(result.error, TokenRefused) and self.recover_token():
             return self.write(action, *args)
         if result.view:  # done, or a lost register answer found it created
             self.state.put(result.view)
@@ -2441,19 +2665,19 @@ class Menu:
                 return
             start = payload
 
-    def do_view(self, source_id: str) -> None:
+    def view(self, source_id: str) -> None:
         view = self.state.find(source_id)
         now = datetime.now(UTC)
-        console.print(details_panel(view, self.state.schemas, now, self.verifier.verify(view, now)))
+        self.screen.print(details_panel(self.screen, view, self.state.schemas, now, self.fleet.verdict(self.org, view, now)))
         if confirm("Update this data source?", False):
-            self.do_update(view)
+            self.update(view)
 
-    def do_update(self, view: SourceView) -> None:
-        schemas = self.state.schemas
+    def update(self, view: SourceView) -> None:
+        screen, schemas = self.screen, self.state.schemas
 
         def wizard(start):
-            payload = source_wizard(schemas, start, updating=True)
-            console.print(changes_table(changed_fields(payload_from_view(view), payload), "What will change"))
+            payload = source_wizard(screen, schemas, start, updating=True)
+            screen.print(changes_table(screen, changed_fields(payload_from_view(view), payload), "What will change"))
             if not confirm(f"Send this update to {safe_text(view.short_id)}?", False):
                 raise Cancelled
             return payload
@@ -2462,15 +2686,15 @@ class Menu:
         start["tokenLifetimeMinutes"] = start["tokenLifetimeMinutes"] or DEFAULT_LIFETIME
         self.write_until_done(wizard, lambda client, records, payload: update_source(client, records, view.id, payload), start)
 
-    def do_register(self, _=None) -> None:
-        schemas = self.state.schemas
+    def register(self, _=None) -> None:
+        screen, schemas = self.screen, self.state.schemas
 
         def wizard(start):
-            payload = source_wizard(schemas, start, updating=False)
+            payload = source_wizard(screen, schemas, start, updating=False)
             duplicate = find_duplicate(self.state.views, payload)
-            if duplicate and prompt_instead_of_duplicate(duplicate, datetime.now(UTC)):
+            if duplicate and prompt_instead_of_duplicate(screen, duplicate, datetime.now(UTC)):
                 raise UpdateInstead(duplicate)
-            console.print(payload_table(payload, schemas, "What will be registered"))
+            screen.print(payload_table(screen, payload, schemas, "What will be registered"))
             if not confirm("Register this data source?", False):
                 raise Cancelled
             return payload
@@ -2485,15 +2709,15 @@ class Menu:
         try:
             self.write_until_done(wizard, register_source, start)
         except UpdateInstead as instead:
-            self.do_update(instead.view)
+            self.update(instead.view)
 
-    def do_rotate(self, _=None) -> None:
+    def rotate(self, _=None) -> None:
         import questionary
 
-        now = datetime.now(UTC)
+        screen, now = self.screen, datetime.now(UTC)
         active = [v for v in self.state.views if v.active]
         if not active:
-            console.print("No active data source to rotate.")
+            screen.print("No active data source to rotate.")
             return
         urgent = [v for v in active if needs_rotation(v, now, 60)]
         extra = [questionary.Choice(f"All {len(urgent)} active sources expiring within the hour", "urgent")] if len(urgent) > 1 else []
@@ -2501,49 +2725,46 @@ class Menu:
         targets = urgent if chosen == "urgent" else [self.state.find(chosen)]
         for view in targets:
             lifetime = view.lifetime_minutes or DEFAULT_LIFETIME
-            console.print(Text(f"{cell(view.short_id)} {cell(view.audience or '')}: new nonce, lifetime {lifetime} minutes, everything else as it is."))
+            what = f"{clip(safe_text(view.short_id))} {clip(safe_text(view.audience or ''))}"
+            screen.print(screen.Text(f"{what}: new nonce, lifetime {lifetime} minutes, everything else as it is."))
         if not confirm(f"Rotate {len(targets)} token(s) now?", True):
             raise Cancelled
         if len(targets) == 1:
             self.write(rotate_source, targets[0])
             return
-        results = run_bulk_rotation([(self.org, view) for view in targets], None, self.client.workers, "bar")
-        console.print(Text(rotation_summary(results, Counter(), datetime.now(UTC))))
+        results = run_bulk_rotation(screen, [(self.org, view) for view in targets], None, self.client.workers, "bar")
+        screen.print(screen.Text(rotation_summary(results, Counter(), datetime.now(UTC))))
         for result in results:
             if result.ok and result.view:
                 self.state.put(result.view)
 
-    def do_delete(self, _=None) -> None:
-        now = datetime.now(UTC)
+    def delete(self, _=None) -> None:
+        screen, now = self.screen, datetime.now(UTC)
         view = self.state.find(prompt_source(self.state.views, now, "Delete which source?"))
-        console.print(details_panel(view, self.state.schemas, now, None))
-        typed = prompt_text(f"To delete, type its audience ({cell(view.audience)}) or the first 8 characters of its id", "", lambda t: True)
+        screen.print(details_panel(screen, view, self.state.schemas, now, None))
+        audience = clip(safe_text(view.audience))
+        typed = prompt_text(f"To delete, type its audience ({audience}) or the first 8 characters of its id", "", lambda t: True)
         if not typed or typed not in (view.audience, view.short_id):
-            console.print("That does not match: nothing was deleted.")
+            screen.print("That does not match: nothing was deleted.")
             return
-        result = run_to_completion(delete_source, self.client, self.org.trail, view)
-        show_result(result, now)
+        result = run_to_completion(screen, delete_source, self.client, self.org.trail, view)
+        show_result(screen, result, now)
         if result.ok or result.error.status == 404:
             self.state.drop(view.id)
 
-    def do_schemas(self, _=None) -> None:
+    def schemas(self, _=None) -> None:
         import questionary
 
+        screen = self.screen
         schemas = self.client.list_schemas()
         self.state.schemas = {s["id"]: s for s in schemas}
-        table = Table(title=f"Schemas ({len(schemas)})", title_justify="left")
-        for column in ("Service type", "Description", "Protocol", "App type", "ID", "URL"):
-            table.add_column(column, overflow="fold")
-        for s in schemas:
-            table.add_row(*(cell(s.get(k) or "-") for k in ("serviceType", "description", "protocol", "appType", "id", "url")))
-        console.print(table)
-        choices = [questionary.Choice(str(cell(s.get("serviceType") or s["id"])), s["id"]) for s in schemas] + [questionary.Choice("Back", None)]
-        schema_id = ask(questionary.select("Show which schema?", choices))
+        screen.print(schemas_table(screen, schemas))
+        choices = [questionary.Choice(clip(safe_text(s.get("serviceType") or s["id"])), s["id"]) for s in schemas]
+        schema_id = ask(questionary.select("Show which schema?", [*choices, questionary.Choice("Back", None)]))
         if schema_id:
-            detail = self.client.get_schema(schema_id)
-            console.print(Panel(Text(safe_json(detail)), title=Text(f"Schema {safe_text(schema_id)}"), title_align="left"))
+            screen.print(json_panel(screen, self.client.get_schema(schema_id), f"Schema {schema_id}"))
 
-    def do_token(self, _=None) -> None:
+    def replace_token(self, _=None) -> None:
         """Check a pasted token with one list call before it replaces the one in .env."""
         while True:
             token = prompt_token()
@@ -2551,15 +2772,15 @@ class Menu:
                 self.client.check_token(token)
                 break
             except ApiError as exc:
-                show_error(exc)
+                self.screen.error(exc)
         self.client.use_token(token)
-        save_env_values(self.settings.env_file, {"WEBEX_ACCESS_TOKEN": token})
-        console.print(Text(f"The new access token works and was saved to {self.settings.env_file}."))
+        save_env_values(self.org.settings.env_file, {"WEBEX_ACCESS_TOKEN": token})
+        self.screen.print(self.screen.Text(f"The new access token works and was saved to {self.org.settings.env_file}."))
 
-    def do_history(self, _=None) -> None:
-        show_history([(self.org.name, self.org.trail.dir)], show_org=False)
+    def history(self, _=None) -> None:
+        show_history(self.screen, [(self.org.name, self.org.trail.dir)])
 
-    def do_refresh(self, _=None) -> None:
+    def refresh(self, _=None) -> None:
         self.org.state, self.org.problem = fetch_state(self.client, self.state.schemas or None), None
 
 
@@ -2567,52 +2788,90 @@ class FleetMenu:
     """The org overview: every org at a glance; open one, or rotate what expires within the hour
     in all of them at once."""
 
-    def __init__(self, orgs: list[Org], workers: int):
-        self.orgs = orgs
-        self.workers = workers
+    def __init__(self, screen: Screen, fleet: Fleet, workers: int):
+        self.screen, self.fleet, self.workers = screen, fleet, workers
 
     def run(self) -> int:
+        screen, fleet = self.screen, self.fleet
         while True:
-            now = datetime.now(UTC)
-            console.print(overview_table(self.orgs, now))
-            kind, org = prompt_overview(self.orgs, now)  # Ctrl-C here exits with 130
+            org_rows = fleet.org_rows(datetime.now(UTC))
+            screen.print(overview_table(screen, org_rows))
+            kind, org = prompt_overview(org_rows, fleet.orgs)  # Ctrl-C here exits with 130
             if kind == "quit":
                 return 0
             try:
                 if kind == "org" and self.open(org) == "quit":
                     return 0
                 if kind == "rotate":
-                    self.rotate_urgent(now)
+                    self.rotate_urgent(datetime.now(UTC))
                 if kind == "history":
-                    show_history([(org.name, org.trail.dir) for org in self.orgs if org.trail], show_org=True)
+                    show_history(screen, fleet.history_folders())
                 if kind == "refresh":
-                    fetch_fleet(self.orgs)
+                    fleet.fetch()
             except Cancelled:
-                console.print("Cancelled: nothing was sent.")
+                screen.print("Cancelled: nothing was sent.")
 
     def open(self, org: Org) -> str:
         if org.client is None:  # its settings could not be read: nothing to open
-            show_error(org.problem)
+            self.screen.error(org.problem)
             return "back"
-        return Menu(org, back=True).run()
+        return Menu(self.screen, self.fleet, org, back=True).run()
 
     def rotate_urgent(self, now: datetime) -> None:
-        pairs = [(org, v) for org, v in fleet_entries(self.orgs) if v.active and needs_rotation(v, now, 60)]
+        screen, fleet = self.screen, self.fleet
+        pairs = [(org, v) for org, v in fleet.entries(now) if v.active and needs_rotation(v, now, 60)]
         if not pairs:
-            console.print("Nothing active expires within the hour in any org.")
+            screen.print("Nothing active expires within the hour in any org.")
             return
         if not confirm(f"Rotate {len(pairs)} token(s) in {len({org.name for org, _ in pairs})} org(s) now?", True):
             raise Cancelled
-        results = run_bulk_rotation(pairs, None, self.workers, "bar", show_org=True)
-        console.print(Text(rotation_summary(results, Counter(), datetime.now(UTC), self.orgs)))
-        by_name = {org.name: org for org in self.orgs}
+        results = run_bulk_rotation(screen, pairs, None, self.workers, "bar", fleet.label_of)
+        screen.print(screen.Text(rotation_summary(results, Counter(), datetime.now(UTC), fleet.org_rows(now))))
+        by_name = {org.name: org for org in fleet.orgs}
         for result in results:
             if result.ok and result.view:
                 by_name[result.org].state.put(result.view)
 
 
 # ---------------------------------------------------------------------------------------------
-# Command line
+# 17. Startup tuning: how the table reaches the screen fast. The startup fetch starts before rich,
+#     questionary and pyjwt's crypto are imported, so their imports overlap Webex's answer; the
+#     collector rests until the fetch is in (tests/bench.py measures both).
+# ---------------------------------------------------------------------------------------------
+
+
+def fetch_in_background(fleet: Fleet, rotating: bool):
+    """The startup fetch on its own thread, so the imports that follow overlap Webex's answer."""
+    pool = ThreadPoolExecutor(max_workers=1)
+    pending = pool.submit(fleet.fetch, rotating)
+    pool.shutdown(wait=False)  # the thread ends with the fetch
+    return pending
+
+
+def warm_menu_imports(pending) -> None:
+    """questionary always; pyjwt's crypto too while Webex has not answered yet (the first
+    signature check needs it, and loading it costs nothing while we wait)."""
+    import questionary  # noqa: F401
+
+    if not pending.done():
+        import jwt.algorithms  # noqa: F401
+
+
+def end_of_startup(pending=None) -> None:
+    """Wait for the startup fetch, then let the collector work again. Startup makes objects that
+    live as long as the program (modules, classes, settings), so they are frozen out of the
+    collector's sight: no full collection walks them again (each took about 13 ms with the
+    menu's modules loaded, and there were over a hundred before the menu)."""
+    if pending:
+        pending.result()
+    if not gc.isenabled():  # stopped at the top, when run as a program
+        gc.freeze()
+        gc.enable()
+
+
+# ---------------------------------------------------------------------------------------------
+# 18. Command line: the mode is settled once from the flags; one function per mode takes the
+#     screen, the fleet and the flags, and returns the exit code.
 # ---------------------------------------------------------------------------------------------
 
 
@@ -2635,11 +2894,14 @@ def parse_args(argv) -> argparse.Namespace:
                         help="monitoring probe, one line: exit 0 OK, 1 WARNING (an active source expires within MINUTES), "
                         "2 CRITICAL (one has expired or its signature is invalid), 3 UNKNOWN (Webex could not be read)")
     action.add_argument("--metrics", action="store_true", help="print Prometheus metrics (text format, for node_exporter's textfile collector)")
-    action.add_argument("--history", nargs="?", const="", metavar="ID", help="the records as a table, newest first; with ID (or a prefix), that source's only")
+    action.add_argument("--history", nargs="?", const="", metavar="ID",
+                        help="the records as a table, newest first; with ID (or a prefix), that source's only")
     parser.add_argument("--json", action="store_true", help="JSON only on stdout, with --list, --rotate, --rotate-expiring or --history")
     parser.add_argument("--save-list", action="store_true", help="write data_sources_list_{TS}.json at startup")
-    parser.add_argument("--lifetime", type=argparse_type(validate_lifetime, int), metavar="MINUTES", help="new token lifetime for rotation (1-1440); default: keep each source's own")
-    parser.add_argument("--workers", type=argparse_type(validate_workers, int), default=DEFAULT_WORKERS, metavar="N", help=f"parallel rotations (default {DEFAULT_WORKERS})")
+    parser.add_argument("--lifetime", type=argparse_type(validate_lifetime, int), metavar="MINUTES",
+                        help="new token lifetime for rotation (1-1440); default: keep each source's own")
+    parser.add_argument("--workers", type=argparse_type(validate_workers, int), default=DEFAULT_WORKERS, metavar="N",
+                        help=f"parallel rotations (default {DEFAULT_WORKERS})")
     parser.add_argument("--records-dir", metavar="DIR", help="where record files go (default: records/ beside the script)")
     parser.add_argument("--env-file", nargs="+", metavar="PATH",
                         help="read settings from this file instead of .env beside the script; several files: one per customer org")
@@ -2650,219 +2912,185 @@ def parse_args(argv) -> argparse.Namespace:
     return args
 
 
+def settle_mode(args) -> str:
+    """What this run does, decided once: a flag's mode, else the menu (which needs a terminal)."""
+    flagged = {
+        "history": args.history is not None,
+        "list": args.list,
+        "check": args.check is not None,
+        "metrics": args.metrics,
+        "rotate": args.rotate is not None or args.rotate_expiring is not None,
+    }
+    if mode := next((mode for mode, chosen in flagged.items() if chosen), None):
+        return mode
+    if can_prompt():
+        return "menu"
+    if args.save_list:
+        return "save-list"
+    raise ConfigError(
+        "No terminal to show the menu on. Use --list to print the sources, --save-list to snapshot them, "
+        "or --rotate ID|all / --rotate-expiring MINUTES to rotate tokens."
+    )
+
+
 def refresh_token_warning(settings: Settings, now: datetime) -> str | None:
     expires = settings.refresh_token_expires_at
     if expires is None or (expires - now).days >= REFRESH_TOKEN_WARNING_DAYS:
         return None
-    when = f"expired {duration_text((expires - now).total_seconds())} ago" if expires <= now else f"expires in {duration_text((expires - now).total_seconds())}"
+    left = duration_text((expires - now).total_seconds())
+    when = f"expired {left} ago" if expires <= now else f"expires in {left}"
     return (f"The refresh token in {settings.env_file} {when} ({local_time(expires)}): create a new one for the "
             "Service App in the developer portal before then, or the access token can no longer renew itself.")
 
 
-def org_prefix(org_name: str, orgs: list[Org]) -> str:
-    """Output names the org when there are several; a fleet of one reads as it always has."""
-    return f"{org_name}: " if len(orgs) > 1 else ""
+def show_refresh_token_warnings(screen: Screen, fleet: Fleet, in_output: bool) -> None:
+    now = datetime.now(UTC)
+    for org in fleet.orgs:
+        if org.settings and (warning := refresh_token_warning(org.settings, now)):
+            if in_output:  # the cron job's own output, which is what gets mailed
+                print(f"warning  {safe_text(fleet.label(org.name) + warning)}")
+            else:
+                screen.warning(fleet.label(org.name) + warning)
 
 
-def show_org_notes(orgs: list[Org]) -> None:
-    """Each org's warnings, and why an org could not be read, on stderr."""
-    for org in orgs:
-        for warning in org.state.warnings if org.state else []:
-            show_warning(org_prefix(org.name, orgs) + warning)
-        if org.problem:
-            show_error(f"{org_prefix(org.name, orgs)}{org.problem}")
-
-
-def save_lists(orgs: list[Org]) -> None:
-    for org in orgs:
+def save_lists(screen: Screen, fleet: Fleet) -> None:
+    for org in fleet.orgs:
         if org.state:
             path = write_record(org.trail.dir, "data_sources_list", list_record(org.trail, org.state.views))
-            err_console.print(Text(f"{org_prefix(org.name, orgs)}Saved the list of {len(org.state.views)} sources to {path}"))
+            screen.tell(f"{fleet.label(org.name)}Saved the list of {len(org.state.views)} sources to {path}")
 
 
-def verify_all(orgs: list[Org], now: datetime) -> dict[str, Verdict]:
-    """Every token's signature; one verifier (so one key fetch per issuer) per trust setting."""
-    verifiers, verdicts = {}, {}
-    for org, view in fleet_entries(orgs):
-        key = (org.settings.trusted_issuers, org.settings.connect_timeout)
-        verifier = verifiers.setdefault(key, TokenVerifier(*key))
-        verdicts[view.id] = verifier.verify(view, now)
-    return verdicts
-
-
-def run_list(orgs: list[Org], as_json: bool = False) -> int:
+def run_list(screen: Screen, fleet: Fleet, args) -> int:
     now = datetime.now(UTC)
-    entries, several = fleet_entries(orgs), len(orgs) > 1
-    verdicts = verify_all(orgs, now)
-    if as_json:
-        print(json_text([source_json(org, view, verdicts[view.id], now, several) for org, view in sort_entries(entries, now)]))
+    rows = fleet.verify(now).rows(now)
+    if args.json:
+        print(json_text([source_json(row) for row in rows]))
     elif sys.stdout.isatty():
-        console.print(sources_table(entries, now, verdicts, show_org=several))
+        screen.print(sources_table(screen, rows))
     else:
-        print(plain_rows(entries, now, verdicts, show_org=several))
-    show_org_notes(orgs)
-    for org, view in entries:
-        for warning in view.warnings:
-            show_warning(f"{org_prefix(org.name, orgs)}{view.short_id}: {warning}")
-    return fleet_exit(orgs)
+        print(tsv_text(rows))
+    show_notes(screen, fleet.notes() + fleet.source_notes(now))
+    return fleet.exit_code()
 
 
 def unnamed_results(org: Org) -> list[WriteResult]:
     """List items without an id cannot be judged: a rotation over everything fails for them, never a quiet 0."""
-    error = ApiError("Webex listed it without an id, so it cannot be judged or rotated.")
+    error = NotSent("Webex listed it without an id, so it cannot be judged or rotated.")
     return [WriteResult("rotation", "(no id)", False, org.name, error=error) for _ in range(org.state.unnamed if org.state else 0)]
 
 
-def run_rotation(orgs: list[Org], args) -> int:
-    now, several = datetime.now(UTC), len(orgs) > 1
-    targets, skipped = rotation_targets(fleet_entries(orgs), args.rotate, args.rotate_expiring, now)
+def run_rotation(screen: Screen, fleet: Fleet, args) -> int:
+    now = datetime.now(UTC)
+    targets, skipped = rotation_targets(fleet.entries(now), args.rotate, args.rotate_expiring, now)
     say = (lambda line: None) if args.json else print
     for org, view in skipped:
-        say(safe_text(f"skipped  {org.name + '  ' if several else ''}{view.id}  disabled"))
-    show_org_notes(orgs)
+        where = fleet.label_of(org.name)
+        say(safe_text(f"skipped  {where + '  ' if where else ''}{view.id}  disabled"))
+    show_notes(screen, fleet.notes())
     everything = args.rotate_expiring is not None or args.rotate == ["all"]
-    unjudged = [result for org in orgs for result in unnamed_results(org)] if everything else []
+    unjudged = [result for org in fleet.orgs for result in unnamed_results(org)] if everything else []
     for result in unjudged:
-        say(rotation_line(result, several))
+        say(rotation_line(result, fleet.label_of(result.org)))
     shown = "quiet" if args.json else "bar" if sys.stdout.isatty() else "lines"
-    results = run_bulk_rotation(targets, args.lifetime, args.workers, shown, several) + unjudged
+    results = run_bulk_rotation(screen, targets, args.lifetime, args.workers, shown, fleet.label_of) + unjudged
     if args.json:
-        skips = [result_json(WriteResult("rotation", view.id, False, org.name), several, skipped=True) for org, view in skipped]
-        print(json_text({"results": [result_json(r, several) for r in results] + skips, "summary": rotation_json(results, len(skipped), orgs)}))
+        skips = [result_json(WriteResult("rotation", view.id, False, org.name), fleet.label_of(org.name), skipped=True)
+                 for org, view in skipped]
+        summary = rotation_json(results, len(skipped), len(fleet.orgs), fleet.unreadable())
+        print(json_text({"results": [result_json(r, fleet.label_of(r.org)) for r in results] + skips, "summary": summary}))
     else:
-        print(rotation_summary(results, Counter(org.name for org, _ in skipped), datetime.now(UTC), orgs))
-    failed = [r for r in results if not r.ok]
-    refused = failed and not any(r.ok for r in results) and all(getattr(r.error, "status", None) == 401 for r in failed)
-    return fleet_exit(orgs, 2 if refused else 1 if failed or any(r.record_error for r in results) else 0)
+        print(rotation_summary(results, Counter(org.name for org, _ in skipped), datetime.now(UTC), fleet.named_org_rows(now)))
+    return fleet.exit_code(results)
 
 
-def run_history(orgs: list[Org], wanted: str, as_json: bool) -> int:
+def run_history(screen: Screen, fleet: Fleet, args) -> int:
     """--history [ID]: reads the records folders only; nothing is asked of Webex."""
-    entries, skipped = read_history([(org.name, org.trail.dir) for org in orgs if org.trail], wanted)
-    if as_json:
+    folders = fleet.history_folders()
+    entries, skipped = read_history(folders, args.history)
+    if args.json:
         print(json_text(entries))
     else:
-        console.print(history_table(entries, skipped, show_org=len(orgs) > 1))
-    if skipped and as_json:  # the table says it in its caption
-        show_warning(f"{skipped} file(s) in the records folder could not be read as records and were skipped.")
+        screen.print(history_table(screen, entries, skipped, org_column=len(folders) > 1))
+    if skipped and args.json:  # the table says it in its caption
+        screen.warning(f"{skipped} file(s) in the records folder could not be read as records and were skipped.")
     return 0
 
 
-def run_check(orgs: list[Org], minutes: int) -> int:
+def run_check(screen: Screen, fleet: Fleet, args) -> int:
     now = datetime.now(UTC)
-    unread = [org.name for org in orgs if org.state is None]
-    state, line = check_line(fleet_entries(orgs), verify_all(orgs, now), unread, minutes, now, len(orgs) > 1)
+    state, line = check_line(fleet.verify(now).rows(now), fleet.unreadable(), args.check)
     print(line)
     return state
 
 
-def run_metrics(orgs: list[Org]) -> int:
+def run_metrics(screen: Screen, fleet: Fleet, args) -> int:
     now = datetime.now(UTC)
-    sys.stdout.write(metrics_text(orgs, verify_all(orgs, now), now))
-    show_org_notes(orgs)
-    return fleet_exit(orgs)
+    sys.stdout.write(metrics_text(fleet.verify(now).rows(now), fleet.org_rows(now), now))
+    show_notes(screen, fleet.notes())
+    return fleet.exit_code()
 
 
-def end_of_startup(pending=None) -> None:
-    """Wait for the startup fetch, then let the collector work again. What startup loaded lives as
-    long as the program, so it is frozen out of the collector's sight: no full collection walks it
-    again (each one took about 13 ms with the menu's modules loaded)."""
-    if pending:
-        pending.result()
-    if not gc.isenabled():  # stopped at the top, when run as a program
-        gc.freeze()
-        gc.enable()
-
-
-def open_menu(orgs: list[Org], pending, workers: int) -> int:
-    """The startup fetch is already on its way; questionary and pyjwt's crypto load while Webex
-    answers, and the table is drawn as soon as both are ready."""
-    import questionary  # noqa: F401
-
-    if not pending.done():  # still waiting for Webex: the first signature check's imports fit in the wait
-        import jwt.algorithms  # noqa: F401
-    end_of_startup(pending)
-    if len(orgs) > 1:
-        return FleetMenu(orgs, workers).run()
-    show_org_notes([org for org in orgs if org.problem])
-    Menu(orgs[0]).run()
+def run_menu(screen: Screen, fleet: Fleet, args) -> int:
+    if (org := fleet.alone) is None:
+        return FleetMenu(screen, fleet, args.workers).run()
+    if org.problem:
+        screen.error(org.problem)
+    Menu(screen, fleet, org).run()
     return 0
 
 
-def show_refresh_token_warnings(orgs: list[Org], in_output: bool) -> None:
-    now = datetime.now(UTC)
-    for org in orgs:
-        if org.settings and (warning := refresh_token_warning(org.settings, now)):
-            if in_output:  # the cron job's own output, which is what gets mailed
-                print(f"warning  {safe_text(org_prefix(org.name, orgs) + warning)}")
-            else:
-                show_warning(org_prefix(org.name, orgs) + warning)
+MODES = {
+    "menu": run_menu,
+    "list": run_list,
+    "rotate": run_rotation,
+    "check": run_check,
+    "metrics": run_metrics,
+    "history": run_history,
+    "save-list": lambda screen, fleet, args: fleet.exit_code(),  # the snapshot is all it does
+}
 
 
-def run(args) -> int:
-    rotating = args.rotate is not None or args.rotate_expiring is not None
-    reporting = args.list or args.check is not None or args.metrics or args.history is not None
-    acting = reporting or rotating or (args.save_list and not can_prompt())  # runs and exits
-    menu = not acting
-    if menu and not can_prompt():
-        raise ConfigError(
-            "No terminal to show the menu on. Use --list to print the sources, --save-list to snapshot them, "
-            "or --rotate ID|all / --rotate-expiring MINUTES to rotate tokens."
-        )
-    orgs = build_fleet(args.env_file, args.records_dir, args.workers, countdown if menu else announce_wait)
-    if all(isinstance(org.problem, ConfigError) for org in orgs):  # nothing could start: bad usage
-        show_org_notes(orgs[1:])
-        raise orgs[0].problem
-    if args.history is not None:
-        load_rich()
+def run(args, screen: Screen) -> int:
+    mode = settle_mode(args)
+    wait = countdown if mode == "menu" else announce_wait
+    fleet = Fleet.load(args.env_file, args.records_dir, args.workers, lambda s, why: wait(screen, s, why), screen.tell)
+    if all(isinstance(org.problem, ConfigError) for org in fleet.orgs):  # nothing could start: bad usage
+        show_notes(screen, fleet.notes(fleet.orgs[1:]))
+        raise fleet.orgs[0].problem
+    if mode == "history":  # the records only: nothing to fetch
         end_of_startup()
-        return run_history(orgs, args.history, args.json)
-    if rotating or args.save_list:
-        for org in orgs:
+        return run_history(screen, fleet, args)
+    if mode == "rotate" or args.save_list:  # before anything is sent
+        for org in fleet.orgs:
             if org.trail:
                 ensure_records_dir(org.trail.dir)
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        pending = pool.submit(fetch_fleet, orgs, rotating)  # first, so the imports below overlap Webex's answer
-        load_rich()
-        show_refresh_token_warnings(orgs, in_output=args.rotate_expiring is not None and not args.json)
-        if menu and not args.save_list:
-            return open_menu(orgs, pending, args.workers)
-        end_of_startup(pending)
+    pending = fetch_in_background(fleet, rotating=mode == "rotate")
+    screen.load()
+    show_refresh_token_warnings(screen, fleet, in_output=args.rotate_expiring is not None and not args.json)
+    if mode == "menu":
+        warm_menu_imports(pending)
+    end_of_startup(pending)
     if args.save_list:
-        save_lists(orgs)
-    if args.list:
-        return run_list(orgs, args.json)
-    if args.check is not None:
-        return run_check(orgs, args.check)
-    if args.metrics:
-        return run_metrics(orgs)
-    if rotating:
-        return run_rotation(orgs, args)
-    return open_menu(orgs, pending, args.workers) if menu else fleet_exit(orgs)
-
-
-def exit_code_for(error: Exception) -> int:
-    if isinstance(error, ConfigError):
-        return 2
-    if isinstance(error, ApiError):
-        return 2 if error.status == 401 else 1
-    return 1
+        save_lists(screen, fleet)
+    return MODES[mode](screen, fleet, args)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)  # bad usage: argparse says so and exits 2
+    screen = Screen()
     try:
-        return run(args)
+        return run(args, screen)
     except KeyboardInterrupt:
-        tell("Interrupted.")
+        screen.tell("Interrupted.")
         return 130
     except Exception as exc:  # noqa: BLE001 (the last guard: a sentence, never a traceback)
         if args.check is not None:  # a monitoring probe answers in its own convention, whatever happened
             print(safe_text(f"UNKNOWN - {exc}"))
             return 3
-        known = isinstance(exc, (ConfigError, ApiError, RecordError))
-        show_error(exc if known else RuntimeError(f"unexpected {type(exc).__name__}: {exc}. Please report it with the command you ran."))
-        return exit_code_for(exc)
+        if not isinstance(exc, ToolError):
+            exc = ToolError(f"unexpected {type(exc).__name__}: {exc}. Please report it with the command you ran.")
+        screen.error(exc)
+        return exc.exit_code
 
 
 if __name__ == "__main__":

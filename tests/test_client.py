@@ -259,9 +259,9 @@ def test_concurrent_401s_renew_the_token_only_once(ds, fake, make_client):
 def test_a_failed_renewal_says_what_to_do(ds, fake, make_client):
     client = make_client(client_id=fake.client_id, client_secret="wrong-secret-value", refresh_token=fake.refresh_token)
     fake.expire_access_token()
-    with pytest.raises(ds.ApiError) as caught:
+    with pytest.raises(ds.TokenRefused) as caught:
         client.list_sources()
-    assert caught.value.status == 401 and "new refresh token" in str(caught.value)
+    assert caught.value.exit_code == 2 and "new refresh token" in str(caught.value)
     assert "wrong-secret-value" not in str(caught.value)
 
 
@@ -280,9 +280,9 @@ def test_a_redirected_renewal_is_not_followed_and_says_what_to_do(ds, fake, make
     client = make_client(client_id=fake.client_id, client_secret=fake.client_secret, refresh_token=fake.refresh_token)
     fake.expire_access_token()
     fake.fail("POST", "/v1/access_token", 307, headers={"Location": fake.issuer + "/oauth2/v2/keys/verificationjwk"})
-    with pytest.raises(ds.ApiError) as caught:
+    with pytest.raises(ds.TokenRefused) as caught:
         client.list_sources()
-    assert caught.value.status == 401 and "new refresh token" in str(caught.value)
+    assert caught.value.status == 307 and "new refresh token" in str(caught.value)
     assert fake.requests(server="idb") == [] and fake.client_secret not in str(caught.value)
 
 

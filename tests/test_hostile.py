@@ -127,9 +127,9 @@ def test_a_record_name_built_from_an_id_stays_in_its_folder(ds, tmp_path):
 
 def test_every_path_segment_is_checked_before_a_request(ds, fake, client):
     for odd in ODD_IDS:
-        with pytest.raises(ds.ApiError, match="not a plain identifier"):
+        with pytest.raises(ds.NotSent, match="not a plain identifier"):
             client.update_source(odd, {})
-        with pytest.raises(ds.ApiError, match="not a plain identifier"):
+        with pytest.raises(ds.NotSent, match="not a plain identifier"):
             client.get_schema(odd)
     assert fake.seen == []
 

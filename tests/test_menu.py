@@ -185,16 +185,16 @@ def test_a_refused_registration_is_offered_again_with_everything_typed_kept(fake
     screen = term.wait_for(r"Edit and try again\?")
     assert "400" in screen and "not registered for the Service App" in screen and "ROUTER_" in screen
     assert len(record_files(records, "data_source_registration_failed_*.json")) == 1
-    term.press("y")
-    assert "Typed Audience" in term.wait_for(r"\? Audience: Typed Audience")
+    term.press("y")  # everything below was on screen the first time: wait for what is drawn anew
+    term.wait_for(r"\? Audience: Typed Audience", after_last_key=True)
     term.press("enter")
     keep_defaults(term, "Subject:")
-    term.wait_for(r"\? URL: https://wrong.example.org/x")
+    term.wait_for(r"\? URL: https://wrong.example.org/x", after_last_key=True)
     term.press("ctrl-u")
     term.type("https://dap.example.com/x")
     term.press("enter")
     keep_defaults(term, "Schema:", "Token lifetime", "Nonce:")
-    term.wait_for(r"Register this data source\?")
+    term.wait_for(r"Register this data source\?", after_last_key=True)
     term.press("y")
     term.wait_for(r"Done: registration")
     assert [s["audience"] for s in fake.sources.values()] == ["Typed Audience"]
