@@ -286,8 +286,8 @@ class Screen:
 
 
 # ---------------------------------------------------------------------------------------------
-# Validators: one judgement for values typed at a prompt and passed on the command line.
-# Each returns True or the reason the value is refused.
+# 5. Validators: one judgement for values typed at a prompt and passed on the command line.
+#    Each returns True or the reason the value is refused.
 # ---------------------------------------------------------------------------------------------
 
 _HOST_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
@@ -415,12 +415,13 @@ def validate_workers(text: str) -> bool | str:
 
 
 # ---------------------------------------------------------------------------------------------
-# Settings: one profile per org. With one env file (or .env beside the script), real environment
-# variables win over it. With several, each org's file wins, then the shared .env beside the
-# script, then the environment; per-org keys come only from the org's own file.
+# 6. Settings: one profile per org. With one env file (or .env beside the script), real environment
+#    variables win over it. With several, each org's file wins, then the shared .env beside the
+#    script, then the environment; per-org keys come only from the org's own file.
 # ---------------------------------------------------------------------------------------------
 
-PER_ORG_KEYS = frozenset({"WEBEX_ORG_NAME", "WEBEX_ACCESS_TOKEN", "WEBEX_REFRESH_TOKEN", "WEBEX_REFRESH_TOKEN_EXPIRES_AT", "WEBEX_TARGET_ORG_ID"})
+PER_ORG_KEYS = frozenset({"WEBEX_ORG_NAME", "WEBEX_ACCESS_TOKEN", "WEBEX_REFRESH_TOKEN", "WEBEX_REFRESH_TOKEN_EXPIRES_AT",
+                          "WEBEX_TARGET_ORG_ID"})
 MINT_KEYS = ("WEBEX_SERVICE_APP_ID", "WEBEX_CLIENT_ID", "WEBEX_CLIENT_SECRET", "WEBEX_TARGET_ORG_ID", "WEBEX_INTEGRATION_TOKEN")
 
 
@@ -550,7 +551,8 @@ def load_settings(env_file: str | None, records_dir: str | None, layered: bool =
 
     integration = None
     if value("WEBEX_INTEGRATION_TOKEN"):
-        integration = Integration(value("WEBEX_INTEGRATION_TOKEN"), origins["WEBEX_INTEGRATION_TOKEN"], value("WEBEX_INTEGRATION_REFRESH_TOKEN"),
+        integration = Integration(value("WEBEX_INTEGRATION_TOKEN"), origins["WEBEX_INTEGRATION_TOKEN"],
+                                  value("WEBEX_INTEGRATION_REFRESH_TOKEN"),
                                   value("WEBEX_INTEGRATION_CLIENT_ID"), value("WEBEX_INTEGRATION_CLIENT_SECRET"))
     org_name = file_safe(value("WEBEX_ORG_NAME") or org_name_for(path))
     settings = Settings(
@@ -844,7 +846,8 @@ def exchange_refresh_token(session, base_url: str, timeouts, form: dict, what: s
     which token failed (what) and what to do (advice)."""
     host = urlsplit(base_url).netloc
     try:
-        response = session.post(f"{base_url}/access_token", data={"grant_type": "refresh_token", **form}, timeout=timeouts, allow_redirects=False)
+        response = session.post(f"{base_url}/access_token", data={"grant_type": "refresh_token", **form}, timeout=timeouts,
+                                allow_redirects=False)
     except requests.RequestException as exc:
         raise network_error(exc, "POST", host, timeouts) from None
     answered = response.status_code < 300
@@ -880,7 +883,8 @@ class Minter:
             token = self.token
             try:
                 with self.gate:
-                    response = self.session.post(url, json=body, headers={"Authorization": f"Bearer {token}"}, timeout=self.timeouts, allow_redirects=False)
+                    response = self.session.post(url, json=body, headers={"Authorization": f"Bearer {token}"}, timeout=self.timeouts,
+                                                 allow_redirects=False)
             except requests.RequestException as exc:
                 raise network_error(exc, "POST", urlsplit(self.base_url).netloc, self.timeouts) from None
             if response.status_code == 401 and attempt == 1 and self._renew(token):
@@ -919,7 +923,8 @@ class Minter:
             i = self.integration
             form = {"client_id": i.client_id, "client_secret": i.client_secret, "refresh_token": i.refresh_token}
             answer = exchange_refresh_token(self.session, self.base_url, self.timeouts, form, "the integration token",
-                                            "Authorize the integration again in the developer portal and put its tokens in WEBEX_INTEGRATION_TOKEN and WEBEX_INTEGRATION_REFRESH_TOKEN.")
+                                            "Authorize the integration again in the developer portal and put its tokens in "
+                                            "WEBEX_INTEGRATION_TOKEN and WEBEX_INTEGRATION_REFRESH_TOKEN.")
             self.token = answer["access_token"]
             updates = {"WEBEX_INTEGRATION_TOKEN": self.token}
             if answer.get("refresh_token"):
@@ -1090,7 +1095,7 @@ class WebexClient:
 
 
 # ---------------------------------------------------------------------------------------------
-# Data source view: the API's dict plus what the JWS claims tell.
+# 8. Data source view: the API's dict plus what the JWS claims tell.
 # ---------------------------------------------------------------------------------------------
 
 
@@ -1326,7 +1331,7 @@ def changed_fields(before: dict, after: dict) -> list[tuple[str, object, object]
 
 
 # ---------------------------------------------------------------------------------------------
-# Token verification: RS256 against the issuer's published keys, trusted issuers only.
+# 9. Token verification: RS256 against the issuer's published keys, trusted issuers only.
 # ---------------------------------------------------------------------------------------------
 
 
@@ -1419,7 +1424,7 @@ class TokenVerifier:
 
 
 # ---------------------------------------------------------------------------------------------
-# Records: one JSON file per operation, atomic, never overwritten, secrets redacted.
+# 10. Records: one JSON file per operation, atomic, never overwritten, secrets redacted.
 # ---------------------------------------------------------------------------------------------
 
 
@@ -1536,7 +1541,8 @@ def read_history(folders: list[tuple[str, Path]], wanted: str = "") -> tuple[lis
 
 def history_entry(record, org_name: str, path: Path) -> dict | None:
     """What a record says about one operation, or None when it is not one of ours."""
-    if not isinstance(record, dict) or not isinstance(record.get("operation_type"), str) or not parse_iso(record.get("operation_timestamp")):
+    ours = isinstance(record, dict) and isinstance(record.get("operation_type"), str)
+    if not ours or not parse_iso(record.get("operation_timestamp")):
         return None
     response = record.get("api_response") if isinstance(record.get("api_response"), dict) else {}
     body = response.get("body") if isinstance(response.get("body"), dict) else {}
@@ -2263,7 +2269,7 @@ def announce_wait(screen: Screen, seconds: float, reason: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Prompts with questionary (imported only where a prompt is shown).
+# 14. Prompts with questionary (imported only where a prompt is shown).
 # ---------------------------------------------------------------------------------------------
 
 
@@ -2314,7 +2320,8 @@ def overview_title(org: OrgRow) -> str:
     name = clip(safe_text(org.name), 30)
     if not org.readable:
         return f"{name} · {clip(safe_text(org.trouble), 2 * CELL_WIDTH)}"
-    return f"{name} · {org.sources} sources · {org.expired} expired · {org.soon} within the hour · token {clip(safe_text(org.token), 20)}"
+    counts = f"{org.sources} sources · {org.expired} expired · {org.soon} within the hour"
+    return f"{name} · {counts} · token {clip(safe_text(org.token), 20)}"
 
 
 def prompt_overview(org_rows: list[OrgRow], orgs: list[Org]):
@@ -2328,7 +2335,8 @@ def prompt_overview(org_rows: list[OrgRow], orgs: list[Org]):
         questionary.Choice("Refresh", ("refresh", None)),
         questionary.Choice("Quit", ("quit", None)),
     ]
-    return questionary.select("Choose an org or an action (type to filter):", choices, use_search_filter=True, use_jk_keys=False).unsafe_ask()
+    question = questionary.select("Choose an org or an action (type to filter):", choices, use_search_filter=True, use_jk_keys=False)
+    return question.unsafe_ask()
 
 
 def prompt_source(views, now, message, extra_choices=()):
@@ -2344,7 +2352,8 @@ def prompt_schema(schemas: dict, current: str | None) -> str:
     import questionary
 
     choices = [
-        questionary.Choice(clip(safe_text(f"{s.get('serviceType') or 'unnamed'}: {s.get('description') or 'no description'}"), 2 * CELL_WIDTH), sid)
+        questionary.Choice(clip(safe_text(f"{s.get('serviceType') or 'unnamed'}: {s.get('description') or 'no description'}"),
+                                2 * CELL_WIDTH), sid)
         for sid, s in schemas.items()
     ]
     if current and current not in schemas:
@@ -2421,7 +2430,7 @@ def prompt_token() -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# Actions: call the client and the records, return results; they never prompt.
+# 15. Actions: call the client and the records, return results; they never prompt.
 # ---------------------------------------------------------------------------------------------
 
 
@@ -2893,7 +2902,8 @@ def parse_args(argv) -> argparse.Namespace:
     action.add_argument("--check", type=argparse_type(validate_minutes, int), metavar="MINUTES",
                         help="monitoring probe, one line: exit 0 OK, 1 WARNING (an active source expires within MINUTES), "
                         "2 CRITICAL (one has expired or its signature is invalid), 3 UNKNOWN (Webex could not be read)")
-    action.add_argument("--metrics", action="store_true", help="print Prometheus metrics (text format, for node_exporter's textfile collector)")
+    action.add_argument("--metrics", action="store_true",
+                        help="print Prometheus metrics (text format, for node_exporter's textfile collector)")
     action.add_argument("--history", nargs="?", const="", metavar="ID",
                         help="the records as a table, newest first; with ID (or a prefix), that source's only")
     parser.add_argument("--json", action="store_true", help="JSON only on stdout, with --list, --rotate, --rotate-expiring or --history")

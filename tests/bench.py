@@ -47,7 +47,9 @@ def menu_shown_after(args, env) -> float:
     """Seconds from starting the tool until the menu's question reaches the terminal. Read off the
     raw stream: emulating the screen in Python (pyte) would add the harness's own 10-17 ms."""
     started = time.perf_counter()
-    child = pexpect.spawn(sys.executable, [str(SCRIPT), *map(str, args)], env=env, dimensions=(60, 200), encoding="utf-8", codec_errors="replace")
+    child = pexpect.spawn(
+        sys.executable, [str(SCRIPT), *map(str, args)], env=env, dimensions=(60, 200), encoding="utf-8", codec_errors="replace"
+    )
     child.expect("type to filter", timeout=60)
     seconds = time.perf_counter() - started
     child.terminate(force=True)
@@ -112,7 +114,13 @@ def menu_session(folder: Path) -> dict:
 def run_measured(args, env) -> tuple[float, float]:
     """Wall seconds and peak resident memory (MB) of one run of the tool."""
     started = time.perf_counter()
-    process = subprocess.Popen([sys.executable, str(SCRIPT), *map(str, args)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, env=env)
+    process = subprocess.Popen(
+        [sys.executable, str(SCRIPT), *map(str, args)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
+        env=env,
+    )
     _, status, usage = os.wait4(process.pid, 0)
     elapsed = time.perf_counter() - started
     process.returncode = os.waitstatus_to_exitcode(status)
@@ -196,7 +204,10 @@ def over_a_wan(rtt: float, folder: Path) -> dict:
     fake = FakeWebex(tls_context=self_signed_context(folder)).start()
     seed_demo(fake, 5)
     proxy = WanProxy(fake.api.server_address[1], rtt)
-    env = write_env(folder / "wan.env", {**fake.env(), "WEBEX_API_BASE_URL": f"https://127.0.0.1:{proxy.port}/v1", "WEBEX_RECORDS_DIR": folder / "records"})
+    env = write_env(
+        folder / "wan.env",
+        {**fake.env(), "WEBEX_API_BASE_URL": f"https://127.0.0.1:{proxy.port}/v1", "WEBEX_RECORDS_DIR": folder / "records"},
+    )
     times = [menu_shown_after(["--env-file", env], child_env(REQUESTS_CA_BUNDLE=folder / "cert.pem")) for _ in range(RUNS)]
     result = {"seconds": statistics.median(times), "requests": len(fake.requests()) // RUNS, "connections": proxy.connections // RUNS}
     proxy.close()
@@ -222,8 +233,13 @@ def fleet_rotation(folder: Path) -> dict:
     files = fleet_files(fake, 40, 3, 600, folder)
     seconds, _ = run_measured(["--env-file", *files, "--rotate-expiring", "60", "--workers", "8"], child_env())
     orgs = fake.everyone()
-    counts = {"lists": sum(len(o.requests("GET", "/v1/dataSources/")) for o in orgs), "puts": sum(len(o.requests("PUT")) for o in orgs),
-              "connections": fake.connections["api"], "in_flight": fake.max_in_flight, "seconds": seconds}
+    counts = {
+        "lists": sum(len(o.requests("GET", "/v1/dataSources/")) for o in orgs),
+        "puts": sum(len(o.requests("PUT")) for o in orgs),
+        "connections": fake.connections["api"],
+        "in_flight": fake.max_in_flight,
+        "seconds": seconds,
+    }
     fake.stop()
     return counts
 
@@ -253,34 +269,83 @@ def main() -> None:
             measured = time_to_menu(sources, latency, folder)
             measurements.append(measured)
             budget, rule = menu_budget(measured, latency)
-            rows.append((f"time to menu, {sources} sources, {latency * 1000:.0f} ms round trip", f"{measured['tool'] * 1000:.0f} ms",
-                         f"{rule} = {budget * 1000:.0f} ms: {'met' if measured['tool'] <= budget else 'NOT met'}"))
+            rows.append(
+                (
+                    f"time to menu, {sources} sources, {latency * 1000:.0f} ms round trip",
+                    f"{measured['tool'] * 1000:.0f} ms",
+                    f"{rule} = {budget * 1000:.0f} ms: {'met' if measured['tool'] <= budget else 'NOT met'}",
+                )
+            )
         floor = statistics.median(m["floor"] for m in measurements)
-        rows[:0] = [("import floor, all five packages (python -c)", f"{floor * 1000:.0f} ms", "median over the four lines below"),
-                    ("import floor, requests alone (python -c)", f"{statistics.median(m['requests_floor'] for m in measurements) * 1000:.0f} ms", "")]
+        rows[:0] = [
+            ("import floor, all five packages (python -c)", f"{floor * 1000:.0f} ms", "median over the four lines below"),
+            (
+                "import floor, requests alone (python -c)",
+                f"{statistics.median(m['requests_floor'] for m in measurements) * 1000:.0f} ms",
+                "",
+            ),
+        ]
         wan = over_a_wan(0.1, Path(tempfile.mkdtemp(dir=tmp)))
-        rows.append(("time to menu over TLS, 100 ms WAN (proxy: +1 RTT a connection)", f"{wan['seconds'] * 1000:.0f} ms",
-                     f"{wan['requests']} requests on {wan['connections']} connections"))
+        rows.append(
+            (
+                "time to menu over TLS, 100 ms WAN (proxy: +1 RTT a connection)",
+                f"{wan['seconds'] * 1000:.0f} ms",
+                f"{wan['requests']} requests on {wan['connections']} connections",
+            )
+        )
         session = menu_session(folder)
-        rows.append(("menu session: API requests / connections / most in flight", f"{session['api_requests']} / {session['api_connections']} / {session['max_in_flight']}",
-                     f"key set fetches: {session['key_requests']}; connections <= in flight: {'met' if session['api_connections'] <= session['max_in_flight'] else 'NOT met'}"))
+        rows.append(
+            (
+                "menu session: API requests / connections / most in flight",
+                f"{session['api_requests']} / {session['api_connections']} / {session['max_in_flight']}",
+                (f"key set fetches: {session['key_requests']}; connections <= in flight: "
+                f"{'met' if session['api_connections'] <= session['max_in_flight'] else 'NOT met'}"),
+            )
+        )
         wall, memory = list_thousand(folder)
-        rows.append(("--list, 1000 sources, 0 ms", f"{wall * 1000:.0f} ms, {memory:.0f} MB peak", f"< 1500 ms and < 100 MB: {'met' if wall < 1.5 and memory < 100 else 'NOT met'}"))
+        rows.append(
+            (
+                "--list, 1000 sources, 0 ms",
+                f"{wall * 1000:.0f} ms, {memory:.0f} MB peak",
+                f"< 1500 ms and < 100 MB: {'met' if wall < 1.5 and memory < 100 else 'NOT met'}",
+            )
+        )
         sequential, seq_requests = rotation(1, folder)
         pooled, pool_requests = rotation(4, folder)
         rows.append(("rotate 200 sources, 100 ms, sequential (--workers 1)", f"{sequential:.1f} s", f"{seq_requests} requests"))
-        rows.append(("rotate 200 sources, 100 ms, default pool (4)", f"{pooled:.1f} s", f"{pool_requests} requests; speed-up {sequential / pooled:.1f}x: {'met' if sequential / pooled >= 3 else 'NOT met'}"))
+        rows.append(
+            (
+                "rotate 200 sources, 100 ms, default pool (4)",
+                f"{pooled:.1f} s",
+                (f"{pool_requests} requests; speed-up {sequential / pooled:.1f}x: "
+                f"{'met' if sequential / pooled >= 3 else 'NOT met'}"),
+            )
+        )
         fleet = fleet_rotation(Path(tempfile.mkdtemp(dir=tmp)))
         budget = 1.5 * (160 * 0.1 / 8) + 1
         exact = fleet["lists"] == 40 and fleet["puts"] == 120
-        rows.append(("fleet: 40 orgs x 3 expiring, 100 ms, --workers 8", f"{fleet['seconds']:.1f} s",
-                     (f"{fleet['lists']} lists + {fleet['puts']} PUTs ({'exact' if exact else 'NOT exact'}), {fleet['connections']} connections, "
-                      f"{fleet['in_flight']} most in flight; 1.5 x (160 x 0.1 s / 8) + 1 s = {budget:.1f} s: "
-                      f"{'met' if fleet['seconds'] <= budget and exact else 'NOT met'}")))
+        rows.append(
+            (
+                "fleet: 40 orgs x 3 expiring, 100 ms, --workers 8",
+                f"{fleet['seconds']:.1f} s",
+                (
+                    f"{fleet['lists']} lists + {fleet['puts']} PUTs ({'exact' if exact else 'NOT exact'}), "
+                    f"{fleet['connections']} connections, "
+                    f"{fleet['in_flight']} most in flight; 1.5 x (160 x 0.1 s / 8) + 1 s = {budget:.1f} s: "
+                    f"{'met' if fleet['seconds'] <= budget and exact else 'NOT met'}"
+                ),
+            )
+        )
         seconds, requests, in_flight = fleet_overview(Path(tempfile.mkdtemp(dir=tmp)))
         budget = floor + 1.5 * (requests / 4) * 0.1
-        rows.append(("fleet: overview of 100 orgs, 100 ms, --workers 4", f"{seconds:.1f} s",
-                     f"{requests} requests, {in_flight} most in flight; floor + 1.5 x ({requests} / 4) x 0.1 s = {budget:.1f} s: {'met' if seconds <= budget else 'NOT met'}"))
+        rows.append(
+            (
+                "fleet: overview of 100 orgs, 100 ms, --workers 4",
+                f"{seconds:.1f} s",
+                (f"{requests} requests, {in_flight} most in flight; floor + 1.5 x ({requests} / 4) x 0.1 s = {budget:.1f} s: "
+                f"{'met' if seconds <= budget else 'NOT met'}"),
+            )
+        )
     width = max(len(r[0]) for r in rows)
     print(f"data-sources.py benchmark, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, median of {RUNS} runs\n")
     for name, value, note in rows:

@@ -65,8 +65,14 @@ def make_client(ds, fake, waits):
     """A client for the fake; the sleeper records each wait (5xx backoff) instead of sleeping."""
 
     def make(read_timeout=5.0, base_url=None, **settings):
-        conf = ds.Settings(access_token=fake.access_token, env_file=None, base_url=base_url or fake.base_url,
-                           connect_timeout=2.0, read_timeout=read_timeout, **settings)
+        conf = ds.Settings(
+            access_token=fake.access_token,
+            env_file=None,
+            base_url=base_url or fake.base_url,
+            connect_timeout=2.0,
+            read_timeout=read_timeout,
+            **settings,
+        )
         return ds.WebexClient(conf, sleeper=lambda seconds, reason: waits.append((seconds, reason)))
 
     return make
@@ -84,9 +90,11 @@ def records(tmp_path) -> Path:
 
 def break_folder(folder):
     """Replace a folder by a file: even root cannot write records there."""
+
     def replace():
         shutil.rmtree(folder)
         folder.write_text("no longer a folder")
+
     return replace
 
 
@@ -111,7 +119,9 @@ def child_env(**extra) -> dict:
 def run_cli(*args, env_file=None, timeout=60, script=SCRIPT, **extra_env) -> subprocess.CompletedProcess:
     """The tool without a terminal, as cron or a pipe runs it."""
     argv = [sys.executable, str(script), *(["--env-file", str(env_file)] if env_file else []), *map(str, args)]
-    result = subprocess.run(argv, check=False, capture_output=True, text=True, stdin=subprocess.DEVNULL, env=child_env(**extra_env), timeout=timeout)
+    result = subprocess.run(
+        argv, check=False, capture_output=True, text=True, stdin=subprocess.DEVNULL, env=child_env(**extra_env), timeout=timeout
+    )
     OUTPUTS.append(result.stdout + result.stderr)
     return result
 
@@ -127,14 +137,23 @@ def load_record(path: Path) -> dict:
 class Terminal:
     """The tool in a pseudo-terminal: keys in, a rendered screen out (pyte), no sleeps."""
 
-    KEYS: ClassVar[dict[str, str]] = {"enter": "\r", "down": "\x1b[B", "up": "\x1b[A", "ctrl-c": "\x03", "ctrl-u": "\x15", "backspace": "\x7f"}
+    KEYS: ClassVar[dict[str, str]] = {
+        "enter": "\r",
+        "down": "\x1b[B",
+        "up": "\x1b[A",
+        "ctrl-c": "\x03",
+        "ctrl-u": "\x15",
+        "backspace": "\x7f",
+    }
 
     def __init__(self, args, env, rows=60, cols=200, script=SCRIPT):
         self.screen = pyte.Screen(cols, rows)
         self.stream = pyte.Stream(self.screen)
         self.transcript = ""
         self.last_key_at = 0  # where the transcript stood when the last key was sent
-        self.child = pexpect.spawn(sys.executable, [str(script), *map(str, args)], env=env, dimensions=(rows, cols), encoding="utf-8", codec_errors="replace")
+        self.child = pexpect.spawn(
+            sys.executable, [str(script), *map(str, args)], env=env, dimensions=(rows, cols), encoding="utf-8", codec_errors="replace"
+        )
 
     def _pump(self, timeout: float) -> None:
         try:
@@ -195,6 +214,19 @@ class Terminal:
         self.child.wait()
         self.child.close()
         return self.child.exitstatus if self.child.exitstatus is not None else 128 + self.child.signalstatus
+
+
+def menu_ready(term):
+    """The whole menu (or the org overview), drawn since the last key: a terminal may deliver a
+    redraw in pieces."""
+    return term.wait_for(r"type to filter[\s\S]*Quit", after_last_key=True)
+
+
+def keep_defaults(term, *labels):
+    """Enter at each of these prompts, in turn: the prefilled default is kept."""
+    for label in labels:
+        term.wait_for(rf"\? {label}", after_last_key=True)
+        term.press("enter")
 
 
 def rotate_first(term):

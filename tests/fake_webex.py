@@ -72,13 +72,22 @@ def self_signed_context(folder: Path) -> ssl.SSLContext:
     key = signing_key()
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
     now = datetime.now(UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key()).serial_number(1)
-            .not_valid_before(now - timedelta(minutes=5)).not_valid_after(now + timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
     (folder / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (folder / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    (folder / "key.pem").write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(folder / "cert.pem", folder / "key.pem")
     return context
@@ -129,7 +138,14 @@ class FakeWebex:
     """One customer org's API. add_org() puts more orgs behind the same server: a request is
     served by the org whose access token it carries, as Webex serves every org on one host."""
 
-    SECRET_NAMES = ("access_token", "refresh_token", "client_secret", "integration_token", "integration_refresh_token", "integration_client_secret")
+    SECRET_NAMES = (
+        "access_token",
+        "refresh_token",
+        "client_secret",
+        "integration_token",
+        "integration_refresh_token",
+        "integration_client_secret",
+    )
 
     def __init__(self, latency: float = 0.0, tls_context=None, serve: bool = True):
         self.latency = latency
@@ -158,9 +174,19 @@ class FakeWebex:
         self.jwks_other_key = False  # True: an unrelated key is listed first
         self.allowed_domains: set[str] | None = None
         self.schemas = {}
-        for service, description in (("Voice Virtual Agent", "Connects Webex calls to a virtual agent"), ("Contact Center Transcripts", None)):
+        for service, description in (
+            ("Voice Virtual Agent", "Connects Webex calls to a virtual agent"),
+            ("Contact Center Transcripts", None),
+        ):
             schema_id = str(uuid.uuid4())
-            schema = {"id": schema_id, "serviceType": service, "appType": "BYODS", "protocol": "gRPC", "url": "https://schemas.example/" + schema_id, "createdAt": iso(time.time() - 86400 * 90)}
+            schema = {
+                "id": schema_id,
+                "serviceType": service,
+                "appType": "BYODS",
+                "protocol": "gRPC",
+                "url": "https://schemas.example/" + schema_id,
+                "createdAt": iso(time.time() - 86400 * 90),
+            }
             if description:
                 schema["description"] = description
             self.schemas[schema_id] = schema
@@ -234,8 +260,13 @@ class FakeWebex:
 
     def mint_env(self, org: FakeWebex) -> dict:
         """What an org's file and the shared file hold to mint that org's tokens."""
-        return {"WEBEX_SERVICE_APP_ID": self.service_app_id, "WEBEX_CLIENT_ID": self.client_id, "WEBEX_CLIENT_SECRET": self.client_secret,
-                "WEBEX_TARGET_ORG_ID": org.org_id, "WEBEX_INTEGRATION_TOKEN": self.integration_token}
+        return {
+            "WEBEX_SERVICE_APP_ID": self.service_app_id,
+            "WEBEX_CLIENT_ID": self.client_id,
+            "WEBEX_CLIENT_SECRET": self.client_secret,
+            "WEBEX_TARGET_ORG_ID": org.org_id,
+            "WEBEX_INTEGRATION_TOKEN": self.integration_token,
+        }
 
     def start(self):
         for server in (self.api, self.idb):
@@ -269,7 +300,9 @@ class FakeWebex:
             signing_input = b64url(json.dumps(header).encode()) + "." + b64url(json.dumps(claims).encode())
             signature = b""
             if alg == "HS256":
-                secret = signing_key().public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+                secret = (
+                    signing_key().public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+                )
                 signature = hmac.new(secret, signing_input.encode(), hashlib.sha256).digest()
             token = signing_input + "." + b64url(signature)
         with self.lock:
@@ -293,9 +326,24 @@ class FakeWebex:
     def issue(self, source: dict, kid=None, alg="RS256", key=None) -> None:
         source["jwsToken"] = self.sign(self.claims_for(source), kid, alg, key)
 
-    def add_source(self, audience="BYODS", subject="BYODS", url=None, schema_id=None, lifetime=1440,
-                   expires_in=None, status="active", error_message=None, nonce=None, issuer=None,
-                   kid=None, alg="RS256", source_id=None, extra_claims=None, key=None) -> dict:
+    def add_source(
+        self,
+        audience="BYODS",
+        subject="BYODS",
+        url=None,
+        schema_id=None,
+        lifetime=1440,
+        expires_in=None,
+        status="active",
+        error_message=None,
+        nonce=None,
+        issuer=None,
+        kid=None,
+        alg="RS256",
+        source_id=None,
+        extra_claims=None,
+        key=None,
+    ) -> dict:
         now = int(time.time())
         exp = now + (lifetime * 60 if expires_in is None else int(expires_in))
         source = {
@@ -353,7 +401,11 @@ class FakeWebex:
     # -- what the fake saw ----------------------------------------------------------------------
     def requests(self, method=None, path=None, server="api") -> list[Seen]:
         with self.lock:
-            return [s for s in self.seen if s.server == server and (method is None or s.method == method) and (path is None or re.fullmatch(path, s.path))]
+            return [
+                s
+                for s in self.seen
+                if s.server == server and (method is None or s.method == method) and (path is None or re.fullmatch(path, s.path))
+            ]
 
     def wait_for(self, predicate, timeout=10.0) -> bool:
         """Block until predicate(fake) holds; woken by every request, never by polling sleeps."""
@@ -552,19 +604,44 @@ class FakeWebex:
         """An org's refresh token (any org on this server), or the integration's."""
         form = {k: v[0] for k, v in parse_qs(body.decode()).items()}
         for org in self.everyone():
-            if form == {"grant_type": "refresh_token", "client_id": org.client_id, "client_secret": org.client_secret, "refresh_token": org.refresh_token}:
+            if form == {
+                "grant_type": "refresh_token",
+                "client_id": org.client_id,
+                "client_secret": org.client_secret,
+                "refresh_token": org.refresh_token,
+            }:
                 org.access_token = "fake-access-renewed-" + secrets.token_hex(16)
                 org.refresh_token = "fake-refresh-renewed-" + secrets.token_hex(16)
-                return self.send(handler, 200, {"access_token": org.access_token, "expires_in": 1209599,
-                                                "refresh_token": org.refresh_token, "refresh_token_expires_in": org.refresh_expires_in})
-        integration = {"grant_type": "refresh_token", "client_id": self.integration_client_id,
-                       "client_secret": self.integration_client_secret, "refresh_token": self.integration_refresh_token}
+                return self.send(
+                    handler,
+                    200,
+                    {
+                        "access_token": org.access_token,
+                        "expires_in": 1209599,
+                        "refresh_token": org.refresh_token,
+                        "refresh_token_expires_in": org.refresh_expires_in,
+                    },
+                )
+        integration = {
+            "grant_type": "refresh_token",
+            "client_id": self.integration_client_id,
+            "client_secret": self.integration_client_secret,
+            "refresh_token": self.integration_refresh_token,
+        }
         if form != integration:
             return self.error(handler, 400, "Invalid refresh token or client credentials")
         self.integration_token = "fake-integration-renewed-" + secrets.token_hex(16)
         self.integration_refresh_token = "fake-integration-refresh-renewed-" + secrets.token_hex(16)
-        self.send(handler, 200, {"access_token": self.integration_token, "expires_in": 1209599,
-                                 "refresh_token": self.integration_refresh_token, "refresh_token_expires_in": 7775999})
+        self.send(
+            handler,
+            200,
+            {
+                "access_token": self.integration_token,
+                "expires_in": 1209599,
+                "refresh_token": self.integration_refresh_token,
+                "refresh_token_expires_in": 7775999,
+            },
+        )
 
     def mint(self, handler, app_id: str, body: bytes) -> None:
         """POST /applications/{id}/token: an org's new tokens, for the integration token's owner."""
@@ -585,8 +662,17 @@ class FakeWebex:
             org.mints += 1
         org.access_token = "fake-access-minted-" + secrets.token_hex(16)
         org.refresh_token = "fake-refresh-minted-" + secrets.token_hex(16)
-        self.send(handler, 200, {"access_token": org.access_token, "expires_in": 1209599, "refresh_token": org.refresh_token,
-                                 "refresh_token_expires_in": org.refresh_expires_in, "token_type": "Bearer"})
+        self.send(
+            handler,
+            200,
+            {
+                "access_token": org.access_token,
+                "expires_in": 1209599,
+                "refresh_token": org.refresh_token,
+                "refresh_token_expires_in": org.refresh_expires_in,
+                "token_type": "Bearer",
+            },
+        )
 
 
 def seed_demo(fake: FakeWebex, count: int = 5) -> None:

@@ -59,7 +59,12 @@ def test_without_a_terminal_the_menu_is_refused_with_the_flags_to_use(fake, env_
 
 
 def test_bad_flag_values_exit_2_before_any_request(fake, env_file):
-    for args in (["--rotate-expiring", "soon"], ["--rotate", "all", "--lifetime", "0"], ["--rotate", "all", "--lifetime", "1441"], ["--rotate", "all", "--workers", "0"]):
+    for args in (
+        ["--rotate-expiring", "soon"],
+        ["--rotate", "all", "--lifetime", "0"],
+        ["--rotate", "all", "--lifetime", "1441"],
+        ["--rotate", "all", "--workers", "0"],
+    ):
         result = run_cli(*args, env_file=env_file)
         assert result.returncode == 2, args
         assert "error:" in result.stderr
@@ -154,8 +159,15 @@ def test_rotate_one_id_sends_a_new_nonce_and_everything_else_unchanged(fake, env
     assert result.returncode == 0, result.stderr
     [put] = fake.requests("PUT")
     body = json.loads(put.body)
-    assert body == {"schemaId": source["schemaId"], "url": source["url"], "audience": "Acme", "subject": "calls",
-                    "nonce": body["nonce"], "tokenLifetimeMinutes": 90, "status": "active"}
+    assert body == {
+        "schemaId": source["schemaId"],
+        "url": source["url"],
+        "audience": "Acme",
+        "subject": "calls",
+        "nonce": body["nonce"],
+        "tokenLifetimeMinutes": 90,
+        "status": "active",
+    }
     assert body["nonce"] != source["nonce"] and re.fullmatch(r"[0-9a-f-]{36}", body["nonce"])
     [record] = record_files(records, f"data_source_rotation_{source['id']}_*.json")
     content = load_record(record)
@@ -308,7 +320,7 @@ def test_an_expired_token_is_renewed_and_saved_keeping_every_other_line(fake, tm
     expected = re.sub(r"WEBEX_REFRESH_TOKEN=.*\n", f"WEBEX_REFRESH_TOKEN={fake.refresh_token}\n", expected)
     saved = env.read_text()
     assert saved.startswith(expected)  # every other line byte for byte; the refresh token's expiry is added
-    assert re.fullmatch(r"WEBEX_REFRESH_TOKEN_EXPIRES_AT=\d{4}-\d\d-\d\dT[0-9:]{8}\+00:00\n", saved[len(expected):])
+    assert re.fullmatch(r"WEBEX_REFRESH_TOKEN_EXPIRES_AT=\d{4}-\d\d-\d\dT[0-9:]{8}\+00:00\n", saved[len(expected) :])
     assert stat.S_IMODE(env.stat().st_mode) == 0o600
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".env.")] == []
     assert fake.access_token not in result.stdout + result.stderr
@@ -329,5 +341,12 @@ def test_list_and_rotation_do_not_import_the_prompt_libraries(fake, env_file):
         "print('LOADED', sorted(m for m in ('questionary', 'prompt_toolkit') if m in sys.modules), code)\n"
     )
     for args in (["--list"], ["--rotate", "all"], ["--rotate-expiring", "60"]):
-        result = subprocess.run([sys.executable, "-c", probe, str(env_file), *args], check=False, capture_output=True, text=True, env=child_env(), stdin=subprocess.DEVNULL)
+        result = subprocess.run(
+            [sys.executable, "-c", probe, str(env_file), *args],
+            check=False,
+            capture_output=True,
+            text=True,
+            env=child_env(),
+            stdin=subprocess.DEVNULL,
+        )
         assert "LOADED [] 0" in result.stdout, (args, result.stdout, result.stderr)

@@ -11,8 +11,14 @@ from fake_webex import FakeWebex, self_signed_context
 
 
 def payload(fake, **fields):
-    base = {"schemaId": next(iter(fake.schemas)), "url": "https://dap.example.com/new", "audience": "BYODS",
-            "subject": "BYODS", "nonce": "n-" + str(len(fake.seen)) + "-" + str(id(fields)), "tokenLifetimeMinutes": 60}
+    base = {
+        "schemaId": next(iter(fake.schemas)),
+        "url": "https://dap.example.com/new",
+        "audience": "BYODS",
+        "subject": "BYODS",
+        "nonce": "n-" + str(len(fake.seen)) + "-" + str(id(fields)),
+        "tokenLifetimeMinutes": 60,
+    }
     base.update(fields)
     return base
 
@@ -41,8 +47,12 @@ def test_every_operation_hits_its_documented_path(fake, client):
     assert client.delete_source(source["id"]).status == 204
     seen = [(s.method, s.path) for s in fake.requests()]
     assert seen == [
-        ("GET", f"/v1/dataSources/{source['id']}"), ("GET", "/v1/dataSources/schemas"), ("GET", f"/v1/dataSources/schemas/{schema_id}"),
-        ("POST", "/v1/dataSources"), ("PUT", f"/v1/dataSources/{source['id']}"), ("DELETE", f"/v1/dataSources/{source['id']}"),
+        ("GET", f"/v1/dataSources/{source['id']}"),
+        ("GET", "/v1/dataSources/schemas"),
+        ("GET", f"/v1/dataSources/schemas/{schema_id}"),
+        ("POST", "/v1/dataSources"),
+        ("PUT", f"/v1/dataSources/{source['id']}"),
+        ("DELETE", f"/v1/dataSources/{source['id']}"),
     ]
     assert all(s.headers["Authorization"] == f"Bearer {fake.access_token}" for s in fake.requests())
 
@@ -68,7 +78,10 @@ def test_a_401_says_the_token_is_invalid_and_how_to_fix_it(ds, fake, make_client
     assert caught.value.status == 401 and "WEBEX_REFRESH_TOKEN" in str(caught.value)
 
 
-@pytest.mark.parametrize("scope, call, expected", [("read", "list_sources", "spark-admin:datasource_read"), ("write", "delete_source", "spark-admin:datasource_write")])
+@pytest.mark.parametrize(
+    "scope, call, expected",
+    [("read", "list_sources", "spark-admin:datasource_read"), ("write", "delete_source", "spark-admin:datasource_write")],
+)
 def test_a_403_names_the_missing_scope_and_the_service_app_token(ds, fake, client, scope, call, expected):
     fake.scopes.discard(scope)
     with pytest.raises(ds.ApiError) as caught:

@@ -18,6 +18,7 @@ from conftest import (
     Terminal,
     child_env,
     load_record,
+    menu_ready,
     register_in_menu,
     run_cli,
     write_env,
@@ -34,8 +35,15 @@ class App:
         shutil.copy(SCRIPT, self.script)
         (root / "orgs").mkdir()
         self.records = root / "records"
-        self.shared = write_env(root / ".env", {"WEBEX_API_BASE_URL": fake.base_url, "WEBEX_TRUSTED_ISSUERS": fake.issuer,
-                                                "WEBEX_READ_TIMEOUT": 5, "WEBEX_RECORDS_DIR": "records"})
+        self.shared = write_env(
+            root / ".env",
+            {
+                "WEBEX_API_BASE_URL": fake.base_url,
+                "WEBEX_TRUSTED_ISSUERS": fake.issuer,
+                "WEBEX_READ_TIMEOUT": 5,
+                "WEBEX_RECORDS_DIR": "records",
+            },
+        )
         self.terminals: list[Terminal] = []
 
     def org(self, name: str, org, **values):
@@ -298,8 +306,10 @@ def test_a_key_neither_file_has_comes_from_the_environment(app, fake):
 
 
 def test_a_single_env_file_keeps_todays_rule_the_environment_wins(fake, tmp_path, records):
-    env = write_env(tmp_path / "one.env", {"WEBEX_ACCESS_TOKEN": "stale-token-123456", "WEBEX_API_BASE_URL": fake.base_url,
-                                           "WEBEX_RECORDS_DIR": records})
+    env = write_env(
+        tmp_path / "one.env",
+        {"WEBEX_ACCESS_TOKEN": "stale-token-123456", "WEBEX_API_BASE_URL": fake.base_url, "WEBEX_RECORDS_DIR": records},
+    )
     result = run_cli("--list", env_file=env, WEBEX_ACCESS_TOKEN=fake.access_token)
     assert result.returncode == 0 and result.stdout.startswith("id\t")
 
@@ -330,7 +340,8 @@ def test_an_org_without_a_token_gets_one_minted_once_saved_in_its_file_and_reuse
     second = app.run("--list")
     assert second.returncode == 0 and globex.mints == 1 and "minted" not in second.stderr
     assert fake.requests("POST", r"/v1/applications/.*") and all(
-        s.headers["Authorization"] == f"Bearer {fake.integration_token}" for s in fake.requests("POST", r"/v1/applications/.*"))
+        s.headers["Authorization"] == f"Bearer {fake.integration_token}" for s in fake.requests("POST", r"/v1/applications/.*")
+    )
 
 
 def test_a_refused_token_that_cannot_be_renewed_is_minted_once_even_when_requests_race(app, fake):
@@ -377,8 +388,11 @@ def test_the_integration_token_renews_itself_once_and_is_saved_where_it_came_fro
         org.add_source(audience="S")
         org.access_token = "nobody-has-this-yet-" + org.org_id[:8]
     minting_app(app, fake, *((f"org{n}", org) for n, org in enumerate(orgs)))
-    app.share(WEBEX_INTEGRATION_REFRESH_TOKEN=fake.integration_refresh_token, WEBEX_INTEGRATION_CLIENT_ID=fake.integration_client_id,
-              WEBEX_INTEGRATION_CLIENT_SECRET=fake.integration_client_secret)
+    app.share(
+        WEBEX_INTEGRATION_REFRESH_TOKEN=fake.integration_refresh_token,
+        WEBEX_INTEGRATION_CLIENT_ID=fake.integration_client_id,
+        WEBEX_INTEGRATION_CLIENT_SECRET=fake.integration_client_secret,
+    )
     fake.integration_token = "fake-integration-now-expected-" + "3" * 10  # the one in the shared .env is refused
     result = app.run("--list")
     assert result.returncode == 0, result.stderr
@@ -403,8 +417,6 @@ def test_a_single_env_with_minting_settings_and_no_access_token_works(fake, tmp_
 # -- the overview menu --------------------------------------------------------------------------
 
 
-def overview_ready(term):
-    return term.wait_for(r"type to filter[\s\S]*Quit", after_last_key=True)
 
 
 def test_the_menu_opens_on_an_org_overview_and_an_org_opens_todays_menu(app, fake):
@@ -417,7 +429,7 @@ def test_the_menu_opens_on_an_org_overview_and_an_org_opens_todays_menu(app, fak
     app.org("broken", broken)
     app.org("globex", globex)
     term = app.terminal()
-    screen = overview_ready(term)
+    screen = menu_ready(term)
     rows = {line.split("│")[1].strip(): line for line in screen.splitlines() if line.startswith("│")}
     assert re.search(r"globex\s+│\s+2\s+│\s+1\s+│\s+1\s+│\s+expired 10m ago\s+│\s+ok", rows["globex"])
     assert re.search(r"acme\s+│\s+1\s+│\s+0\s+│\s+0\s+│\s+in 19h 59m\s+│\s+ok", rows["acme"])
@@ -427,13 +439,13 @@ def test_the_menu_opens_on_an_org_overview_and_an_org_opens_todays_menu(app, fak
     screen = term.wait_for(r"type to filter[\s\S]*Back to all orgs[\s\S]*Quit", after_last_key=True)
     assert "Org: globex" in screen and "Globex Expired" in screen and "Acme Fine" not in screen
     term.choose("Back to all orgs")
-    overview_ready(term)
+    menu_ready(term)
     term.choose("Rotate everything expiring")
     term.wait_for(r"Rotate 2 token\(s\) in 1 org\(s\) now\?")
     term.press("enter")
     term.wait_for(r"Rotated 2, skipped 0, failed 0")
     assert len(globex.requests("PUT")) == 2 and fake.requests("PUT") == []
-    screen = overview_ready(term)
+    screen = menu_ready(term)
     assert re.search(r"globex\s+│\s+2\s+│\s+0\s+│\s+0\s+│", screen)
     term.choose("Quit")
     assert term.exit_code() == 0
@@ -445,7 +457,7 @@ def test_an_org_opened_from_the_overview_can_register_and_its_record_goes_to_its
     app.org("acme", fake)
     app.org("globex", globex)
     term = app.terminal()
-    overview_ready(term)
+    menu_ready(term)
     term.choose("globex ·")
     register_in_menu(term, "https://dap.example.com/globex")
     term.wait_for("Done: registration")
@@ -465,7 +477,7 @@ def test_rate_limits_in_several_orgs_at_once_still_reach_the_overview_and_a_rota
         org.fail("PUT", r"/v1/dataSources/.*", 429, headers={"Retry-After": "1"})
         app.org(f"org{number}", org)
     term = app.terminal()
-    screen = overview_ready(term)
+    screen = menu_ready(term)
     assert screen.count("│ ok") == 3
     term.choose("Rotate everything expiring")
     term.wait_for(r"Rotate 3 token\(s\) in 3 org\(s\) now\?")

@@ -27,11 +27,23 @@ def token_with(claims) -> str:
 
 def item(**fields) -> dict:
     claims = {
-        "aud": "Acme", "sub": "calls", "iss": "https://idbroker.webex.com/idb", "iat": 1_000_000, "exp": 1_000_000 + 3600,
-        "jti": "nonce-1", "com.cisco.datasource.url": "https://dap.example.com/x", "com.cisco.datasource.schema.uuid": "schema-1",
+        "aud": "Acme",
+        "sub": "calls",
+        "iss": "https://idbroker.webex.com/idb",
+        "iat": 1_000_000,
+        "exp": 1_000_000 + 3600,
+        "jti": "nonce-1",
+        "com.cisco.datasource.url": "https://dap.example.com/x",
+        "com.cisco.datasource.schema.uuid": "schema-1",
     }
-    base = {"id": "7791dc84-989c-4903-a3b5-8c48c039dfb3", "schemaId": "schema-1", "status": "active", "url": "https://dap.example.com/x",
-            "nonce": "nonce-1", "jwsToken": token_with(claims)}
+    base = {
+        "id": "7791dc84-989c-4903-a3b5-8c48c039dfb3",
+        "schemaId": "schema-1",
+        "status": "active",
+        "url": "https://dap.example.com/x",
+        "nonce": "nonce-1",
+        "jwsToken": token_with(claims),
+    }
     base.update(fields)
     return base
 
@@ -39,7 +51,16 @@ def item(**fields) -> dict:
 # -- validators ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("url", ["https://dap.example.com/byods", "https://dap.example.com:8443/x?y=1", "https://bücher.example/path", "https://10.0.0.5/hook", "https://[::1]:443/"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://dap.example.com/byods",
+        "https://dap.example.com:8443/x?y=1",
+        "https://bücher.example/path",
+        "https://10.0.0.5/hook",
+        "https://[::1]:443/",
+    ],
+)
 def test_validate_url_accepts_https_urls_with_real_hosts(ds, url):
     assert ds.validate_url(url) is True
 
@@ -140,7 +161,12 @@ def test_claim_mismatches_name_the_claim_and_the_field(ds):
     assert "com.cisco.datasource.url" in text and "jti" in text and "schema" not in text
 
 
-@given(st.dictionaries(st.sampled_from(["iat", "exp", "aud", "sub", "jti"]), st.one_of(st.integers(), st.floats(), st.text(), st.none(), st.lists(st.text(), max_size=2))))
+@given(
+    st.dictionaries(
+        st.sampled_from(["iat", "exp", "aud", "sub", "jti"]),
+        st.one_of(st.integers(), st.floats(), st.text(), st.none(), st.lists(st.text(), max_size=2)),
+    )
+)
 @example(claims={"iat": 0, "exp": 1.0})  # a token living one second still has a lifetime of 1 minute
 @settings(max_examples=300, deadline=None)
 def test_any_claims_give_a_view_without_crashing(ds, claims):
@@ -153,7 +179,12 @@ def test_any_claims_give_a_view_without_crashing(ds, claims):
 
 @pytest.mark.parametrize(
     "delta, text",
-    [(timedelta(hours=-3, minutes=-12), "expired 3h 12m ago"), (timedelta(minutes=42), "in 42m"), (timedelta(days=1, hours=2), "in 1d 2h"), (timedelta(seconds=30), "in 30s")],
+    [
+        (timedelta(hours=-3, minutes=-12), "expired 3h 12m ago"),
+        (timedelta(minutes=42), "in 42m"),
+        (timedelta(days=1, hours=2), "in 1d 2h"),
+        (timedelta(seconds=30), "in 30s"),
+    ],
 )
 def test_expiry_text_says_time_left_or_since(ds, delta, text):
     view = ds.SourceView(id="x", expires_at=NOW + delta)
@@ -161,8 +192,15 @@ def test_expiry_text_says_time_left_or_since(ds, delta, text):
 
 
 def test_sorting_puts_expired_then_unknown_then_soon_then_fine(ds):
-    views = [ds.SourceView(id=name, expires_at=None if delta is None else NOW + delta) for name, delta in
-             [("fine", timedelta(hours=5)), ("soon", timedelta(minutes=5)), ("unknown", None), ("expired", timedelta(minutes=-1))]]
+    views = [
+        ds.SourceView(id=name, expires_at=None if delta is None else NOW + delta)
+        for name, delta in [
+            ("fine", timedelta(hours=5)),
+            ("soon", timedelta(minutes=5)),
+            ("unknown", None),
+            ("expired", timedelta(minutes=-1)),
+        ]
+    ]
     assert [v.id for v in ds.sort_views(views, NOW)] == ["expired", "unknown", "soon", "fine"]
 
 
@@ -298,7 +336,9 @@ def test_saving_tokens_rewrites_only_their_lines_byte_for_byte(ds, tmp_path):
     env = tmp_path / ".env"
     env.write_text(ENV_TEXT)
     ds.save_env_values(env, {"WEBEX_ACCESS_TOKEN": "new-token", "WEBEX_REFRESH_TOKEN": "new-refresh", "WEBEX_CLIENT_ID": "cid"})
-    expected = ENV_TEXT.replace("WEBEX_ACCESS_TOKEN=old-token  # keep me", "WEBEX_ACCESS_TOKEN=new-token").replace("WEBEX_REFRESH_TOKEN='old-refresh'", "WEBEX_REFRESH_TOKEN=new-refresh")
+    expected = ENV_TEXT.replace("WEBEX_ACCESS_TOKEN=old-token  # keep me", "WEBEX_ACCESS_TOKEN=new-token").replace(
+        "WEBEX_REFRESH_TOKEN='old-refresh'", "WEBEX_REFRESH_TOKEN=new-refresh"
+    )
     assert env.read_text() == expected + "\nWEBEX_CLIENT_ID=cid\n"
     assert stat.S_IMODE(env.stat().st_mode) == 0o600
     assert ds.read_env_file(env)["WEBEX_ACCESS_TOKEN"] == "new-token"

@@ -18,8 +18,11 @@ RAW_SEQUENCES = (CLEAR_SCREEN, "\x1b]0;", "\x1b]8;", "\x1b]52;", RIGHT_TO_LEFT, 
 
 
 def hostile_source(fake):
-    return fake.add_source(audience=f"Acme{CLEAR_SCREEN}{RIGHT_TO_LEFT}gnp.exe", subject=f"sub{OSC_TITLE}{CLIPBOARD}\x9b31m",
-                           url=f"https://dap.example.com/x{HYPERLINK}")
+    return fake.add_source(
+        audience=f"Acme{CLEAR_SCREEN}{RIGHT_TO_LEFT}gnp.exe",
+        subject=f"sub{OSC_TITLE}{CLIPBOARD}\x9b31m",
+        url=f"https://dap.example.com/x{HYPERLINK}",
+    )
 
 
 def assert_no_raw_sequences(text: str) -> None:
@@ -30,11 +33,20 @@ def assert_no_raw_sequences(text: str) -> None:
 # -- one sanitizer ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("raw", "shown"), [
-    ("a\x1b[2Jb", "a\\x1b[2Jb"), ("bell\x07", "bell\\x07"), ("del\x7f", "del\\x7f"), ("c1\x9b", "c1\\x9b"),
-    ("tab\tnl\ncr\r", "tab\\tnl\\ncr\\r"), ("rtl\u202eltr\u2066", "rtl\\u202eltr\\u2066"), ("line\u2028sep", "line\\u2028sep"),
-    ("Zürich 東京 café ✓", "Zürich 東京 café ✓"), (42, "42"),
-])
+@pytest.mark.parametrize(
+    ("raw", "shown"),
+    [
+        ("a\x1b[2Jb", "a\\x1b[2Jb"),
+        ("bell\x07", "bell\\x07"),
+        ("del\x7f", "del\\x7f"),
+        ("c1\x9b", "c1\\x9b"),
+        ("tab\tnl\ncr\r", "tab\\tnl\\ncr\\r"),
+        ("rtl\u202eltr\u2066", "rtl\\u202eltr\\u2066"),
+        ("line\u2028sep", "line\\u2028sep"),
+        ("Zürich 東京 café ✓", "Zürich 東京 café ✓"),
+        (42, "42"),
+    ],
+)
 def test_safe_text_makes_controls_and_bidi_overrides_visible_and_keeps_printable_unicode(ds, raw, shown):
     assert ds.safe_text(raw) == shown
 
@@ -138,7 +150,14 @@ def test_every_path_segment_is_checked_before_a_request(ds, fake, client):
 
 
 def register_payload(fake, url="https://dap.example.com/lost"):
-    return {"schemaId": next(iter(fake.schemas)), "url": url, "audience": "A", "subject": "S", "nonce": "nonce-lost-1", "tokenLifetimeMinutes": 60}
+    return {
+        "schemaId": next(iter(fake.schemas)),
+        "url": url,
+        "audience": "A",
+        "subject": "S",
+        "nonce": "nonce-lost-1",
+        "tokenLifetimeMinutes": 60,
+    }
 
 
 def test_a_register_whose_answer_is_lost_after_creation_is_found_and_recorded_as_created(ds, fake, client, records):

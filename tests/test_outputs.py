@@ -72,7 +72,10 @@ def test_fleet_json_names_the_org_of_every_source(fake, tmp_path, records):
     globex = fake.add_org()
     globex.add_source(audience="G")
     fake.add_source(audience="A")
-    files = [write_env(tmp_path / f"{name}.env", {**org.env(), "WEBEX_RECORDS_DIR": records}) for name, org in (("acme", fake), ("globex", globex))]
+    files = [
+        write_env(tmp_path / f"{name}.env", {**org.env(), "WEBEX_RECORDS_DIR": records})
+        for name, org in (("acme", fake), ("globex", globex))
+    ]
     result = run_cli("--env-file", *files, "--list", "--json")
     sources = json.loads(result.stdout)
     assert {(s["org"], s["audience"]) for s in sources} == {("acme", "A"), ("globex", "G")}
@@ -86,7 +89,9 @@ def test_check_is_ok_when_nothing_expires_within_the_window(fake, env_file):
     fake.add_source(audience="Fine", expires_in=5 * 3600)
     result = run_cli("--check", "60", env_file=env_file)
     assert result.returncode == 0
-    assert re.fullmatch(r"OK - 1 active source\(s\), none expires within 60m \| expired=0 expiring=0 invalid=0 sources=1 unreadable_orgs=0\n", result.stdout)
+    assert re.fullmatch(
+        r"OK - 1 active source\(s\), none expires within 60m \| expired=0 expiring=0 invalid=0 sources=1 unreadable_orgs=0\n", result.stdout
+    )
 
 
 def test_check_warns_when_an_active_source_expires_within_the_window(fake, env_file):
@@ -234,14 +239,18 @@ def inline_metadata() -> dict:
     import tomllib
 
     text = (ROOT / "data-sources.py").read_text()
-    [block] = [m for m in re.finditer(r"(?m)^# /// (?P<type>[a-zA-Z0-9-]+)$\s(?P<content>(^#(| .*)$\s)+)^# ///$", text) if m["type"] == "script"]
+    [block] = [
+        m for m in re.finditer(r"(?m)^# /// (?P<type>[a-zA-Z0-9-]+)$\s(?P<content>(^#(| .*)$\s)+)^# ///$", text) if m["type"] == "script"
+    ]
     content = "".join(line[2:] if line.startswith("# ") else line[1:] for line in block["content"].splitlines(keepends=True))
     return tomllib.loads(content)
 
 
 def test_the_inline_script_metadata_matches_requirements_txt(ds):
     metadata = inline_metadata()
-    requirements = [line.strip() for line in (ROOT / "requirements.txt").read_text().splitlines() if line.strip() and not line.startswith("#")]
+    requirements = [
+        line.strip() for line in (ROOT / "requirements.txt").read_text().splitlines() if line.strip() and not line.startswith("#")
+    ]
     assert sorted(metadata["dependencies"]) == sorted(requirements)
     assert metadata["requires-python"] == ">=3.11"
     assert (ROOT / "data-sources.py").read_text().startswith("#!/usr/bin/env python3\n# /// script\n")
@@ -283,7 +292,8 @@ def startup_driver(tmp_path):
         "        done = sorted(m for m in ('requests', 'questionary', 'jwt') if m in sys.modules)\n"
         "        print('when rich began:', workers, done, 'collector on:', gc.isenabled(), file=sys.stderr, flush=True)\n"
         "sys.addaudithook(hook)\n"
-        "atexit.register(lambda: print('at the end: collector on:', gc.isenabled(), 'frozen:', gc.get_freeze_count() > 0, file=sys.stderr, flush=True))\n"
+        "atexit.register(lambda: print('at the end: collector on:', gc.isenabled(), 'frozen:', gc.get_freeze_count() > 0,\n"
+        "                              file=sys.stderr, flush=True))\n"
         f"sys.argv = [{str(SCRIPT)!r}, *sys.argv[1:]]\n"
         f"runpy.run_path({str(SCRIPT)!r}, run_name='__main__')\n"
     )

@@ -10,7 +10,9 @@ from fake_webex import seed_demo
 @pytest.fixture
 def renewing_env(fake, env_file):
     with env_file.open("a") as handle:
-        handle.write(f"WEBEX_CLIENT_ID={fake.client_id}\nWEBEX_CLIENT_SECRET={fake.client_secret}\nWEBEX_REFRESH_TOKEN={fake.refresh_token}\n")
+        handle.write(
+            f"WEBEX_CLIENT_ID={fake.client_id}\nWEBEX_CLIENT_SECRET={fake.client_secret}\nWEBEX_REFRESH_TOKEN={fake.refresh_token}\n"
+        )
     return env_file
 
 

@@ -7,7 +7,7 @@ import json
 import re
 
 import pytest
-from conftest import ROOT, load_record, record_files, run_cli, write_env
+from conftest import ROOT, keep_defaults, load_record, record_files, run_cli, write_env
 
 SPEC_LIST_ITEM = ("applicationId", "createdAt", "createdBy", "jwsToken", "orgId")
 
@@ -23,7 +23,8 @@ def test_sparse_list_items_are_read_one_by_one_before_a_rotation_decides(fake, e
     result = run_cli("--rotate-expiring", "60", env_file=env_file)
     assert result.returncode == 0, result.stdout + result.stderr
     assert sorted(s.path for s in fake.requests("GET", r"/v1/dataSources/[^/]+") if "schemas" not in s.path) == sorted(
-        f"/v1/dataSources/{s['id']}" for s in (expiring, fine, disabled))
+        f"/v1/dataSources/{s['id']}" for s in (expiring, fine, disabled)
+    )
     assert [s.path for s in fake.requests("PUT")] == [f"/v1/dataSources/{expiring['id']}"]
     assert f"skipped  {disabled['id']}  disabled" in result.stdout and "Rotated 1, skipped 1, failed 0." in result.stdout
 
@@ -59,8 +60,12 @@ def test_a_missing_status_is_active_unless_the_source_carries_an_error_message(d
 
 # -- issuers ------------------------------------------------------------------------------------
 
-WEBEX_ISSUERS = ["https://idbroker.webex.com/idb", "https://idbroker-eu.webex.com/idb",
-                 "https://idbroker-b-us.webex.com/idb", "https://idbroker-ca.webex.com/idb"]
+WEBEX_ISSUERS = [
+    "https://idbroker.webex.com/idb",
+    "https://idbroker-eu.webex.com/idb",
+    "https://idbroker-b-us.webex.com/idb",
+    "https://idbroker-ca.webex.com/idb",
+]
 
 
 def test_the_default_issuers_are_the_us_eu_us_b_and_ca_brokers_and_the_docs_list_them(ds):
@@ -73,10 +78,6 @@ def test_the_default_issuers_are_the_us_eu_us_b_and_ca_brokers_and_the_docs_list
 # -- update keeps the schema; an old URL may stay ------------------------------------------------
 
 
-def keep(term, *labels):
-    for label in labels:
-        term.wait_for(rf"\? {label}", after_last_key=True)
-        term.press("enter")
 
 
 def test_update_keeps_a_url_that_todays_rules_refuse_with_a_warning(fake, terminal):
@@ -85,11 +86,11 @@ def test_update_keeps_a_url_that_todays_rules_refuse_with_a_warning(fake, termin
     term.choose("Legacy")
     term.wait_for(r"Update this data source\?")
     term.press("y")
-    keep(term, "Audience", "Subject")
+    keep_defaults(term, "Audience", "Subject")
     screen = term.wait_for(r"\? URL: dap.example.com/no-scheme")
     assert "would not be accepted for a new source" in screen.replace("\n", "")
     term.press("enter")
-    keep(term, "Token lifetime", "Nonce", "Status")
+    keep_defaults(term, "Token lifetime", "Nonce", "Status")
     term.wait_for(r"Send this update")
     term.press("y")
     term.wait_for("Done: update")
@@ -105,7 +106,7 @@ def test_update_refuses_a_new_url_that_todays_rules_refuse(fake, terminal):
     term.choose("Legacy")
     term.wait_for(r"Update this data source\?")
     term.press("y")
-    keep(term, "Audience", "Subject")
+    keep_defaults(term, "Audience", "Subject")
     term.wait_for(r"\? URL:", after_last_key=True)
     term.type("x")
     term.press("enter")
@@ -123,7 +124,7 @@ def test_re_enabling_sends_an_empty_error_message_to_clear_the_old_one(fake, ter
     term.choose("Paused")
     term.wait_for(r"Update this data source\?")
     term.press("y")
-    keep(term, "Audience", "Subject", "URL", "Token lifetime", "Nonce")
+    keep_defaults(term, "Audience", "Subject", "URL", "Token lifetime", "Nonce")
     term.wait_for(r"\? Status:", after_last_key=True)
     term.press("up", "enter")
     screen = term.wait_for(r"Send this update")
@@ -147,7 +148,7 @@ def register_same_as(term, source):
         term.press("ctrl-u")
         term.type(value)
         term.press("enter")
-    keep(term, "Schema", "Token lifetime", "Nonce")
+    keep_defaults(term, "Schema", "Token lifetime", "Nonce")
 
 
 def test_registering_the_same_source_again_offers_to_update_that_one_by_default(fake, terminal, records):
@@ -157,7 +158,7 @@ def test_registering_the_same_source_again_offers_to_update_that_one_by_default(
     screen = term.wait_for(r"What now\?")
     assert "same URL, schema, audience and subject exists" in screen.replace("\n", "") and "Acme" in screen
     term.press("enter")  # Update that one instead
-    keep(term, "Audience: Acme", "Subject: calls", "URL", "Token lifetime", "Nonce", "Status")
+    keep_defaults(term, "Audience: Acme", "Subject: calls", "URL", "Token lifetime", "Nonce", "Status")
     term.wait_for(r"Send this update")
     term.press("y")
     term.wait_for("Done: update")
@@ -197,8 +198,16 @@ def test_a_403_on_the_schema_calls_names_no_scope(ds, fake, client):
 def test_a_refresh_token_near_its_end_is_saved_with_its_expiry_and_warned_about(fake, tmp_path, records):
     fake.add_source(audience="Soon", expires_in=600)
     fake.refresh_expires_in = 5 * 86400
-    env = write_env(tmp_path / "org.env", {**fake.env(), "WEBEX_CLIENT_ID": fake.client_id, "WEBEX_CLIENT_SECRET": fake.client_secret,
-                                           "WEBEX_REFRESH_TOKEN": fake.refresh_token, "WEBEX_RECORDS_DIR": records})
+    env = write_env(
+        tmp_path / "org.env",
+        {
+            **fake.env(),
+            "WEBEX_CLIENT_ID": fake.client_id,
+            "WEBEX_CLIENT_SECRET": fake.client_secret,
+            "WEBEX_REFRESH_TOKEN": fake.refresh_token,
+            "WEBEX_RECORDS_DIR": records,
+        },
+    )
     fake.expire_access_token()
     assert run_cli("--list", env_file=env).returncode == 0
     saved = dict(line.split("=", 1) for line in env.read_text().splitlines())
@@ -212,6 +221,8 @@ def test_a_refresh_token_near_its_end_is_saved_with_its_expiry_and_warned_about(
 
 
 def test_a_refresh_token_far_from_its_end_is_not_warned_about(fake, tmp_path, records):
-    env = write_env(tmp_path / "org.env", {**fake.env(), "WEBEX_RECORDS_DIR": records, "WEBEX_REFRESH_TOKEN_EXPIRES_AT": "2099-01-01T00:00:00+00:00"})
+    env = write_env(
+        tmp_path / "org.env", {**fake.env(), "WEBEX_RECORDS_DIR": records, "WEBEX_REFRESH_TOKEN_EXPIRES_AT": "2099-01-01T00:00:00+00:00"}
+    )
     result = run_cli("--list", env_file=env)
     assert result.returncode == 0 and "refresh token" not in result.stderr

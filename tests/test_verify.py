@@ -60,7 +60,10 @@ def test_an_untrusted_issuer_is_never_contacted(fake, env_file):
 
 def test_the_default_trusted_issuers_are_webexs_so_the_fakes_issuer_is_untrusted(fake, tmp_path, records):
     source = fake.add_source()
-    env = write_env(tmp_path / "defaults.env", {"WEBEX_ACCESS_TOKEN": fake.access_token, "WEBEX_API_BASE_URL": fake.base_url, "WEBEX_RECORDS_DIR": records})
+    env = write_env(
+        tmp_path / "defaults.env",
+        {"WEBEX_ACCESS_TOKEN": fake.access_token, "WEBEX_API_BASE_URL": fake.base_url, "WEBEX_RECORDS_DIR": records},
+    )
     assert signatures(run_cli("--list", env_file=env))[source["id"]] == "untrusted issuer"
     assert fake.requests(server="idb") == []
 
