@@ -96,6 +96,7 @@ REFRESH_TOKEN_WARNING_DAYS = 14
 MENU_TABLE_ROWS = 18
 MAX_TEXT_LENGTH = 1024
 CELL_WIDTH = 60  # a table cell or menu line shows this much of a value; details show it whole
+MIN_CUT_WIDTH = 8  # a column that gives way to fit the terminal keeps at least this much (or its title)
 
 # Retries: 429/423/502-504 are retried, bounded in count and in total time. A POST is retried
 # only where the server said it did not process it, because a lost answer may hide a new source.
@@ -2093,67 +2094,93 @@ def expiring_notice(rows: list[SourceRow]) -> str | None:
 
 def cell(screen: Screen, value, style: str = ""):
     """A table cell or one-line label from outside data: safe, and cut to fit."""
-    return screen.Text(clip(safe_text(value)), style=style)
+    return screen.load().Text(clip(safe_text(value)), style=style)
+
+
+def fit_widths(headers: list[tuple[str, int]], rows: list[list], width: int) -> list[int | None]:
+    """Each column's width so that the table fits in width: headers are (title, priority), rows
+    hold rich Texts. Priority 0 keeps its whole width; the others shrink with an ellipsis, highest
+    number first, to MIN_CUT_WIDTH, and then drop out in the same order (None)."""
+    natural = [max([len(title), *(row[i].cell_len for row in rows)]) for i, (title, _) in enumerate(headers)]
+    shown = list(range(len(headers)))
+    by_priority = sorted((i for i, (_, priority) in enumerate(headers) if priority), key=lambda i: -headers[i][1])
+    while True:
+        widths = {i: natural[i] for i in shown}
+        excess = sum(widths.values()) + 3 * len(shown) + 1 - width  # a border and two spaces a column, one more border
+        for i in (i for i in by_priority if i in shown):
+            cut = max(0, min(excess, widths[i] - min(natural[i], max(len(headers[i][0]), MIN_CUT_WIDTH))))
+            widths[i] -= cut
+            excess -= cut
+        cuttable = [i for i in by_priority if i in shown]
+        if excess <= 0 or not cuttable:
+            return [widths.get(i) for i in range(len(headers))]
+        shown.remove(cuttable[0])
+
+
+def fitted_table(screen: Screen, title: str, headers: list[tuple[str, int]], rows: list[list], notes: list[str]):
+    """A table that fits the console, one line per row. notes: the caption's sentences; a column
+    left out to fit adds one that names it and where to see it."""
+    widths = fit_widths(headers, rows, screen.load().out.width)
+    table = screen.Table(title=title, title_justify="left")
+    shown = [i for i, w in enumerate(widths) if w is not None]
+    for i in shown:
+        table.add_column(headers[i][0], width=widths[i], no_wrap=True, overflow="ellipsis")
+    for row in rows:
+        table.add_row(*(row[i] for i in shown))
+    if left_out := [headers[i][0] for i, w in enumerate(widths) if w is None]:
+        notes = [*notes, (f"Left out to fit: {', '.join(left_out)} (a wider terminal shows them, "
+                         "and so do a source's details, --list piped and --json).")]
+    table.caption = " ".join(notes) or None
+    return table
 
 
 def sources_table(screen: Screen, rows: list[SourceRow], total: int | None = None,
                   empty: str = "No data sources yet: choose Register to add one."):
-    """The rows given (trouble on top); total: how many there are when only the most urgent are
-    shown. The never-cut columns keep their whole width: the others give way with an ellipsis."""
+    """The rows given (trouble on top); total: how many there are when only the most urgent are shown."""
     total = len(rows) if total is None else total
-    table = screen.load().Table(title=f"Data sources ({total})", title_justify="left", expand=False)
     columns = [column for column in COLUMNS if column.title and column.wanted(rows)]
-    for column in columns:
-        cells = [clip(safe_text(column.text(row))) for row in rows]
-        keep = max(map(len, [column.title, *cells])) if column.priority == 0 else None
-        table.add_column(column.title, no_wrap=True, overflow="ellipsis", min_width=keep)  # one line per source
-    for row in rows:
-        table.add_row(*(cell(screen, column.text(row), column.style(row)) for column in columns))
-    if not rows:
-        table.caption = empty
-    elif len(rows) < total:
-        table.caption = f"The {len(rows)} most urgent of {total}: type in the menu to find any, or run --list for all."
-    return table
+    cells = [[cell(screen, column.text(row), column.style(row)) for column in columns] for row in rows]
+    notes = [empty] if not rows else []
+    if len(rows) < total:
+        notes.append(f"The {len(rows)} most urgent of {total}: type in the menu to find any, or run --list for all.")
+    return fitted_table(screen, f"Data sources ({total})", [(c.title, c.priority) for c in columns], cells, notes)
 
 
 def overview_table(screen: Screen, org_rows: list[OrgRow]):
     """One row per org: its sources, what has expired or will within the hour, and its token."""
-    table = screen.load().Table(title=f"Customer orgs ({len(org_rows)})", title_justify="left")
-    for column in ("Org", "Sources", "Expired", "Within the hour", "Soonest expiry", "Token"):
-        table.add_column(column, no_wrap=True, overflow="ellipsis")
-    Text = screen.Text
+    Text = screen.load().Text
+    headers = [("Org", 0), ("Sources", 0), ("Expired", 0), ("Within the hour", 0), ("Soonest expiry", 0), ("Token", 1)]
+    rows = []
     for org in org_rows:
         if not org.readable:
-            table.add_row(cell(screen, org.name), "-", "-", "-", "-", cell(screen, org.trouble, "red"))
+            rows.append([cell(screen, org.name), Text("-"), Text("-"), Text("-"), Text("-"), cell(screen, org.trouble, "red")])
             continue
         soonest = org.soonest
-        table.add_row(
-            cell(screen, org.name), str(org.sources),
+        rows.append([
+            cell(screen, org.name), Text(str(org.sources)),
             Text(str(org.expired), style="bold red" if org.expired else ""), Text(str(org.soon), style="yellow" if org.soon else ""),
-            cell(screen, soonest.expiry, EXPIRY_STYLES[soonest.urgency]) if soonest else "-",
+            cell(screen, soonest.expiry, EXPIRY_STYLES[soonest.urgency]) if soonest else Text("-"),
             cell(screen, org.token, "green"),
-        )
-    return table
+        ])
+    return fitted_table(screen, f"Customer orgs ({len(org_rows)})", headers, rows, [])
 
 
 def history_table(screen: Screen, entries: list[dict], skipped: int, org_column: bool):
     """The records, newest first: time, operation, org, source, result, tracking id."""
-    table = screen.load().Table(title=f"History ({len(entries)} operations)", title_justify="left")
-    for column in ("Time", "Operation", *(["Org"] if org_column else []), "Source", "Result", "Tracking id"):
-        table.add_column(column, no_wrap=True, overflow="ellipsis")
+    headers = [("Time", 0), ("Operation", 2), *([("Org", 0)] if org_column else []), ("Source", 1), ("Result", 0), ("Tracking id", 3)]
+    rows = []
     for entry in entries:
         result = "ok" if entry["success"] else f"failed ({entry['status_code'] or 'no answer'})"
         if entry["reconciled"]:
             result += f", {entry['reconciled']}"
         source = f"{entry['audience'] or '-'} {(entry['data_source_id'] or '')[:8]}".strip()
-        table.add_row(cell(screen, local_time(parse_iso(entry["time"]))), cell(screen, entry["operation"]),
-                      *([cell(screen, entry["org"])] if org_column else []), cell(screen, source),
-                      cell(screen, result, "" if entry["success"] else "red"), cell(screen, entry["tracking_id"] or "-"))
-    if skipped:
-        table.caption = f"{skipped} file(s) in the records folder could not be read as records and were skipped."
-    elif not entries:
-        table.caption = "No records yet."
-    return table
+        rows.append([cell(screen, local_time(parse_iso(entry["time"]))), cell(screen, entry["operation"]),
+                     *([cell(screen, entry["org"])] if org_column else []), cell(screen, source),
+                     cell(screen, result, "" if entry["success"] else "red"), cell(screen, entry["tracking_id"] or "-")])
+    notes = [f"{skipped} file(s) in the records folder could not be read as records and were skipped."] if skipped else []
+    if not entries and not skipped:
+        notes.append("No records yet.")
+    return fitted_table(screen, f"History ({len(entries)} operations)", headers, rows, notes)
 
 
 def schemas_table(screen: Screen, schemas: list[dict]):
