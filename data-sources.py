@@ -2149,7 +2149,7 @@ def sources_table(screen: Screen, rows: list[SourceRow], total: int | None = Non
 def overview_table(screen: Screen, org_rows: list[OrgRow]):
     """One row per org: its sources, what has expired or will within the hour, and its token."""
     Text = screen.load().Text
-    headers = [("Org", 0), ("Sources", 0), ("Expired", 0), ("Within the hour", 0), ("Soonest expiry", 0), ("Token", 1)]
+    headers = [("Org", 0), ("Sources", 0), ("Expired", 0), ("Within 1h", 0), ("Soonest expiry", 0), ("Token", 1)]
     rows = []
     for org in org_rows:
         if not org.readable:

@@ -6,7 +6,7 @@ import json
 import re
 import stat
 
-from conftest import break_folder, load_record, record_files, run_cli, write_env
+from conftest import ROOT, break_folder, load_record, record_files, run_cli, write_env
 from fake_webex import seed_demo
 
 # -- startup and configuration ----------------------------------------------------------------
@@ -350,3 +350,10 @@ def test_list_and_rotation_do_not_import_the_prompt_libraries(fake, env_file):
             stdin=subprocess.DEVNULL,
         )
         assert "LOADED [] 0" in result.stdout, (args, result.stdout, result.stderr)
+
+
+def test_every_flag_in_help_is_documented_in_the_readme():
+    result = run_cli("--help")
+    flags = set(re.findall(r"(?<![\w-])--[a-z][a-z-]+", result.stdout)) - {"--help"}
+    readme = (ROOT / "README.md").read_text()
+    assert len(flags) >= 12 and sorted(flag for flag in flags if f"`{flag}" not in readme) == []
