@@ -612,16 +612,7 @@ class FakeWebex:
             }:
                 org.access_token = "fake-access-renewed-" + secrets.token_hex(16)
                 org.refresh_token = "fake-refresh-renewed-" + secrets.token_hex(16)
-                return self.send(
-                    handler,
-                    200,
-                    {
-                        "access_token": org.access_token,
-                        "expires_in": 1209599,
-                        "refresh_token": org.refresh_token,
-                        "refresh_token_expires_in": org.refresh_expires_in,
-                    },
-                )
+                return self.send_tokens(handler, org.access_token, org.refresh_token, org.refresh_expires_in)
         integration = {
             "grant_type": "refresh_token",
             "client_id": self.integration_client_id,
@@ -632,16 +623,13 @@ class FakeWebex:
             return self.error(handler, 400, "Invalid refresh token or client credentials")
         self.integration_token = "fake-integration-renewed-" + secrets.token_hex(16)
         self.integration_refresh_token = "fake-integration-refresh-renewed-" + secrets.token_hex(16)
-        self.send(
-            handler,
-            200,
-            {
-                "access_token": self.integration_token,
-                "expires_in": 1209599,
-                "refresh_token": self.integration_refresh_token,
-                "refresh_token_expires_in": 7775999,
-            },
-        )
+        self.send_tokens(handler, self.integration_token, self.integration_refresh_token, 7775999)
+
+    def send_tokens(self, handler, access_token: str, refresh_token: str, refresh_expires_in: int, **extra) -> None:
+        """A token endpoint's answer, as Webex's /access_token and the mint give it."""
+        body = {"access_token": access_token, "expires_in": 1209599, "refresh_token": refresh_token,
+                "refresh_token_expires_in": refresh_expires_in, **extra}
+        self.send(handler, 200, body)
 
     def mint(self, handler, app_id: str, body: bytes) -> None:
         """POST /applications/{id}/token: an org's new tokens, for the integration token's owner."""
@@ -662,17 +650,7 @@ class FakeWebex:
             org.mints += 1
         org.access_token = "fake-access-minted-" + secrets.token_hex(16)
         org.refresh_token = "fake-refresh-minted-" + secrets.token_hex(16)
-        self.send(
-            handler,
-            200,
-            {
-                "access_token": org.access_token,
-                "expires_in": 1209599,
-                "refresh_token": org.refresh_token,
-                "refresh_token_expires_in": org.refresh_expires_in,
-                "token_type": "Bearer",
-            },
-        )
+        self.send_tokens(handler, org.access_token, org.refresh_token, org.refresh_expires_in, token_type="Bearer")
 
 
 def seed_demo(fake: FakeWebex, count: int = 5) -> None:
