@@ -89,6 +89,10 @@ DEFAULT_WORKERS = 4
 MAX_WORKERS = 32
 DEFAULT_CONNECT_TIMEOUT = 5.0
 DEFAULT_READ_TIMEOUT = 30.0
+DEFAULT_TOTAL_TIMEOUT = 30.0  # one request in all, however slowly the answer trickles in
+MAX_ANSWER_BYTES = 16 * 1024 * 1024
+MAX_KEY_SET_BYTES, MAX_KEYS = 1024 * 1024, 100
+MAX_JSON_DEPTH = 100
 EXPIRING_SOON_SECONDS = 3600
 REFRESH_TOKEN_WARNING_DAYS = 14
 # The table above the menu shows the most urgent and the menu lists them all. The table is printed
@@ -96,6 +100,8 @@ REFRESH_TOKEN_WARNING_DAYS = 14
 MENU_TABLE_ROWS = 18
 MAX_TEXT_LENGTH = 1024
 CELL_WIDTH = 60  # a table cell or menu line shows this much of a value; details show it whole
+MAX_SHOWN_MESSAGE = 500  # an error message from outside, on screen, in a pipe or in cron mail
+MAX_RECORDED_MESSAGE = 64 * 1024  # ... and in a record
 MIN_CUT_WIDTH = 8  # a column that gives way to fit the terminal keeps at least this much (or its title)
 
 # Retries: 429/423/502-504 are retried, bounded in count and in total time. A POST is retried
@@ -124,21 +130,38 @@ DECISION_FIELDS = ("status", "url", "schemaId")  # a list item without one is re
 SECRETS: set[str] = set()  # every secret the run knows
 
 
+# Text shaped like a JWS (three base64url parts, the first a JSON header): a token inside an
+# error message or an answer is shown and recorded as its fingerprint, never raw.
+_JWS_SHAPED = re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*")
+
+
+def fingerprint(token: str) -> str:
+    return "sha256:" + hashlib.sha256(token.encode()).hexdigest()
+
+
 def scrub(text: str) -> str:
+    """Every secret the run knows redacted, and every JWS-shaped text fingerprinted."""
     for secret in SECRETS:
         text = text.replace(secret, "[redacted]")
-    return text
+    return _JWS_SHAPED.sub(lambda match: fingerprint(match[0]), text) if "eyJ" in text else text
 
 
-# C0 and C1 controls, ESC, BEL, DEL, bidirectional overrides and marks, line separators: any of
-# them from an answer could clear the screen, retitle the window, reorder text or split a row.
-_UNSAFE_CHARS = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+# C0 and C1 controls, ESC, BEL, DEL, line separators, and every Unicode format character
+# (category Cf: bidi overrides and marks, zero-width spaces and joiners, BOM, soft hyphen, tag
+# characters): any of them from an answer could clear the screen, retitle the window, reorder
+# or hide text, or split a row.
+_UNSAFE_CHARS = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u2028\u2029"
+    "\u00ad\u0600-\u0605\u061c\u06dd\u070f\u0890-\u0891\u08e2\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064"
+    "\u2066-\u206f\ufeff\ufff9-\ufffb\U000110bd\U000110cd\U00013430-\U0001343f\U0001bca0-\U0001bca3"
+    "\U0001d173-\U0001d17a\U000e0001\U000e0020-\U000e007f]"
+)
 _NAMED_ESCAPES = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}
 
 
 def _visible_escape(char: str) -> str:
     code = ord(char)
-    return _NAMED_ESCAPES.get(char) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+    return _NAMED_ESCAPES.get(char) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
 
 
 def safe_text(value) -> str:
@@ -181,11 +204,20 @@ class ToolError(Exception):
 
     def __init__(self, message: str, hint: str = ""):
         super().__init__(message)
-        self.message = message
+        self.message = message[:MAX_RECORDED_MESSAGE]
         self.hint = hint
 
+    def text(self, limit: int = MAX_RECORDED_MESSAGE) -> str:
+        """The sentence, its (outside) message cut at limit characters."""
+        return scrub(" ".join(part for part in (clip(self.message, limit), self.hint) if part))
+
     def __str__(self) -> str:
-        return scrub(" ".join(part for part in (self.message, self.hint) if part))
+        return self.text()  # what a record keeps
+
+
+def shown(error: BaseException) -> str:
+    """An error as the screen, the pipe and cron mail show it: Webex's message cut at 500 characters."""
+    return error.text(MAX_SHOWN_MESSAGE) if isinstance(error, ToolError) else clip(scrub(str(error)), MAX_SHOWN_MESSAGE)
 
 
 class ConfigError(ToolError):
@@ -213,8 +245,9 @@ class ApiError(ToolError):
         self.body = body
         self.maybe_processed = maybe_processed
 
-    def __str__(self) -> str:
-        parts = [f"Webex answered {self.status}: {self.message}" if self.status else self.message]
+    def text(self, limit: int = MAX_RECORDED_MESSAGE) -> str:
+        message = clip(self.message, limit)
+        parts = [f"Webex answered {self.status}: {message}" if self.status else message]
         if self.tracking_id:
             parts.append(f"(tracking id {self.tracking_id})")
         if self.hint:
@@ -280,7 +313,7 @@ class Screen:
         self.load().err.print(self.Text(message, style=style))
 
     def error(self, error) -> None:
-        self.load().err.print(self.Text("Error: ", style="bold red") + self.Text(safe_text(str(error))))
+        self.load().err.print(self.Text("Error: ", style="bold red") + self.Text(safe_text(shown(error))))
 
     def warning(self, message: str) -> None:
         self.load().err.print(self.Text("Warning: ", style="yellow") + self.Text(safe_text(message)))
@@ -454,6 +487,7 @@ class Settings:
     trusted_issuers: tuple[str, ...] = DEFAULT_TRUSTED_ISSUERS
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
     read_timeout: float = DEFAULT_READ_TIMEOUT
+    total_timeout: float = DEFAULT_TOTAL_TIMEOUT
     org_name: str = "default"
     target_org_id: str = ""
     service_app_id: str = ""
@@ -516,6 +550,14 @@ def read_seconds(name: str, value: str | None, default: float) -> float:
     return seconds
 
 
+def check_org_name(path: Path, name: str) -> str:
+    """An org's name names its records folder: one path segment, never . or .."""
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,100}", name) or name in (".", ".."):
+        raise ConfigError(f"WEBEX_ORG_NAME in {path} must be letters, digits, -, _ and . only (and not . or ..), "
+                          f"because it names the org's records folder; got {clip(safe_text(name), 40)!r}.")
+    return name
+
+
 def org_name_for(path: Path) -> str:
     """An org's default name: its file's name without .env (the plain .env is "default")."""
     name = path.name.removesuffix(".env")
@@ -555,7 +597,7 @@ def load_settings(env_file: str | None, records_dir: str | None, layered: bool =
         integration = Integration(value("WEBEX_INTEGRATION_TOKEN"), origins["WEBEX_INTEGRATION_TOKEN"],
                                   value("WEBEX_INTEGRATION_REFRESH_TOKEN"),
                                   value("WEBEX_INTEGRATION_CLIENT_ID"), value("WEBEX_INTEGRATION_CLIENT_SECRET"))
-    org_name = file_safe(value("WEBEX_ORG_NAME") or org_name_for(path))
+    org_name = check_org_name(path, value("WEBEX_ORG_NAME")) if value("WEBEX_ORG_NAME") else file_safe(org_name_for(path))
     settings = Settings(
         access_token=value("WEBEX_ACCESS_TOKEN"),
         env_file=path,
@@ -568,6 +610,7 @@ def load_settings(env_file: str | None, records_dir: str | None, layered: bool =
         trusted_issuers=tuple(check_service_url("WEBEX_TRUSTED_ISSUERS", i) for i in issuer_list(value("WEBEX_TRUSTED_ISSUERS"))),
         connect_timeout=read_seconds("WEBEX_CONNECT_TIMEOUT", value("WEBEX_CONNECT_TIMEOUT"), DEFAULT_CONNECT_TIMEOUT),
         read_timeout=read_seconds("WEBEX_READ_TIMEOUT", value("WEBEX_READ_TIMEOUT"), DEFAULT_READ_TIMEOUT),
+        total_timeout=read_seconds("WEBEX_TIMEOUT", value("WEBEX_TIMEOUT"), DEFAULT_TOTAL_TIMEOUT),
         org_name=org_name,
         target_org_id=value("WEBEX_TARGET_ORG_ID"),
         service_app_id=value("WEBEX_SERVICE_APP_ID"),
@@ -655,6 +698,26 @@ def save_env_values(path: Path, updates: dict[str, str]) -> None:
         raise ConfigError(f"Could not save {path} ({exc.strerror or exc}): make it writable, or update it by hand.") from None
 
 
+def make_private_folder(folder: Path) -> None:
+    """Make folder and any missing parent 0700, whatever the umask; safe when workers race."""
+    missing = [p for p in [folder, *folder.parents] if not p.exists()]
+    for level in reversed(missing):
+        try:
+            level.mkdir(mode=0o700)
+        except FileExistsError:
+            continue
+        level.chmod(0o700)
+
+
+def sync_folder(folder: Path) -> None:
+    """fsync a folder, so a file just linked or renamed into it survives a power loss."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def write_file_atomically(path: Path, content: str) -> None:
     """Temporary file in the same folder, fsync, rename: a crash leaves the old file whole."""
     fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -724,21 +787,88 @@ def error_from_response(response: requests.Response, method: str, path: str = ""
     return kind(message or response.reason or "no message", status=response.status_code, tracking_id=tracking, hint=hint, body=body)
 
 
+def json_depth(value) -> int:
+    """How deeply a parsed JSON value nests, found without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        deepest = max(deepest, depth)
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return deepest
+
+
 def parse_body(response: requests.Response):
-    """The JSON answer, or None for an empty one. Raises ApiError for anything else."""
+    """The JSON answer, or None for an empty one. Raises ApiError for anything else: not JSON,
+    or JSON nested deeper than MAX_JSON_DEPTH (which no Webex answer is)."""
     if not response.content:
         return None
+    tracking = response.headers.get("TrackingID")
     try:
-        return response.json()
+        body = response.json()
+    except RecursionError:
+        body, too_deep = None, True
     except ValueError:
         looks_like = "an HTML page" if b"<html" in response.content[:512].lower() else "text"
         if response.status_code >= 400:
             return None  # the status speaks; its body does not matter
-        raise ApiError(
-            f"Webex answered with {looks_like}, not JSON. This is usually a proxy or an outage: try again later.",
-            status=response.status_code,
-            tracking_id=response.headers.get("TrackingID"),
-        ) from None
+        raise ApiError(f"Webex answered with {looks_like}, not JSON. This is usually a proxy or an outage: try again later.",
+                       status=response.status_code, tracking_id=tracking) from None
+    else:
+        too_deep = json_depth(body) > MAX_JSON_DEPTH
+    if too_deep:
+        raise ApiError(f"Webex's answer nests deeper than {MAX_JSON_DEPTH} levels, which no Webex answer does: it was not read. "
+                       "Try again later, or report it to Webex support.", status=response.status_code, tracking_id=tracking)
+    return body
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    connect: float = DEFAULT_CONNECT_TIMEOUT
+    read: float = DEFAULT_READ_TIMEOUT  # between two pieces of the answer
+    total: float = DEFAULT_TOTAL_TIMEOUT  # the whole exchange
+
+    @classmethod
+    def of(cls, settings: Settings) -> Timeouts:
+        return cls(settings.connect_timeout, settings.read_timeout, settings.total_timeout)
+
+
+class TooSlow(requests.exceptions.Timeout):
+    """The whole answer did not come within the total timeout."""
+
+
+def bounded_request(session: requests.Session, method: str, url: str, timeouts: Timeouts,
+                    limit: int = MAX_ANSWER_BYTES, **kwargs) -> requests.Response:
+    """One HTTP exchange, bounded in all: the whole answer within timeouts.total however slowly it
+    trickles in, and at most limit bytes. The exchange runs on a daemon thread that is left behind
+    if the deadline passes, so the run goes on (and ends) without it."""
+    outcome, done = {}, threading.Event()
+
+    def exchange() -> None:
+        try:
+            response = session.request(method, url, stream=True, timeout=(timeouts.connect, min(timeouts.read, timeouts.total)),
+                                       allow_redirects=False, **kwargs)  # a redirected PUT would come back a GET, and "succeed"
+            with response:
+                body = bytearray()
+                for chunk in response.iter_content(64 * 1024):
+                    body += chunk
+                    if len(body) > limit:
+                        raise ApiError(f"Webex's answer was larger than {limit // (1024 * 1024) or 1} MiB, which no Webex answer "
+                                       "is: it was not read. Try again later, or report it to Webex support.",
+                                       status=response.status_code, tracking_id=response.headers.get("TrackingID"))
+                response._content = bytes(body)  # what requests itself keeps when it reads the answer
+            outcome["response"] = response
+        except BaseException as exc:  # noqa: BLE001 (handed to the caller's thread, which raises it)
+            outcome["error"] = exc
+        finally:
+            done.set()
+
+    threading.Thread(target=exchange, daemon=True).start()
+    if not done.wait(timeouts.total):
+        raise TooSlow(f"no whole answer within {timeouts.total:g} s")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["response"]
 
 
 def _causes(exc: BaseException):
@@ -754,15 +884,17 @@ def _causes(exc: BaseException):
         stack.extend(x for x in (getattr(item, "reason", None), item.__cause__, item.__context__) if isinstance(x, BaseException))
 
 
-def network_error(exc: requests.RequestException, method: str, host: str, timeouts) -> ApiError:
+def network_error(exc: requests.RequestException, method: str, host: str, timeouts: Timeouts) -> ApiError:
     """One sentence for a request that got no answer; maybe_processed if it may have arrived."""
     causes = list(_causes(exc))
     if isinstance(exc, requests.exceptions.SSLError):
         message, sent = (f"TLS failed with {host}: check the system clock, any proxy, or REQUESTS_CA_BUNDLE.", False)
     elif isinstance(exc, requests.exceptions.ConnectTimeout):
-        message, sent = (f"Could not connect to {host} within {timeouts[0]:g} s: check the network or WEBEX_API_BASE_URL.", False)
+        message, sent = (f"Could not connect to {host} within {timeouts.connect:g} s: check the network or WEBEX_API_BASE_URL.", False)
     elif isinstance(exc, requests.exceptions.ReadTimeout):
-        message, sent = (f"{host} did not answer within {timeouts[1]:g} s (WEBEX_READ_TIMEOUT).", True)
+        message, sent = (f"{host} did not answer within {timeouts.read:g} s (WEBEX_READ_TIMEOUT).", True)
+    elif isinstance(exc, TooSlow):
+        message, sent = (f"{host} did not send its whole answer within {timeouts.total:g} s (WEBEX_TIMEOUT).", True)
     elif any(isinstance(c, u3.NameResolutionError) for c in causes):
         message, sent = (f"Cannot resolve the host {host}: check WEBEX_API_BASE_URL and your DNS.", False)
     elif any(isinstance(c, (ConnectionRefusedError, u3.NewConnectionError)) for c in causes):
@@ -847,8 +979,7 @@ def exchange_refresh_token(session, base_url: str, timeouts, form: dict, what: s
     which token failed (what) and what to do (advice)."""
     host = urlsplit(base_url).netloc
     try:
-        response = session.post(f"{base_url}/access_token", data={"grant_type": "refresh_token", **form}, timeout=timeouts,
-                                allow_redirects=False)
+        response = bounded_request(session, "POST", f"{base_url}/access_token", timeouts, data={"grant_type": "refresh_token", **form})
     except requests.RequestException as exc:
         raise network_error(exc, "POST", host, timeouts) from None
     answered = response.status_code < 300
@@ -857,8 +988,19 @@ def exchange_refresh_token(session, base_url: str, timeouts, form: dict, what: s
         error = ApiError("no access_token in the answer") if answered else error_from_response(response, "POST")
         raise TokenRefused(f"Could not renew {what} with its refresh token ({error.message}).", status=error.status,
                            tracking_id=error.tracking_id, hint=advice)
-    remember_secret(body["access_token"])
-    remember_secret(body.get("refresh_token"))
+    return checked_token_answer(body, f"renewing {what}")
+
+
+def checked_token_answer(body: dict, what: str) -> dict:
+    """A token answer whose tokens are plain text: a control character or a space in one could
+    smuggle a line into an env file, so such an answer is refused whole."""
+    tokens = [body.get("access_token"), body.get("refresh_token")]
+    for token in tokens:
+        remember_secret(token if isinstance(token, str) else None)
+    if any(token is not None and (not isinstance(token, str) or not token.isprintable() or any(c.isspace() for c in token))
+           for token in tokens):
+        raise ApiError(f"The answer to {what} held a token with a control character or a space, so it was refused and "
+                       "nothing was saved. Check WEBEX_API_BASE_URL: that is not how Webex answers.")
     return body
 
 
@@ -884,8 +1026,8 @@ class Minter:
             token = self.token
             try:
                 with self.gate:
-                    response = self.session.post(url, json=body, headers={"Authorization": f"Bearer {token}"}, timeout=self.timeouts,
-                                                 allow_redirects=False)
+                    response = bounded_request(self.session, "POST", url, self.timeouts, json=body,
+                                               headers={"Authorization": f"Bearer {token}"})
             except requests.RequestException as exc:
                 raise network_error(exc, "POST", urlsplit(self.base_url).netloc, self.timeouts) from None
             if response.status_code == 401 and attempt == 1 and self._renew(token):
@@ -895,9 +1037,7 @@ class Minter:
             answer = parse_body(response)
             if not isinstance(answer, dict) or not answer.get("access_token"):
                 raise ApiError("Webex's answer to the token mint had no access_token: try again later.", status=response.status_code)
-            remember_secret(answer["access_token"])
-            remember_secret(answer.get("refresh_token"))
-            return answer
+            return checked_token_answer(answer, f"minting a token for org {settings.target_org_id}")
         raise AssertionError("unreachable: the second attempt returns or raises")
 
     def _refusal(self, response: requests.Response, settings: Settings) -> ApiError:
@@ -947,7 +1087,7 @@ class WebexClient:
         connections = connections or Connections(pool_size)
         self.settings = settings
         self.host = urlsplit(settings.base_url).netloc
-        self.timeouts = (settings.connect_timeout, settings.read_timeout)
+        self.timeouts = Timeouts.of(settings)
         self.workers = connections.workers
         self.sleeper = sleeper  # called with (seconds, reason) for every wait before a retry
         self.on_token_renewed = None  # called with the env values a renewal or mint changed, and how
@@ -1046,14 +1186,8 @@ class WebexClient:
 
     def _send(self, method: str, path: str, payload: dict | None, token: str) -> requests.Response:
         with self.gate:  # --workers bounds the requests in flight across every org
-            return self.session.request(
-                method,
-                self.settings.base_url + path,
-                json=payload,
-                headers={"Authorization": f"Bearer {token}"},
-                timeout=self.timeouts,
-                allow_redirects=False,  # a redirected PUT would come back a GET, and "succeed"
-            )
+            return bounded_request(self.session, method, self.settings.base_url + path, self.timeouts, json=payload,
+                                   headers={"Authorization": f"Bearer {token}"})
 
     def _request(self, method: str, path: str, payload: dict | None = None, token: str | None = None) -> Reply:
         started = time.monotonic()
@@ -1137,10 +1271,6 @@ def claim_text(value) -> str | None:
     if isinstance(value, list):
         value = ", ".join(str(v) for v in value)
     return value if isinstance(value, str) and value else None
-
-
-def fingerprint(token: str) -> str:
-    return "sha256:" + hashlib.sha256(token.encode()).hexdigest()
 
 
 @dataclass
@@ -1454,11 +1584,14 @@ def redact(value):
 
 
 def ensure_records_dir(records_dir: Path) -> None:
-    """Fail before anything is sent if a record could not be written."""
+    """Fail before anything is sent if a record could not be written: a real write, synced, so
+    that a full disk fails here and not after Webex has changed something."""
     try:
-        records_dir.mkdir(parents=True, mode=0o700, exist_ok=True)  # exist_ok: workers race to make it
-        with tempfile.TemporaryFile(dir=records_dir):
-            pass
+        make_private_folder(records_dir)
+        with tempfile.TemporaryFile(dir=records_dir) as probe:
+            probe.write(b"probe" * 1024)
+            probe.flush()
+            os.fsync(probe.fileno())
     except OSError as exc:
         raise RecordError(
             f"Cannot write records to {records_dir} ({exc.strerror or exc}). Nothing was sent. "
@@ -1481,9 +1614,10 @@ def write_record(records_dir: Path, name: str, content: dict) -> Path:
                 path = records_dir / f"{name}_{file_timestamp()}.json"
                 try:
                     os.link(temp_name, path)
-                    return path
                 except FileExistsError:
                     continue  # same microsecond: take the next timestamp
+                sync_folder(records_dir)  # the link itself survives a power loss
+                return path
         finally:
             Path(temp_name).unlink(missing_ok=True)
     except OSError as exc:
@@ -1612,7 +1746,7 @@ def fetch_state(client: WebexClient, known_schemas: dict | None = None) -> State
             try:
                 schema_map = {s["id"]: s for s in schemas.result()}
             except ApiError as exc:
-                warnings.append(f"Schemas could not be listed, so they show as unknown: {exc}")
+                warnings.append(f"Schemas could not be listed, so they show as unknown: {shown(exc)}")
     views, unnamed = views_from_items(items)
     if unnamed:
         warnings.append(f"{unnamed} item(s) in Webex's list had no id (or were not objects), so they cannot be shown or changed.")
@@ -1665,7 +1799,7 @@ class Org:
     @property
     def token_state(self) -> str:
         if self.refused:
-            return f"refused: {self.problem}"
+            return f"refused: {shown(self.problem)}"
         return self.client.token_state if self.client else "unknown"
 
     def fetch(self, rotating: bool = False) -> None:
@@ -1863,7 +1997,7 @@ class Fleet:
         rows = []
         for org in self.orgs:
             if org.state is None:
-                rows.append(OrgRow(org.name, False, 0, 0, 0, None, org.token_state, str(org.problem), org.refused))
+                rows.append(OrgRow(org.name, False, 0, 0, 0, None, org.token_state, shown(org.problem), org.refused))
                 continue
             sources = self.rows(now, org)
             active = [r for r in sources if r.active and r.seconds_left is not None]
@@ -1880,7 +2014,7 @@ class Fleet:
         for org in self.orgs if orgs is None else orgs:
             notes += [("warning", self.label(org.name) + warning) for warning in (org.state.warnings if org.state else [])]
             if org.problem:
-                notes.append(("error", f"{self.label(org.name)}{org.problem}"))
+                notes.append(("error", f"{self.label(org.name)}{shown(org.problem)}"))
         return notes
 
     def source_notes(self, now: datetime) -> list[tuple[str, str]]:
@@ -1961,7 +2095,7 @@ def result_json(result: WriteResult, org_label: str | None, skipped: bool = Fals
         "id": result.source_id,
         "result": outcome,
         "expires_at": utc_iso(result.view.expires_at) if result.ok and result.view else None,
-        "error": str(result.error) if result.error else "disabled" if skipped else None,
+        "error": shown(result.error) if result.error else "disabled" if skipped else None,
         "record": str(result.record) if result.record else None,
         "record_error": str(result.record_error) if result.record_error else None,
     }
@@ -2028,7 +2162,7 @@ def rotation_line(result: WriteResult, org_label: str | None = None) -> str:
         expires = local_time(result.view.expires_at) if result.view else "unknown"
         line = f"rotated  {where}{result.source_id}  expires {expires}"
     else:
-        line = f"failed   {where}{result.source_id}  {result.error}"
+        line = f"failed   {where}{result.source_id}  {shown(result.error)}"
     return safe_text(f"{line}  {result.record_error}" if result.record_error else line)
 
 
@@ -3122,7 +3256,7 @@ def main(argv=None) -> int:
         return 130
     except Exception as exc:  # noqa: BLE001 (the last guard: a sentence, never a traceback)
         if args.check is not None:  # a monitoring probe answers in its own convention, whatever happened
-            print(safe_text(f"UNKNOWN - {exc}"))
+            print(safe_text(f"UNKNOWN - {shown(exc)}"))
             return 3
         if not isinstance(exc, ToolError):
             exc = ToolError(f"unexpected {type(exc).__name__}: {exc}. Please report it with the command you ran.")

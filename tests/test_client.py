@@ -311,7 +311,7 @@ def test_a_connect_timeout_is_one_sentence_and_nothing_was_sent(ds, make_client)
         filler.connect_ex(listener.getsockname())
         fillers.append(filler)
     client = make_client(base_url=f"http://127.0.0.1:{listener.getsockname()[1]}/v1")
-    client.timeouts = (0.3, 5.0)
+    client.timeouts = ds.Timeouts(connect=0.3, read=5.0)
     try:
         with pytest.raises(ds.ApiError) as caught:
             client.create_source({"url": "x"})
