@@ -456,6 +456,10 @@ def validate_workers(text: str) -> bool | str:
 
 PER_ORG_KEYS = frozenset({"WEBEX_ORG_NAME", "WEBEX_ACCESS_TOKEN", "WEBEX_REFRESH_TOKEN", "WEBEX_REFRESH_TOKEN_EXPIRES_AT",
                           "WEBEX_TARGET_ORG_ID"})
+# Keys that decide where secrets go, or that are the Service App's own: never from an org's file.
+SHARED_KEYS = frozenset({"WEBEX_API_BASE_URL", "WEBEX_TRUSTED_ISSUERS", "WEBEX_SERVICE_APP_ID", "WEBEX_CLIENT_ID", "WEBEX_CLIENT_SECRET",
+                         "WEBEX_INTEGRATION_TOKEN", "WEBEX_INTEGRATION_REFRESH_TOKEN", "WEBEX_INTEGRATION_CLIENT_ID",
+                         "WEBEX_INTEGRATION_CLIENT_SECRET", "WEBEX_STATE_DIR"})
 MINT_KEYS = ("WEBEX_SERVICE_APP_ID", "WEBEX_CLIENT_ID", "WEBEX_CLIENT_SECRET", "WEBEX_TARGET_ORG_ID", "WEBEX_INTEGRATION_TOKEN")
 
 
@@ -530,7 +534,12 @@ def is_loopback(host: str) -> bool:
 
 
 def check_service_url(name: str, url: str) -> str:
-    """An API base or issuer: https, or http on this machine only (the fake API for testing)."""
+    """An API base or issuer: https, or http on this machine only (the fake API for testing). User
+    info, backslashes and whitespace are refused outright: parsers disagree on where such a URL
+    connects, and the one that judges it must be the one that connects."""
+    if "@" in url or "\\" in url or any(ch.isspace() or not ch.isprintable() for ch in url):
+        raise ConfigError(f"{name} must be a plain https:// URL without user names, backslashes or spaces, "
+                          f"e.g. {DEFAULT_BASE_URL}; got {clip(safe_text(url), 80)!r}.")
     parts = urlsplit(url)
     secure = parts.scheme == "https" or (parts.scheme == "http" and is_loopback(parts.hostname or ""))
     if not parts.hostname or not secure:
@@ -564,15 +573,28 @@ def org_name_for(path: Path) -> str:
     return name.strip(". ") or "default"
 
 
+def is_org_file(path: Path) -> bool:
+    """An org's own file (it names the org or its id), read over the shared .env beside the script."""
+    if path.resolve() == (SCRIPT_DIR / ".env").resolve():
+        return False
+    values = read_env_file(path)
+    return bool(values.get("WEBEX_ORG_NAME") or values.get("WEBEX_TARGET_ORG_ID"))
+
+
 def layered_values(path: Path, layered: bool) -> tuple[dict[str, str], dict[str, Path | None]]:
-    """The settings for one org, and where each came from (a file, or None for the environment)."""
+    """The settings for one org, and where each came from (a file, or None for the environment).
+    An org's file may not set a shared key: they decide where every org's secrets are sent."""
     environment = {k: v for k, v in os.environ.items() if k.startswith("WEBEX_")}
     if layered:  # later layers win: environment, then the shared .env, then the org's own file
         shared = SCRIPT_DIR / ".env"
         shared_values = read_env_file(shared) if shared.resolve() != path.resolve() else {}
         layers = [(None, environment), (shared, shared_values)]
         layers = [(origin, {k: v for k, v in layer.items() if k not in PER_ORG_KEYS}) for origin, layer in layers]
-        layers.append((path, read_env_file(path)))
+        own = read_env_file(path)
+        if trespass := sorted(key for key in own if key in SHARED_KEYS):
+            raise ConfigError(f"{path} sets {', '.join(trespass)}, which only the shared .env beside the script or the environment "
+                              "may set (they decide where every org's tokens and secrets go): move it there, or remove it.")
+        layers.append((path, own))
     else:  # one file: real environment variables win, as they always have
         layers = [(path, read_env_file(path)), (None, environment)]
     values, origins = {}, {}
@@ -660,7 +682,8 @@ def load_profiles(env_files: list[str] | None, records_dir: str | None) -> list[
     profiles = []
     for path in paths:
         try:
-            settings = load_settings(str(path) if env_files else None, records_dir, layered=len(paths) > 1)
+            layered = len(paths) > 1 or is_org_file(path)
+            settings = load_settings(str(path) if env_files else None, records_dir, layered)
             profiles.append((settings.org_name, settings))
         except ConfigError as exc:
             if not path.is_file() and env_files:

@@ -223,7 +223,8 @@ def fleet_files(fake: FakeWebex, orgs: int, sources: int, expires_in: float, fol
         org = fake if number == 0 else fake.add_org()
         for n in range(sources):
             org.add_source(audience=f"Org {number} source {n}", expires_in=expires_in)
-        files.append(str(write_env(folder / "orgs" / f"org{number:03d}.env", {**org.env(), "WEBEX_RECORDS_DIR": folder / "records"})))
+        own = {"WEBEX_ACCESS_TOKEN": org.access_token, "WEBEX_RECORDS_DIR": folder / "records"}  # shared keys: the environment
+        files.append(str(write_env(folder / "orgs" / f"org{number:03d}.env", own)))
     return files
 
 
@@ -231,7 +232,7 @@ def fleet_rotation(folder: Path) -> dict:
     """40 orgs x 3 sources, all expiring, 100 ms a request, --workers 8."""
     fake = FakeWebex(latency=0.1).start()
     files = fleet_files(fake, 40, 3, 600, folder)
-    seconds, _ = run_measured(["--env-file", *files, "--rotate-expiring", "60", "--workers", "8"], child_env())
+    seconds, _ = run_measured(["--env-file", *files, "--rotate-expiring", "60", "--workers", "8"], child_env(**fake.shared_env()))
     orgs = fake.everyone()
     counts = {
         "lists": sum(len(o.requests("GET", "/v1/dataSources/")) for o in orgs),
@@ -251,7 +252,7 @@ def fleet_overview(folder: Path) -> tuple[float, int, int]:
     times = []
     for _ in range(RUNS):
         started = time.perf_counter()
-        term = Terminal(["--env-file", *files], child_env())
+        term = Terminal(["--env-file", *files], child_env(**fake.shared_env()))
         term.wait_for("Choose an org", timeout=120)
         times.append(time.perf_counter() - started)
         term.child.terminate(force=True)

@@ -283,12 +283,12 @@ class FakeWebex:
         self.access_token = "fake-access-unknown-" + secrets.token_hex(16)
 
     def env(self) -> dict:
-        """The settings the tool needs to talk to this fake."""
-        return {
-            "WEBEX_ACCESS_TOKEN": self.access_token,
-            "WEBEX_API_BASE_URL": self.base_url,
-            "WEBEX_TRUSTED_ISSUERS": self.issuer,
-        }
+        """The settings the tool needs to talk to this fake, in one env file."""
+        return {"WEBEX_ACCESS_TOKEN": self.access_token, **self.shared_env()}
+
+    def shared_env(self) -> dict:
+        """What every org shares (the shared .env or the environment; never an org's file)."""
+        return {"WEBEX_API_BASE_URL": self.base_url, "WEBEX_TRUSTED_ISSUERS": self.issuer}
 
     # -- data -----------------------------------------------------------------------------------
     def sign(self, claims: dict, kid: str | None = None, alg: str = "RS256", key=None) -> str:

@@ -222,7 +222,8 @@ def test_one_orgs_failure_never_stops_the_others_and_the_run_exits_1(app, fake):
     app.org("refused", refused, WEBEX_ACCESS_TOKEN="not-the-token-of-anyone")
     app.org("broken", broken)
     app.org("forbidden", forbidden)
-    app.org("unreachable", unreachable, WEBEX_API_BASE_URL="http://127.0.0.1:9/v1")
+    unreachable.fail("GET", "/v1/dataSources/", 500, times=10, drop=True)  # the connection drops: no answer at all
+    app.org("unreachable", unreachable)
     write_env(app.root / "orgs" / "badsettings.env", {"WEBEX_ACCESS_TOKEN": "x" * 20, "WEBEX_READ_TIMEOUT": "soon"})
     result = app.run("--rotate-expiring", "60", timeout=120)
     assert result.returncode == 1
@@ -231,7 +232,7 @@ def test_one_orgs_failure_never_stops_the_others_and_the_run_exits_1(app, fake):
     assert "refused: Webex answered 401" in stderr
     assert "broken: Webex answered 500" in stderr
     assert "forbidden: Webex answered 403" in stderr
-    assert "unreachable: 127.0.0.1:9 refused the connection" in stderr
+    assert "unreachable: The connection to 127.0.0.1" in stderr
     assert "badsettings: WEBEX_READ_TIMEOUT must be a number" in stderr
     for name in ("refused", "broken", "forbidden", "unreachable", "badsettings"):
         assert f"{name}: could not be read" in result.stdout
@@ -404,11 +405,13 @@ def test_the_integration_token_renews_itself_once_and_is_saved_where_it_came_fro
     assert "The integration token was renewed and saved to" in result.stderr
 
 
-def test_a_single_env_with_minting_settings_and_no_access_token_works(fake, tmp_path, records):
+def test_a_single_org_file_with_minting_settings_and_no_access_token_works(fake, tmp_path, records):
+    """An org's file holds its own keys; the Service App's (shared) come from the environment."""
     fake.add_source(audience="Solo")
     fake.access_token = "nobody-has-this-yet-" + "4" * 10
-    env = write_env(tmp_path / "solo.env", {**fake.mint_env(fake), "WEBEX_API_BASE_URL": fake.base_url, "WEBEX_RECORDS_DIR": records})
-    result = run_cli("--list", env_file=env)
+    shared = {key: value for key, value in fake.mint_env(fake).items() if key != "WEBEX_TARGET_ORG_ID"}
+    env = write_env(tmp_path / "solo.env", {"WEBEX_TARGET_ORG_ID": fake.org_id, "WEBEX_RECORDS_DIR": records})
+    result = run_cli("--list", env_file=env, WEBEX_API_BASE_URL=fake.base_url, **shared)
     assert result.returncode == 0, result.stderr
     assert fake.mints == 1 and "Solo" in result.stdout and result.stdout.startswith("id\t")
     assert f"WEBEX_ACCESS_TOKEN={fake.access_token}" in env.read_text()

@@ -73,10 +73,10 @@ def test_fleet_json_names_the_org_of_every_source(fake, tmp_path, records):
     globex.add_source(audience="G")
     fake.add_source(audience="A")
     files = [
-        write_env(tmp_path / f"{name}.env", {**org.env(), "WEBEX_RECORDS_DIR": records})
+        write_env(tmp_path / f"{name}.env", {"WEBEX_ACCESS_TOKEN": org.access_token, "WEBEX_RECORDS_DIR": records})
         for name, org in (("acme", fake), ("globex", globex))
     ]
-    result = run_cli("--env-file", *files, "--list", "--json")
+    result = run_cli("--env-file", *files, "--list", "--json", **fake.shared_env())
     sources = json.loads(result.stdout)
     assert {(s["org"], s["audience"]) for s in sources} == {("acme", "A"), ("globex", "G")}
     assert all(list(s) == readme_keys("list") for s in sources)

@@ -116,10 +116,10 @@ def test_two_orgs_that_list_the_same_id_keep_their_own_signature_verdicts(fake, 
     twin = globex.add_source(audience="Globex", expires_in=20 * 3600, source_id=acme_source["id"])
     globex.issue(twin, key=other_key())  # signed by a key the issuer does not publish
     records = tmp_path / "records"
-    files = [write_env(tmp_path / f"{name}.env", {**org.env(), "WEBEX_RECORDS_DIR": records})
+    files = [write_env(tmp_path / f"{name}.env", {"WEBEX_ACCESS_TOKEN": org.access_token, "WEBEX_RECORDS_DIR": records})
              for name, org in (("acme", fake), ("globex", globex))]
-    listed = run_cli("--env-file", *files, "--list", "--json")
+    listed = run_cli("--env-file", *files, "--list", "--json", **fake.shared_env())
     verdicts = {(s["org"], s["id"]): s["signature"] for s in json.loads(listed.stdout)}
     assert verdicts[("acme", twin["id"])] == "valid" and verdicts[("globex", twin["id"])].startswith("invalid")
-    check = run_cli("--env-file", *files, "--check", "60")
+    check = run_cli("--env-file", *files, "--check", "60", **fake.shared_env())
     assert check.returncode == 2 and "1 invalid signature (globex/Globex)" in check.stdout
