@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
+import fcntl
 import gc
 import hashlib
 import io
@@ -47,6 +48,8 @@ import json
 import math
 import os
 import re
+import signal
+import stat
 import sys
 import tempfile
 import threading
@@ -54,6 +57,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -89,6 +93,7 @@ DEFAULT_WORKERS = 4
 MAX_WORKERS = 32
 DEFAULT_CONNECT_TIMEOUT = 5.0
 DEFAULT_READ_TIMEOUT = 30.0
+DEFAULT_LOCK_WAIT = 60.0  # how long a write waits for another run that writes to the same org
 DEFAULT_TOTAL_TIMEOUT = 30.0  # one request in all, however slowly the answer trickles in
 MAX_ANSWER_BYTES = 16 * 1024 * 1024
 MAX_KEY_SET_BYTES, MAX_KEYS = 1024 * 1024, 100
@@ -230,6 +235,12 @@ class RecordError(ToolError):
     """A record file could not be written."""
 
 
+class Busy(ToolError):
+    """Another run holds the org's writer lock: this run left the org alone. Not a failure."""
+
+    exit_code = 0
+
+
 class NotSent(ToolError):
     """The tool would not send a request (an id it cannot trust, a source it cannot judge):
     nothing reached Webex."""
@@ -260,6 +271,41 @@ class TokenRefused(ApiError):
     nothing can be done in that org until its token is fixed, so on its own it is exit code 2."""
 
     exit_code = 2
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, SIGTERM or SIGHUP, which all stop a run the same way; it exits 128 + the signal."""
+
+    def __init__(self, signum: int = signal.SIGINT):
+        super().__init__()
+        self.signum = signum
+
+
+class StopRequest:
+    """Set when the run is told to stop: no new write starts, no retry waits; the writes in
+    flight finish within their timeout and are recorded, and the summary is printed."""
+
+    def __init__(self):
+        self.signum = signal.SIGINT
+        self._asked = threading.Event()
+
+    def __bool__(self) -> bool:
+        return self._asked.is_set()
+
+    def ask(self, signum: int) -> None:
+        if not self:
+            self.signum = signum
+            self._asked.set()
+
+    def on_signal(self, signum, frame) -> None:
+        """The handler for SIGINT, SIGTERM and SIGHUP: the first one stops the run; the others
+        wait, so that the writes in flight can finish and be recorded."""
+        if not self:
+            self.ask(signum)
+            raise Interrupted(signum)
+
+
+STOP = StopRequest()
 
 
 class Cancelled(Exception):
@@ -456,6 +502,7 @@ def validate_workers(text: str) -> bool | str:
 
 PER_ORG_KEYS = frozenset({"WEBEX_ORG_NAME", "WEBEX_ACCESS_TOKEN", "WEBEX_REFRESH_TOKEN", "WEBEX_REFRESH_TOKEN_EXPIRES_AT",
                           "WEBEX_TARGET_ORG_ID"})
+TOKEN_KEYS = ("WEBEX_ACCESS_TOKEN", "WEBEX_REFRESH_TOKEN", "WEBEX_REFRESH_TOKEN_EXPIRES_AT")  # what the tool writes back
 # Keys that decide where secrets go, or that are the Service App's own: never from an org's file.
 SHARED_KEYS = frozenset({"WEBEX_API_BASE_URL", "WEBEX_TRUSTED_ISSUERS", "WEBEX_SERVICE_APP_ID", "WEBEX_CLIENT_ID", "WEBEX_CLIENT_SECRET",
                          "WEBEX_INTEGRATION_TOKEN", "WEBEX_INTEGRATION_REFRESH_TOKEN", "WEBEX_INTEGRATION_CLIENT_ID",
@@ -492,10 +539,13 @@ class Settings:
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
     read_timeout: float = DEFAULT_READ_TIMEOUT
     total_timeout: float = DEFAULT_TOTAL_TIMEOUT
+    lock_wait: float = DEFAULT_LOCK_WAIT
     org_name: str = "default"
     target_org_id: str = ""
     service_app_id: str = ""
     integration: Integration | None = None
+    from_environment: frozenset[str] = frozenset()  # the keys whose value in use came from the environment
+    state_dir: Path | None = None  # WEBEX_STATE_DIR: where tokens go when env_file cannot be written
 
     @property
     def can_renew(self) -> bool:
@@ -547,15 +597,15 @@ def check_service_url(name: str, url: str) -> str:
     return url.rstrip("/")
 
 
-def read_seconds(name: str, value: str | None, default: float) -> float:
+def read_seconds(name: str, value: str | None, default: float, least: float = 0.1, most: float = 600) -> float:
     if not value:
         return default
     try:
         seconds = float(value)
     except ValueError:
         seconds = -1.0
-    if not 0 < seconds <= 600:
-        raise ConfigError(f"{name} must be a number of seconds from 0.1 to 600; got {value!r}.")
+    if not least <= seconds <= most:
+        raise ConfigError(f"{name} must be a number of seconds from {least:g} to {most:g}; got {value!r}.")
     return seconds
 
 
@@ -571,6 +621,14 @@ def org_name_for(path: Path) -> str:
     """An org's default name: its file's name without .env (the plain .env is "default")."""
     name = path.name.removesuffix(".env")
     return name.strip(". ") or "default"
+
+
+def file_digest(path: Path) -> str:
+    """What a file holds, in short: the state saved beside it is stale once this changes."""
+    try:
+        return fingerprint(path.read_bytes().decode("utf-8", errors="surrogateescape"))
+    except OSError:
+        return ""
 
 
 def is_org_file(path: Path) -> bool:
@@ -620,6 +678,12 @@ def load_settings(env_file: str | None, records_dir: str | None, layered: bool =
                                   value("WEBEX_INTEGRATION_REFRESH_TOKEN"),
                                   value("WEBEX_INTEGRATION_CLIENT_ID"), value("WEBEX_INTEGRATION_CLIENT_SECRET"))
     org_name = check_org_name(path, value("WEBEX_ORG_NAME")) if value("WEBEX_ORG_NAME") else file_safe(org_name_for(path))
+    state_dir = Path(value("WEBEX_STATE_DIR")) if value("WEBEX_STATE_DIR") else None
+    if state_dir:  # tokens saved there when the org's file could not be written, unless that file changed since
+        saved = read_env_file(state_dir / f"{org_name}.env")
+        if saved.get("WEBEX_STATE_OF") == file_digest(path):
+            values.update({key: saved[key] for key in TOKEN_KEYS if saved.get(key)})
+            origins.update({key: state_dir for key in TOKEN_KEYS if saved.get(key)})
     settings = Settings(
         access_token=value("WEBEX_ACCESS_TOKEN"),
         env_file=path,
@@ -633,10 +697,13 @@ def load_settings(env_file: str | None, records_dir: str | None, layered: bool =
         connect_timeout=read_seconds("WEBEX_CONNECT_TIMEOUT", value("WEBEX_CONNECT_TIMEOUT"), DEFAULT_CONNECT_TIMEOUT),
         read_timeout=read_seconds("WEBEX_READ_TIMEOUT", value("WEBEX_READ_TIMEOUT"), DEFAULT_READ_TIMEOUT),
         total_timeout=read_seconds("WEBEX_TIMEOUT", value("WEBEX_TIMEOUT"), DEFAULT_TOTAL_TIMEOUT),
+        lock_wait=read_seconds("WEBEX_LOCK_WAIT", value("WEBEX_LOCK_WAIT"), DEFAULT_LOCK_WAIT, least=0, most=3600),
         org_name=org_name,
         target_org_id=value("WEBEX_TARGET_ORG_ID"),
         service_app_id=value("WEBEX_SERVICE_APP_ID"),
         integration=integration,
+        from_environment=frozenset(key for key, origin in origins.items() if origin is None),
+        state_dir=state_dir,
     )
     secrets = [settings.access_token, settings.client_secret, settings.refresh_token]
     if integration:
@@ -696,29 +763,63 @@ def load_profiles(env_files: list[str] | None, records_dir: str | None) -> list[
 
 
 def save_env_values(path: Path, updates: dict[str, str]) -> None:
-    """Set KEY=value lines in an env file, keeping every other byte; atomic, mode 0600."""
+    """Set KEY=value in an env file on the line the tool reads it from (the last of a key that is
+    there twice), keeping every other byte: comments, other keys, `export` prefixes, line
+    endings, a BOM. A symlink is followed and its target updated; an existing file keeps its mode
+    and owner, a new one is 0600; the write is atomic. A value with a control character or a space
+    is never written: it could smuggle a line into the file."""
+    if bad := [key for key, value in updates.items() if not value.isprintable() or any(ch.isspace() for ch in value)]:
+        raise ConfigError(f"Refused to write {', '.join(bad)} to {path}: the value holds a control character or a space.")
+    target = path.resolve()
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = target.read_bytes()
     except FileNotFoundError:
-        text = ""
-    pending = dict(updates)
+        raw = b""
+    except OSError as exc:
+        raise ConfigError(f"Could not read {path} ({exc.strerror or exc}) to save the new token in it.") from None
+    text = raw.decode("utf-8-sig", errors="surrogateescape")
+    bindings = list(parse_stream(io.StringIO(text)))
+    last = {binding.key: number for number, binding in enumerate(bindings) if binding.key in updates}
     pieces = []
-    for binding in parse_stream(io.StringIO(text)):
+    for number, binding in enumerate(bindings):
         original = binding.original.string
-        if binding.key in pending:
-            stripped = original.lstrip()
-            lead = original[: len(original) - len(stripped)]
-            newline = "\n" if original.endswith("\n") else ""
-            original = f"{lead}{binding.key}={pending.pop(binding.key)}{newline}"
+        if last.get(binding.key) == number:
+            line = original.rstrip("\r\n")
+            prefix = line[: line.index(binding.key)]  # indentation and `export `
+            original = f"{prefix}{binding.key}={updates[binding.key]}{original[len(line):]}"
         pieces.append(original)
-    if pending:
+    if missing := [key for key in updates if key not in last]:
+        newline = "\r\n" if "\r\n" in text else "\n"
         if pieces and not pieces[-1].endswith("\n"):
-            pieces.append("\n")
-        pieces.extend(f"{key}={value}\n" for key, value in pending.items())
+            pieces.append(newline)
+        pieces.extend(f"{key}={updates[key]}{newline}" for key in missing)
+    content = ("\ufeff" if raw.startswith(b"\xef\xbb\xbf") else "") + "".join(pieces)
     try:
-        write_file_atomically(path, "".join(pieces))
+        write_file_atomically(target, content, keep_owner=bool(raw) or target.exists())
     except OSError as exc:
         raise ConfigError(f"Could not save {path} ({exc.strerror or exc}): make it writable, or update it by hand.") from None
+
+
+def save_tokens(settings: Settings, values: dict[str, str]) -> str:
+    """Renewed tokens, saved where the next run reads them: the org's file; if it cannot be
+    written (a read-only mounted secret), {WEBEX_STATE_DIR}/{org}.env. Returns where, as the end
+    of a sentence; raises ConfigError when neither could be written."""
+    try:
+        save_env_values(settings.env_file, values)
+        where = f"saved to {settings.env_file}"
+    except ConfigError as exc:
+        if not settings.state_dir:
+            raise ConfigError(f"{exc.message} The new token is used for this run only, so the next run must renew it "
+                              "again: set WEBEX_STATE_DIR to a writable folder to keep it there.") from None
+        make_private_folder(settings.state_dir)
+        state = settings.state_dir / f"{settings.org_name}.env"
+        save_env_values(state, {**values, "WEBEX_STATE_OF": file_digest(settings.env_file)})
+        where = (f"kept in {state}, because {settings.env_file} cannot be written; the next run reads it from there "
+                 "until that file changes")
+    if overridden := [key for key in values if key in settings.from_environment]:
+        where += (f". {', '.join(overridden)} is set in the environment, which overrides the file: update or unset it "
+                  "before the next run, or the old value comes back")
+    return where
 
 
 def make_private_folder(folder: Path) -> None:
@@ -741,15 +842,23 @@ def sync_folder(folder: Path) -> None:
         os.close(fd)
 
 
-def write_file_atomically(path: Path, content: str) -> None:
-    """Temporary file in the same folder, fsync, rename: a crash leaves the old file whole."""
+def write_file_atomically(path: Path, content: str, keep_owner: bool = False) -> None:
+    """Temporary file in the same folder, fsync, rename: a crash leaves the old file whole. New
+    files are 0600; keep_owner: the file there keeps its mode and owner (a root run must not
+    leave the service user's file unreadable to it)."""
     fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape", newline="") as handle:
+            if keep_owner and path.exists():
+                was = path.stat()
+                os.fchmod(handle.fileno(), stat.S_IMODE(was.st_mode))
+                if (was.st_uid, was.st_gid) != (os.geteuid(), os.getegid()):
+                    os.fchown(handle.fileno(), was.st_uid, was.st_gid)
             handle.write(content)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temp_name, path)
+        sync_folder(path.parent)
     except BaseException:
         Path(temp_name).unlink(missing_ok=True)
         raise
@@ -1224,7 +1333,7 @@ class WebexClient:
                 response = self._send(method, path, payload, sent_token)
             except requests.RequestException as exc:
                 error = network_error(exc, method, self.host, self.timeouts)
-                if not (error.maybe_processed and method != "POST" and attempt < MAX_ATTEMPTS):
+                if not (error.maybe_processed and method != "POST" and attempt < MAX_ATTEMPTS) or STOP:
                     raise error from None
                 self.sleeper(BACKOFF_BASE * 2 ** (attempt - 1), error.message)
                 continue
@@ -1233,7 +1342,7 @@ class WebexClient:
                 asked = retry_after_seconds(response)
                 wait = min(BACKOFF_BASE * 2 ** (attempt - 1), RETRY_WAIT_CAP) if asked is None else asked
                 fits = wait <= RETRY_WAIT_CAP and time.monotonic() - started + wait <= RETRY_BUDGET
-                if fits and attempt < MAX_ATTEMPTS:
+                if fits and attempt < MAX_ATTEMPTS and not STOP:  # a run told to stop retries nothing
                     if status in (423, 429):
                         self._pause_everyone(wait)  # a rate limit slows every worker of this org (its token), not others
                     self.sleeper(wait, f"Webex answered {status}")
@@ -1479,6 +1588,11 @@ def find_duplicate(views: list[SourceView], payload: dict) -> SourceView | None:
     return next((v for v in views if tuple(getattr(v, name) for name in same) == wanted), None)
 
 
+def registered_as(views: list[SourceView], payload: dict) -> SourceView | None:
+    """The source a register with this payload made, if any: its URL, and the nonce in its token."""
+    return next((v for v in views if (v.url, (v.claims or {}).get("jti")) == (payload.get("url"), payload.get("nonce"))), None)
+
+
 def changed_fields(before: dict, after: dict) -> list[tuple[str, object, object]]:
     keys = dict.fromkeys([*before, *after])
     return [(key, before.get(key), after.get(key)) for key in keys if before.get(key) != after.get(key)]
@@ -1647,13 +1761,95 @@ def write_record(records_dir: Path, name: str, content: dict) -> Path:
         raise RecordError(f"Could not write the record {name} in {records_dir}: {exc.strerror or exc}.") from None
 
 
+class OrgLock:
+    """One writer per org, across processes and hosts: an exclusive lock on {records folder}/.lock
+    (flock, which Linux's NFS carries between hosts). This process holds it while any of its
+    threads writes, so a rotation that renews a token on the way does not wait for itself."""
+
+    def __init__(self, folder: Path, wait: float = DEFAULT_LOCK_WAIT):
+        self.path = folder / ".lock"
+        self.wait = wait
+        self._mutex = threading.Lock()
+        self._holders = 0
+        self._fd: int | None = None
+
+    def acquire(self, wait: float | None = None) -> bool:
+        """True once held; False if another run still holds it after wait seconds."""
+        wait = self.wait if wait is None else wait
+        with self._mutex:
+            if self._holders:
+                self._holders += 1
+                return True
+            make_private_folder(self.path.parent)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            deadline = time.monotonic() + wait
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        os.close(fd)
+                        return False
+                    time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+            self._fd, self._holders = fd, 1
+            return True
+
+    def release(self) -> None:
+        with self._mutex:
+            self._holders -= 1
+            if self._holders == 0:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+                os.close(self._fd)
+                self._fd = None
+
+    @contextmanager
+    def held(self, what: str, wait: float | None = None):
+        """Hold the lock for a write, or raise Busy: another run is writing to this org."""
+        if not self.acquire(wait):
+            raise Busy(f"Another run is writing to this org ({what} waited {self.wait if wait is None else wait:g} s for "
+                       f"{self.path}): nothing was sent. Try again in a minute; WEBEX_LOCK_WAIT sets how long to wait.")
+        try:
+            yield
+        finally:
+            self.release()
+
+
 @dataclass
 class Trail:
-    """Where one org's records go, and which org they are about."""
+    """Where one org's records go, which org they are about, and the org's writer lock."""
 
     dir: Path
     org_name: str = "default"
     org_id: str | None = None  # the list's orgId, else the token's org claim, else WEBEX_TARGET_ORG_ID
+    lock_wait: float = DEFAULT_LOCK_WAIT
+    lock: OrgLock = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.lock = OrgLock(self.dir, self.lock_wait)
+
+    @property
+    def pending_dir(self) -> Path:
+        return self.dir / ".pending"
+
+    def mark_pending(self, operation: str, source_id, payload) -> Path:
+        """Before a write is sent: what is about to be sent, made durable, so that even after a
+        SIGKILL or a power loss the next run knows to look. Removed once the record is written."""
+        make_private_folder(self.pending_dir)
+        content = {"operation_type": operation, "data_source_id": source_id, "configuration": payload,
+                   "marked_timestamp": now_iso(), "org_name": self.org_name, "org_id": self.org_id}
+        path = self.pending_dir / f"{file_timestamp()}_{operation}_{file_safe(source_id or 'new')}.json"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(scrub(json.dumps(redact(content), ensure_ascii=False, default=str)))
+            handle.flush()
+            os.fsync(handle.fileno())
+        sync_folder(self.pending_dir)
+        return path
+
+    def pending(self) -> list[Path]:
+        """The markers of writes sent by a run that did not live to record them, oldest first."""
+        return sorted(self.pending_dir.glob("*.json")) if self.pending_dir.is_dir() else []
 
 
 def operation_record(trail: Trail, operation: str, source_id, payload, reply: Reply | None, error: ApiError | None) -> dict:
@@ -1672,6 +1868,21 @@ def operation_record(trail: Trail, operation: str, source_id, payload, reply: Re
         "success": error is None,
         "error": str(error) if error else None,
     }
+
+
+def keep_record(trail: Trail, operation: str, source_id, ok: bool, content: dict, marker: Path) -> tuple[Path | None, RecordError | None]:
+    """Write the record of a write that was sent, then drop its marker. A record that cannot be
+    written leaves the marker, so the next run writes it: what Webex did is never unrecorded."""
+    name = f"data_source_{operation}_{file_safe(source_id)}" if ok else f"data_source_{operation}_failed"
+    try:
+        path = write_record(trail.dir, name, content)
+    except RecordError as exc:  # what Webex did stands; the result says the record is missing
+        outcome = "went through" if ok else "was refused"
+        return None, RecordError(f"The {operation} {outcome}, but no record of it was kept. {exc} "
+                                 "Make room or fix the folder: the next run writes it.")
+    marker.unlink(missing_ok=True)
+    sync_folder(marker.parent)
+    return path, None
 
 
 def list_record(trail: Trail, views: list[SourceView]) -> dict:
@@ -1802,6 +2013,44 @@ def views_from_items(items: list) -> tuple[list[SourceView], int]:
     return views, len(items) - len(views)
 
 
+def resolve_pending(client: WebexClient, trail: Trail) -> list[str]:
+    """Writes that a run sent but did not live to record (its markers are still there): read what
+    Webex has now and write the missing record, reconciled as applied (the source shows what was
+    sent: its nonce; for a delete, a 404), not_applied, or unknown. Call it holding the org's lock,
+    so no live run's marker is taken. Returns a note for each."""
+    notes, listed = [], None
+    for marker in trail.pending():
+        try:
+            sent = json.loads(marker.read_text(encoding="utf-8"))
+            operation, source_id, payload = sent["operation_type"], sent["data_source_id"], sent["configuration"] or {}
+        except (OSError, ValueError, KeyError, TypeError):
+            marker.rename(marker.with_suffix(".unreadable"))  # kept for a person to look at, never read again
+            notes.append(f"An unreadable marker of an unrecorded write was set aside: {marker.with_suffix('.unreadable')}.")
+            continue
+        found = None
+        try:
+            if operation == "registration":
+                listed = listed if listed is not None else views_from_items(client.list_sources())[0]
+                found = registered_as(listed, payload)
+                reconciled = "applied" if found else "not_applied"
+            else:
+                found = source_view(client.get_source(source_id))
+                reconciled = "not_applied" if operation == "delete" or found.nonce != payload.get("nonce") else "applied"
+        except ApiError as exc:
+            reconciled = "applied" if operation == "delete" and exc.status == 404 else "unknown"
+        except NotSent:
+            reconciled = "unknown"
+        source_id = found.id if found and operation == "registration" else source_id
+        content = operation_record(trail, operation, source_id, payload, Reply(None, None, found.raw if found else None), None)
+        content.update(success=reconciled == "applied", reconciled=reconciled, sent_timestamp=sent.get("marked_timestamp"),
+                       error=None if reconciled == "applied" else "The run that sent this stopped before it recorded Webex's answer; "
+                       f"reading the source afterwards shows it {reconciled.replace('_', ' ')}.")
+        path, error = keep_record(trail, operation, source_id, reconciled == "applied", content, marker)
+        notes.append(f"A {operation} of {source_id or 'a new source'} sent by an earlier run that stopped before recording it: "
+                     f"{reconciled}; " + (f"recorded in {path}." if path else f"{error}"))
+    return notes
+
+
 @dataclass
 class Org:
     """One customer org in the run: its settings, client and records, what was read from it, and
@@ -1812,7 +2061,8 @@ class Org:
     client: WebexClient | None = None
     trail: Trail | None = None
     state: State | None = None
-    problem: ToolError | None = None  # bad settings, a refused token, the network, a 5xx
+    problem: ToolError | None = None  # bad settings, a refused token, the network, a 5xx, busy
+    holds_lock: bool = False  # a rotation holds the org's writer lock from its list to its last write
 
     @property
     def refused(self) -> bool:
@@ -1826,16 +2076,43 @@ class Org:
         return self.client.token_state if self.client else "unknown"
 
     def fetch(self, rotating: bool = False) -> None:
-        """Read the org's sources (and its schemas, unless rotating or already known)."""
+        """Read the org's sources (and its schemas, unless rotating or already known). A rotation
+        first takes the org's writer lock and keeps it to its last write (release), so that two
+        runs never rotate one source twice: the second waits, then reads what the first wrote.
+        Writes an earlier run left unrecorded are settled first. Whatever goes wrong is this
+        org's problem, never another's."""
         if self.client is None:
             return
+        lock = self.trail.lock
+        if rotating and not lock.acquire():
+            self.state, self.problem = None, Busy(f"another run is writing to it: it waited {lock.wait:g} s for {lock.path}")
+            return
+        self.holds_lock = rotating
         known = {} if rotating else (self.state.schemas if self.state and self.state.schemas else None)
         try:
+            settled = []
+            if self.trail.pending() and (rotating or lock.acquire(0)):  # never a live run's markers
+                try:
+                    settled = resolve_pending(self.client, self.trail)
+                finally:
+                    if not rotating:
+                        lock.release()
             self.state, self.problem = fetch_state(self.client, known), None
-        except ApiError as exc:
+            self.state.warnings += settled
+        except ToolError as exc:
             self.state, self.problem = None, exc
             return
+        except Exception as exc:  # noqa: BLE001 (a crash in our code stays this org's failure)
+            self.state, self.problem = None, ToolError(f"unexpected {type(exc).__name__} while reading it: {exc}. "
+                                                       "Please report it with the command you ran.")
+            return
         self.trail.org_id = self.trail.org_id or next((v.org_id for v in self.state.views if v.org_id), None)
+
+    def release(self) -> None:
+        """The end of this run's writes to the org (the rotation's lock)."""
+        if self.holds_lock:
+            self.holds_lock = False
+            self.trail.lock.release()
 
 
 EXPIRY_STYLES = {0: "bold red", 1: "magenta", 2: "yellow", 3: "green"}  # by urgency()
@@ -1924,6 +2201,7 @@ class OrgRow:
     token: str  # ok, renewed, minted, or refused: why
     problem: str | None  # why it could not be read
     refused: bool = False
+    busy: bool = False  # another run held its writer lock: left alone
 
     @property
     def trouble(self) -> str:
@@ -1952,7 +2230,8 @@ class Fleet:
                 fleet.orgs.append(Org(name, problem=profile))
                 continue
             client = WebexClient(profile, sleeper=sleeper, connections=connections)
-            fleet.orgs.append(Org(name, profile, client, Trail(profile.records_dir, name, profile.target_org_id or None)))
+            trail = Trail(profile.records_dir, name, profile.target_org_id or None, profile.lock_wait)
+            fleet.orgs.append(Org(name, profile, client, trail))
         for org in fleet.orgs:
             if org.client:
                 org.client.on_token_renewed = fleet._token_saver(org)
@@ -1962,9 +2241,15 @@ class Fleet:
         """A renewed or minted token goes back into the org's own file."""
 
         def save(values: dict[str, str], how: str) -> None:
-            save_env_values(org.settings.env_file, values)
+            """Under the org's lock, after re-reading the file; a failure warns and the run goes on."""
             means = "with the refresh token" if how == "renewed" else "with the integration token"
-            self.connections.notify(f"{self.label(org.name)}The access token was {how} {means} and saved to {org.settings.env_file}.")
+            try:
+                with org.trail.lock.held("saving the new token"):
+                    where = save_tokens(org.settings, values)
+            except (ToolError, OSError) as exc:
+                self.connections.notify(f"{self.label(org.name)}Warning: the access token was {how} {means}, but {shown(exc)}")
+                return
+            self.connections.notify(f"{self.label(org.name)}The access token was {how} {means} and {where}.")
 
         return save
 
@@ -2020,7 +2305,8 @@ class Fleet:
         rows = []
         for org in self.orgs:
             if org.state is None:
-                rows.append(OrgRow(org.name, False, 0, 0, 0, None, org.token_state, shown(org.problem), org.refused))
+                rows.append(OrgRow(org.name, False, 0, 0, 0, None, org.token_state, shown(org.problem), org.refused,
+                                   isinstance(org.problem, Busy)))
                 continue
             sources = self.rows(now, org)
             active = [r for r in sources if r.active and r.seconds_left is not None]
@@ -2036,7 +2322,7 @@ class Fleet:
         notes = []
         for org in self.orgs if orgs is None else orgs:
             notes += [("warning", self.label(org.name) + warning) for warning in (org.state.warnings if org.state else [])]
-            if org.problem:
+            if org.problem and not isinstance(org.problem, Busy):  # busy: the rotation's own lines say so
                 notes.append(("error", f"{self.label(org.name)}{shown(org.problem)}"))
         return notes
 
@@ -2045,7 +2331,7 @@ class Fleet:
                 for org, view in self.entries(now) for warning in view.warnings]
 
     def unreadable(self) -> list[str]:
-        return [org.name for org in self.orgs if org.state is None]
+        return [org.name for org in self.orgs if org.state is None and not isinstance(org.problem, Busy)]
 
     def history_folders(self) -> list[tuple[str, Path]]:
         return [(org.name, org.trail.dir) for org in self.orgs if org.trail]
@@ -2058,10 +2344,10 @@ class Fleet:
         """0 when all went well; 1 if an org could not be read or a write failed (or left no
         record); 2 when nothing could be done because every org, or every write, was refused
         (settings or token)."""
-        failed_orgs = [org for org in self.orgs if org.problem]
+        failed_orgs = [org for org in self.orgs if org.problem and not isinstance(org.problem, Busy)]
         if failed_orgs and len(failed_orgs) == len(self.orgs) and all(org.refused for org in failed_orgs):
             return 2
-        failed = [r for r in results if not r.ok]
+        failed = [r for r in results if not r.ok and not isinstance(r.error, Busy)]
         if failed and not any(r.ok for r in results) and all(isinstance(r.error, TokenRefused) for r in failed):
             return 2
         return 1 if failed_orgs or failed or any(r.record_error for r in results) else 0
@@ -2112,11 +2398,10 @@ def source_json(row: SourceRow) -> dict:
 
 def result_json(result: WriteResult, org_label: str | None, skipped: bool = False) -> dict:
     """One rotation result for --json; the keys are listed in the README."""
-    outcome = "skipped" if skipped else "rotated" if result.ok else "failed"
     return {
         **({"org": org_label} if org_label else {}),
         "id": result.source_id,
-        "result": outcome,
+        "result": "skipped" if skipped else outcome(result),
         "expires_at": utc_iso(result.view.expires_at) if result.ok and result.view else None,
         "error": shown(result.error) if result.error else "disabled" if skipped else None,
         "record": str(result.record) if result.record else None,
@@ -2179,9 +2464,16 @@ def metrics_text(rows: list[SourceRow], org_rows: list[OrgRow], now: datetime) -
     return "\n".join(lines) + "\n"
 
 
+def outcome(result: WriteResult) -> str:
+    """rotated, failed, or busy (another run was writing to the org: it was left alone)."""
+    return "rotated" if result.ok else "busy" if isinstance(result.error, Busy) else "failed"
+
+
 def rotation_line(result: WriteResult, org_label: str | None = None) -> str:
     where = f"{org_label}  " if org_label else ""
-    if result.ok:
+    if outcome(result) == "busy":
+        line = f"busy     {where}{shown(result.error)}"
+    elif result.ok:
         expires = local_time(result.view.expires_at) if result.view else "unknown"
         line = f"rotated  {where}{result.source_id}  expires {expires}"
     else:
@@ -2190,8 +2482,10 @@ def rotation_line(result: WriteResult, org_label: str | None = None) -> str:
 
 
 def rotation_counts(results: list[WriteResult], skipped: int) -> str:
-    failed = sum(not r.ok for r in results)
-    counts = f"Rotated {len(results) - failed}, skipped {skipped}, failed {failed}."
+    tally = Counter(outcome(r) for r in results)
+    counts = f"Rotated {tally['rotated']}, skipped {skipped}, failed {tally['failed']}."
+    if tally["busy"]:
+        counts += f" Busy {tally['busy']}: another run was writing (left alone)."
     if unrecorded := sum(r.record_error is not None for r in results):
         counts += f" {unrecorded} left no record."
     return counts
@@ -2208,12 +2502,12 @@ def rotation_summary(results: list[WriteResult], skipped: Counter, now: datetime
     lines = []
     for org in org_rows:
         mine = [r for r in results if r.org == org.name]
-        if not org.readable:
+        if not org.readable and not org.busy:
             lines.append(f"{org.name}: could not be read: {org.problem}")
         elif mine or skipped[org.name]:
             lines.append(f"{org.name}: {rotation_counts(mine, skipped[org.name])}")
     total = rotation_counts(results, sum(skipped.values()))
-    if unread := sum(not org.readable for org in org_rows):
+    if unread := sum(not org.readable and not org.busy for org in org_rows):
         total += f" {unread} of {len(org_rows)} orgs could not be read."
     if earliest := earliest_new_expiry(results):
         total += f" Earliest new expiry: {local_time(earliest.expires_at)} ({expiry_text(earliest, now)})."
@@ -2223,9 +2517,10 @@ def rotation_summary(results: list[WriteResult], skipped: Counter, now: datetime
 def rotation_json(results: list[WriteResult], skipped: int, org_count: int, unreadable: list[str]) -> dict:
     earliest = earliest_new_expiry(results)
     return {
-        "rotated": sum(r.ok for r in results),
+        "rotated": sum(outcome(r) == "rotated" for r in results),
         "skipped": skipped,
-        "failed": sum(not r.ok for r in results),
+        "failed": sum(outcome(r) == "failed" for r in results),
+        "busy": sum(outcome(r) == "busy" for r in results),
         "unrecorded": sum(r.record_error is not None for r in results),
         "earliest_expiry": utc_iso(earliest.expires_at if earliest else None),
         "orgs": org_count,
@@ -2619,30 +2914,32 @@ def prompt_token() -> str:
 
 
 def write_operation(trail: Trail, operation: str, source_id, payload, send, look_up=None) -> WriteResult:
-    """Every write: check the record can be written, send, record success or failure.
-    look_up(error) settles a write whose answer was lost: (reconciled, view found or None)."""
+    """Every write: hold the org's lock, check the record can be written, leave a durable marker
+    of what is about to be sent, send, record success or failure, remove the marker. A run that
+    dies on the way leaves the marker for the next one (resolve_pending). look_up(error) settles
+    a write whose answer was lost: (reconciled, view found or None)."""
     ensure_records_dir(trail.dir)
-    try:
-        reply, error = send(), None
-    except (ApiError, NotSent) as exc:
-        reply, error = None, exc
-    body = reply.body if reply and isinstance(reply.body, dict) else {}
-    source_id = item_id(body) or source_id
-    result = WriteResult(operation, source_id, error is None, trail.org_name, source_view(body) if item_id(body) else None, error=error)
-    if error and error.maybe_processed and look_up:
-        result.reconciled, result.view = look_up(error)
-        source_id = result.source_id = result.view.id if result.view else source_id
-    trail.org_id = trail.org_id or (result.view.org_id if result.view else None)
-    name = f"data_source_{operation}_{file_safe(source_id)}" if result.ok else f"data_source_{operation}_failed"
-    content = operation_record(trail, operation, source_id, payload, reply, error)
-    if result.reconciled:
-        content["reconciled"] = result.reconciled
-    try:
-        result.record = write_record(trail.dir, name, content)
-    except RecordError as exc:  # what Webex did stands; the result says the record is missing
-        outcome = "went through" if result.ok else "was refused"
-        result.record_error = RecordError(f"The {operation} {outcome}, but no record of it was kept. {exc} "
-                                          "Make room or fix the folder before the next change.")
+    if STOP:
+        stopped = NotSent(f"The run was stopped before this {operation} was sent.")
+        return WriteResult(operation, source_id, False, trail.org_name, error=stopped)
+    with trail.lock.held(f"the {operation}"):
+        marker = trail.mark_pending(operation, source_id, payload)
+        try:
+            reply, error = send(), None
+        except (ApiError, NotSent) as exc:
+            reply, error = None, exc
+        body = reply.body if reply and isinstance(reply.body, dict) else {}
+        source_id = item_id(body) or source_id
+        result = WriteResult(operation, source_id, error is None, trail.org_name, source_view(body) if item_id(body) else None,
+                             error=error)
+        if error and error.maybe_processed and look_up:
+            result.reconciled, result.view = look_up(error)
+            source_id = result.source_id = result.view.id if result.view else source_id
+        trail.org_id = trail.org_id or (result.view.org_id if result.view else None)
+        content = operation_record(trail, operation, source_id, payload, reply, error)
+        if result.reconciled:
+            content["reconciled"] = result.reconciled
+        result.record, result.record_error = keep_record(trail, operation, source_id, result.ok, content, marker)
     return result
 
 
@@ -2659,7 +2956,7 @@ def find_registered(client, payload: dict, error: ApiError) -> tuple[str, Source
     except ApiError as exc:
         error.hint = f"Whether it was created is unknown ({exc.message}): Refresh and check before registering again."
         return "unknown", None
-    found = next((v for v in views if v.url == payload.get("url") and (v.claims or {}).get("jti") == payload.get("nonce")), None)
+    found = registered_as(views, payload)
     if found:
         error.hint = f"Listing the sources shows it was created as {found.id}."
         return "created", found
@@ -2711,17 +3008,35 @@ def resolve_id(entries, wanted: str):
 
 
 def rotate_many(pairs, lifetime, workers, on_result) -> list[WriteResult]:
-    """Rotate (org, view) pairs concurrently with one bounded pool for the whole fleet. If the
-    batch stops (Ctrl-C), nothing more is sent, and requests in flight still get recorded."""
+    """Rotate (org, view) pairs concurrently with one bounded pool for the whole fleet. If the run
+    is told to stop (Ctrl-C, SIGTERM, SIGHUP), nothing more is sent, and the writes in flight
+    finish, are recorded and come back with the others. A crash in one is that source's failure."""
     for trail_dir in {org.trail.dir for org, _ in pairs}:
         ensure_records_dir(trail_dir)
-    results = []
+    results, taken = [], set()
     pool = ThreadPoolExecutor(max_workers=workers)
-    futures = [pool.submit(rotate_source, org.client, org.trail, view, lifetime) for org, view in pairs]
+    futures = {pool.submit(rotate_source, org.client, org.trail, view, lifetime): (org, view) for org, view in pairs}
+
+    def take(future) -> None:
+        org, view = futures[future]
+        try:
+            result = future.result()
+        except Exception as exc:  # noqa: BLE001 (one source's crash is that source's failure)
+            error = exc if isinstance(exc, ToolError) else ToolError(f"unexpected {type(exc).__name__}: {exc}. Please report it.")
+            result = WriteResult("rotation", view.id, False, org.name, error=error)
+        taken.add(future)
+        results.append(result)
+        on_result(result)
+
     try:
         for future in as_completed(futures):
-            results.append(future.result())
-            on_result(results[-1])
+            take(future)
+    except KeyboardInterrupt as exc:
+        STOP.ask(getattr(exc, "signum", signal.SIGINT))
+        pool.shutdown(wait=True, cancel_futures=True)  # the writes in flight finish and are recorded
+        for future in futures:
+            if future.done() and not future.cancelled() and future not in taken:
+                take(future)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
     return results
@@ -3185,8 +3500,15 @@ def run_rotation(screen: Screen, fleet: Fleet, args) -> int:
     unjudged = [result for org in fleet.orgs for result in unnamed_results(org)] if everything else []
     for result in unjudged:
         say(rotation_line(result, fleet.label_of(result.org)))
-    shown = "quiet" if args.json else "bar" if sys.stdout.isatty() else "lines"
-    results = run_bulk_rotation(screen, targets, args.lifetime, args.workers, shown, fleet.label_of) + unjudged
+    busy = [WriteResult("rotation", None, False, org.name, error=org.problem) for org in fleet.orgs if isinstance(org.problem, Busy)]
+    for result in busy:
+        say(rotation_line(result, fleet.label_of(result.org)))
+    display = "quiet" if args.json else "bar" if sys.stdout.isatty() else "lines"
+    try:
+        results = run_bulk_rotation(screen, targets, args.lifetime, args.workers, display, fleet.label_of) + unjudged + busy
+    finally:
+        for org in fleet.orgs:
+            org.release()
     if args.json:
         skips = [result_json(WriteResult("rotation", view.id, False, org.name), fleet.label_of(org.name), skipped=True)
                  for org, view in skipped]
@@ -3194,6 +3516,8 @@ def run_rotation(screen: Screen, fleet: Fleet, args) -> int:
         print(json_text({"results": [result_json(r, fleet.label_of(r.org)) for r in results] + skips, "summary": summary}))
     else:
         print(rotation_summary(results, Counter(org.name for org, _ in skipped), datetime.now(UTC), fleet.named_org_rows(now)))
+    if STOP:  # the summary is out: now end as the signal asks
+        raise Interrupted(STOP.signum)
     return fleet.exit_code(results)
 
 
@@ -3272,11 +3596,14 @@ def run(args, screen: Screen) -> int:
 def main(argv=None) -> int:
     args = parse_args(argv)  # bad usage: argparse says so and exits 2
     screen = Screen()
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # systemd, timeout and Kubernetes stop with SIGTERM
+        signal.signal(signum, STOP.on_signal)
     try:
         return run(args, screen)
-    except KeyboardInterrupt:
-        screen.tell("Interrupted.")
-        return 130
+    except KeyboardInterrupt as exc:
+        signum = getattr(exc, "signum", signal.SIGINT)
+        screen.tell("Interrupted." if signum == signal.SIGINT else f"Stopped by {signal.Signals(signum).name}.")
+        return 128 + signum
     except Exception as exc:  # noqa: BLE001 (the last guard: a sentence, never a traceback)
         if args.check is not None:  # a monitoring probe answers in its own convention, whatever happened
             print(safe_text(f"UNKNOWN - {shown(exc)}"))

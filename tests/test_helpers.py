@@ -340,8 +340,51 @@ def test_saving_tokens_rewrites_only_their_lines_byte_for_byte(ds, tmp_path):
         "WEBEX_REFRESH_TOKEN='old-refresh'", "WEBEX_REFRESH_TOKEN=new-refresh"
     )
     assert env.read_text() == expected + "\nWEBEX_CLIENT_ID=cid\n"
-    assert stat.S_IMODE(env.stat().st_mode) == 0o600
     assert ds.read_env_file(env)["WEBEX_ACCESS_TOKEN"] == "new-token"
+
+
+def test_saving_a_token_keeps_the_files_mode_and_a_new_file_is_0600(ds, tmp_path):
+    shared = tmp_path / "shared.env"
+    shared.write_text("WEBEX_ACCESS_TOKEN=old\n")
+    shared.chmod(0o640)
+    ds.save_env_values(shared, {"WEBEX_ACCESS_TOKEN": "new"})
+    ds.save_env_values(tmp_path / "new.env", {"WEBEX_ACCESS_TOKEN": "new"})
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o640 and stat.S_IMODE((tmp_path / "new.env").stat().st_mode) == 0o600
+
+
+def test_a_duplicated_key_is_saved_on_its_last_line_which_is_the_one_read(ds, tmp_path):
+    env = tmp_path / "org.env"
+    env.write_text("WEBEX_ACCESS_TOKEN=first\nWEBEX_ORG_NAME=acme\nWEBEX_ACCESS_TOKEN=second\n")
+    ds.save_env_values(env, {"WEBEX_ACCESS_TOKEN": "renewed"})
+    assert env.read_text() == "WEBEX_ACCESS_TOKEN=first\nWEBEX_ORG_NAME=acme\nWEBEX_ACCESS_TOKEN=renewed\n"
+    assert ds.read_env_file(env)["WEBEX_ACCESS_TOKEN"] == "renewed"
+
+
+def test_saving_keeps_crlf_endings_a_bom_and_export_prefixes(ds, tmp_path):
+    env = tmp_path / "org.env"
+    env.write_bytes(b"\xef\xbb\xbf# org\r\nexport WEBEX_ACCESS_TOKEN=old\r\nWEBEX_ORG_NAME=acme\r\n")
+    ds.save_env_values(env, {"WEBEX_ACCESS_TOKEN": "new", "WEBEX_REFRESH_TOKEN": "refresh"})
+    assert env.read_bytes() == (b"\xef\xbb\xbf# org\r\nexport WEBEX_ACCESS_TOKEN=new\r\nWEBEX_ORG_NAME=acme\r\n"
+                                b"WEBEX_REFRESH_TOKEN=refresh\r\n")
+
+
+def test_a_symlinked_env_file_stays_a_link_and_its_target_is_updated(ds, tmp_path):
+    target = tmp_path / "secrets" / "acme.env"
+    target.parent.mkdir()
+    target.write_text("WEBEX_ACCESS_TOKEN=old\n")
+    link = tmp_path / "acme.env"
+    link.symlink_to(target)
+    ds.save_env_values(link, {"WEBEX_ACCESS_TOKEN": "new"})
+    assert link.is_symlink() and target.read_text() == "WEBEX_ACCESS_TOKEN=new\n"
+
+
+@pytest.mark.parametrize("value", ["new\nWEBEX_API_BASE_URL=https://evil.example/v1", "new token", "new\x1b[2J"])
+def test_a_value_with_a_control_character_or_a_space_is_never_written(ds, tmp_path, value):
+    env = tmp_path / ".env"
+    env.write_text(ENV_TEXT)
+    with pytest.raises(ds.ConfigError, match="control character or a space"):
+        ds.save_env_values(env, {"WEBEX_ACCESS_TOKEN": value})
+    assert env.read_text() == ENV_TEXT
 
 
 def test_a_crash_while_saving_env_leaves_the_old_file_whole_and_no_temporary_file(ds, tmp_path, monkeypatch):
