@@ -1203,7 +1203,11 @@ class Minter:
             if answer.get("refresh_token"):
                 updates["WEBEX_INTEGRATION_REFRESH_TOKEN"] = answer["refresh_token"]
             if i.file:
-                save_env_values(i.file, updates)
+                try:
+                    save_env_values(i.file, updates)
+                except ConfigError as exc:  # the new token still serves this run
+                    self.notify(f"Warning: the integration token was renewed, but {exc.message} It is used for this run only.")
+                    return True
                 self.notify(f"The integration token was renewed and saved to {i.file}.")
             else:
                 self.notify("Warning: the integration token was renewed, but it came from the environment: "
@@ -1333,9 +1337,11 @@ class WebexClient:
                 response = self._send(method, path, payload, sent_token)
             except requests.RequestException as exc:
                 error = network_error(exc, method, self.host, self.timeouts)
-                if not (error.maybe_processed and method != "POST" and attempt < MAX_ATTEMPTS) or STOP:
+                backoff = BACKOFF_BASE * 2 ** (attempt - 1)
+                fits = time.monotonic() - started + backoff <= RETRY_BUDGET
+                if not (error.maybe_processed and method != "POST" and attempt < MAX_ATTEMPTS and fits) or STOP:
                     raise error from None
-                self.sleeper(BACKOFF_BASE * 2 ** (attempt - 1), error.message)
+                self.sleeper(backoff, error.message)
                 continue
             status = response.status_code
             if status in (POST_RETRY_STATUSES if method == "POST" else RETRY_STATUSES):
@@ -1383,7 +1389,8 @@ def decode_claims(token) -> tuple[dict | None, str | None]:
 
 
 def epoch_to_datetime(value) -> datetime | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    """An epoch claim as a moment, or None when it is not one (a 400-digit number is not a date)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or abs(value) > 10**11 or not math.isfinite(value):
         return None
     try:
         return datetime.fromtimestamp(value, UTC)
@@ -1466,6 +1473,9 @@ def source_view(item: dict) -> SourceView:
         raw=item,
     )
     view.warnings = claim_mismatches(view)
+    if c.get("exp") is not None and epoch_to_datetime(c.get("exp")) is None:
+        view.warnings.append(f"its token's exp claim ({clip(safe_text(c.get('exp')), 24)}) is not a date, so its expiry comes "
+                             "from Webex's tokenExpiryTime, if any")
     if not claim_text(item.get("status")):  # as Cisco's gateway reads it: no status and no error message is active
         view.warnings.append(f"Webex did not give its status: taken as {view.status}")
     if not plain_id(view.id):
@@ -1603,6 +1613,10 @@ def changed_fields(before: dict, after: dict) -> list[tuple[str, object, object]
 # ---------------------------------------------------------------------------------------------
 
 
+class KeysUnreachable(Exception):
+    """The issuer's key set could not be fetched (no answer, or not a 200)."""
+
+
 @dataclass
 class Verdict:
     state: str  # valid, expired, invalid, untrusted, unreachable, missing
@@ -1623,26 +1637,55 @@ class Verdict:
 
 
 class TokenVerifier:
-    """Keys are fetched once per issuer per run; an untrusted issuer is never contacted. The key
-    is the one with the token's kid; failing that, each RSA signing key is tried, as Cisco's
+    """Keys are fetched through sessions made like the API's (so REQUESTS_CA_BUNDLE and proxies apply), once
+    per issuer per run, again once if a token names a kid the set lacks (key sets rotate); at
+    most MAX_KEYS keys and MAX_KEY_SET_BYTES. An untrusted issuer is never contacted. The key is
+    the one with the token's kid; failing that, each RSA signing key is tried, as Cisco's
     verifiers do (key sets without kids exist)."""
 
-    def __init__(self, trusted_issuers, timeout: float):
+    def __init__(self, trusted_issuers, session_for: Callable[[str], requests.Session], timeouts: Timeouts):
         self.trusted = set(trusted_issuers)
-        self.timeout = timeout
+        self.session_for = session_for  # Connections.session_for: one pool per host
+        self.timeouts = timeouts
         self._key_sets: dict[str, list] = {}
+        self._refetched: set[str] = set()
         self._unreachable: set[str] = set()
         self._lock = threading.Lock()
 
-    def _keys_for(self, issuer: str) -> list:
-        """The issuer's RSA signing keys, fetched once; raises PyJWKClientConnectionError."""
+    def _keys_for(self, issuer: str, kid=None) -> list:
+        """The issuer's RSA signing keys. Raises KeysUnreachable, or ValueError when the set is unusable."""
+        with self._lock:
+            known = self._key_sets.get(issuer)
+            stale = known is not None and kid and all(k.key_id != kid for k in known) and issuer not in self._refetched
+            if known is None or stale:
+                if stale:
+                    self._refetched.add(issuer)
+                self._key_sets[issuer] = self._fetch(issuer)
+            return self._key_sets[issuer]
+
+    def _fetch(self, issuer: str) -> list:
         import jwt
 
-        with self._lock:
-            if issuer not in self._key_sets:
-                key_set = jwt.PyJWKClient(issuer + JWKS_PATH, timeout=self.timeout, cache_jwk_set=False).get_jwk_set()
-                self._key_sets[issuer] = [k for k in key_set.keys if k.key_type == "RSA" and k.public_key_use in ("sig", None)]
-            return self._key_sets[issuer]
+        try:
+            response = bounded_request(self.session_for(issuer), "GET", issuer + JWKS_PATH, self.timeouts, limit=MAX_KEY_SET_BYTES)
+        except requests.RequestException:
+            raise KeysUnreachable from None
+        except ApiError as exc:  # larger than MAX_KEY_SET_BYTES
+            raise ValueError(exc.message) from None
+        if response.status_code != 200:
+            raise KeysUnreachable
+        try:
+            body = parse_body(response)
+        except ApiError as exc:
+            raise ValueError(exc.message) from None
+        keys = body.get("keys") if isinstance(body, dict) else None
+        if not isinstance(keys, list) or len(keys) > MAX_KEYS:
+            raise ValueError(f"it must list at most {MAX_KEYS} keys")
+        try:
+            key_set = jwt.PyJWKSet.from_dict({"keys": keys})
+        except jwt.PyJWTError as exc:
+            raise ValueError(str(exc)) from None
+        return [k for k in key_set.keys if k.key_type == "RSA" and k.public_key_use in ("sig", None)]
 
     def verify(self, view: SourceView, now: datetime | None = None) -> Verdict:
         import jwt
@@ -1655,15 +1698,16 @@ class TokenVerifier:
         except jwt.PyJWTError:
             return Verdict("invalid", "the token cannot be parsed")
         if header.get("alg") != "RS256":
-            return Verdict("invalid", f"algorithm {header.get('alg')!r} is not RS256")
+            return Verdict("invalid", f"algorithm {clip(safe_text(header.get('alg')), 40)!r} is not RS256")
         issuer = (view.claims or {}).get("iss")
         if not isinstance(issuer, str) or issuer.rstrip("/") not in self.trusted:
-            return Verdict("untrusted", f"issuer {issuer!r} is not in WEBEX_TRUSTED_ISSUERS")
+            return Verdict("untrusted", f"issuer {clip(safe_text(issuer), 80)!r} is not in WEBEX_TRUSTED_ISSUERS")
+        issuer = issuer.rstrip("/")
         try:
-            keys = [] if issuer in self._unreachable else self._keys_for(issuer.rstrip("/"))
-        except jwt.PyJWKClientConnectionError:
+            keys = [] if issuer in self._unreachable else self._keys_for(issuer, header.get("kid"))
+        except KeysUnreachable:
             self._unreachable.add(issuer)  # once per run: a thousand tokens must not wait a thousand times
-        except jwt.PyJWTError as exc:
+        except ValueError as exc:
             return Verdict("invalid", f"the issuer's key set is unusable ({exc})")
         if issuer in self._unreachable:
             return Verdict("unreachable", "the issuer's keys could not be fetched")
@@ -2283,8 +2327,10 @@ class Fleet:
 
     def verdict(self, org: Org, view: SourceView, now: datetime) -> Verdict:
         """The token's signature; one verifier (one key fetch per issuer) per trust setting."""
-        key = (org.settings.trusted_issuers, org.settings.connect_timeout)
-        verifier = self._verifiers.setdefault(key, TokenVerifier(*key))
+        key = (org.settings.trusted_issuers, Timeouts.of(org.settings))
+        if key not in self._verifiers:
+            self._verifiers[key] = TokenVerifier(key[0], self.connections.session_for, key[1])
+        verifier = self._verifiers[key]
         self.verdicts[org.name, view.id] = verifier.verify(view, now)
         return self.verdicts[org.name, view.id]
 

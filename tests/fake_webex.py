@@ -147,7 +147,7 @@ class FakeWebex:
         "integration_client_secret",
     )
 
-    def __init__(self, latency: float = 0.0, tls_context=None, serve: bool = True):
+    def __init__(self, latency: float = 0.0, tls_context=None, serve: bool = True, tls_keys: bool = False):
         self.latency = latency
         self.secrets_held: set[str] = set()  # every token and secret this fake ever had
         self.access_token = "fake-access-" + secrets.token_hex(16)
@@ -201,10 +201,10 @@ class FakeWebex:
         self.lock = threading.Condition()
         if serve:
             self.api = self._server("api", tls_context)
-            self.idb = self._server("idb", None)
+            self.idb = self._server("idb", tls_context if tls_keys else None)  # tls_keys: the broker behind the same TLS
             scheme = "https" if tls_context else "http"
             self.base_url = f"{scheme}://127.0.0.1:{self.api.server_address[1]}/v1"
-            self.issuer = f"http://127.0.0.1:{self.idb.server_address[1]}/idb"
+            self.issuer = f"{scheme if tls_keys else 'http'}://127.0.0.1:{self.idb.server_address[1]}/idb"
 
     def __setattr__(self, name, value):
         if name in self.SECRET_NAMES:

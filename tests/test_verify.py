@@ -104,7 +104,7 @@ def test_a_tampered_token_shows_invalid_in_the_details_view(fake, terminal):
     assert term.exit_code() == 0
 
 
-def test_a_key_set_without_kids_and_with_two_keys_is_tried_key_by_key_and_fetched_once(fake, env_file):
+def test_a_key_set_without_kids_and_with_two_keys_is_tried_key_by_key_and_fetched_twice_at_most(fake, env_file):
     fake.jwks_with_kids = False
     fake.jwks_other_key = True
     good = [fake.add_source(audience=f"S{n}") for n in range(3)]
@@ -117,7 +117,23 @@ def test_a_key_set_without_kids_and_with_two_keys_is_tried_key_by_key_and_fetche
     assert verdicts[expired["id"]] == "expired (signature valid, matched by trying each key)"
     assert verdicts[stranger["id"]] == "valid (matched by trying each key)"  # the other key is in the set
     assert verdicts[tampered["id"]] == "invalid: no key in the issuer's set verifies it (none has kid 'fake-kid-1')"
-    assert len(fake.requests(server="idb")) == 1
+    assert len(fake.requests(server="idb")) == 2  # once, and once more for the kid the set lacks: never per token
+
+
+def test_a_key_set_that_rotated_during_the_run_is_fetched_again_once(fake, env_file):
+    old = fake.add_source(audience="Old key", expires_in=3 * 3600)
+    new = fake.add_source(audience="New key", kid="fake-kid-2", expires_in=5 * 3600)
+    arrivals = []
+
+    def publish_the_new_kid_from_the_second_fetch_on():
+        arrivals.append(1)
+        if len(arrivals) == 2:
+            fake.kid = "fake-kid-2"
+
+    fake.fail("GET", "/idb/.*", None, times=5, on_arrival=publish_the_new_kid_from_the_second_fetch_on)
+    verdicts = signatures(run_cli("--list", env_file=env_file))
+    assert verdicts[old["id"]] == "valid" and verdicts[new["id"]] == "valid"  # each matched by its own kid
+    assert len(fake.requests(server="idb")) == 2
 
 
 def test_a_kid_match_that_fails_is_not_retried_with_other_keys(fake, env_file):
