@@ -209,7 +209,7 @@ class ToolError(Exception):
 
     def __init__(self, message: str, hint: str = ""):
         super().__init__(message)
-        self.message = message[:MAX_RECORDED_MESSAGE]
+        self.message = scrub(message)[:MAX_RECORDED_MESSAGE]  # a token inside is fingerprinted before any cut
         self.hint = hint
 
     def text(self, limit: int = MAX_RECORDED_MESSAGE) -> str:
@@ -1361,6 +1361,8 @@ class WebexClient:
                 self._recover_token(sent_token)
                 recovered = True
                 continue
+            if status == 401 and token is None and self._renew_failed:
+                raise self._renew_failed  # every worker gives the same reason: why the renewal failed
             if status >= 300:
                 raise error_from_response(response, method, path)
             return Reply(status, response.headers.get("TrackingID"), parse_body(response))
@@ -2129,7 +2131,8 @@ class Org:
             return
         lock = self.trail.lock
         if rotating and not lock.acquire():
-            self.state, self.problem = None, Busy(f"another run is writing to it: it waited {lock.wait:g} s for {lock.path}")
+            self.state, self.problem = None, Busy(f"Another run is writing to this org, so it was left alone "
+                                                  f"(waited {lock.wait:g} s for {lock.path}; WEBEX_LOCK_WAIT sets how long).")
             return
         self.holds_lock = rotating
         known = {} if rotating else (self.state.schemas if self.state and self.state.schemas else None)

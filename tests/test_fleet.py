@@ -7,77 +7,16 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import stat
 from collections import Counter
 
-import pytest
 from conftest import (
-    OUTPUTS,
-    SCRIPT,
-    Terminal,
-    child_env,
     load_record,
     menu_ready,
     register_in_menu,
     run_cli,
     write_env,
 )
-
-
-class App:
-    """The script in a folder of its own: a shared .env beside it, orgs/*.env, records/."""
-
-    def __init__(self, root, fake):
-        self.root = root
-        self.fake = fake
-        self.script = root / "data-sources.py"
-        shutil.copy(SCRIPT, self.script)
-        (root / "orgs").mkdir()
-        self.records = root / "records"
-        self.shared = write_env(
-            root / ".env",
-            {
-                "WEBEX_API_BASE_URL": fake.base_url,
-                "WEBEX_TRUSTED_ISSUERS": fake.issuer,
-                "WEBEX_READ_TIMEOUT": 5,
-                "WEBEX_RECORDS_DIR": "records",
-            },
-        )
-        self.terminals: list[Terminal] = []
-
-    def org(self, name: str, org, **values):
-        """orgs/{name}.env for a fake org: its own access token unless values say otherwise."""
-        return write_env(self.root / "orgs" / f"{name}.env", {"WEBEX_ACCESS_TOKEN": org.access_token, **values})
-
-    def share(self, **values):
-        with self.shared.open("a") as handle:
-            handle.writelines(f"{key}={value}\n" for key, value in values.items())
-
-    def env_files(self):
-        return sorted(str(p) for p in (self.root / "orgs").glob("*.env"))
-
-    def run(self, *args, env_files=None, **environment):
-        return run_cli("--env-file", *(env_files or self.env_files()), *args, script=self.script, **environment)
-
-    def terminal(self, *args):
-        term = Terminal(["--env-file", *self.env_files(), *args], child_env(), script=self.script)
-        self.terminals.append(term)
-        return term
-
-    def records_of(self, name: str) -> list:
-        return sorted((self.records / name).glob("*.json"))
-
-
-@pytest.fixture
-def app(tmp_path, fake):
-    (tmp_path / "app").mkdir()
-    application = App(tmp_path / "app", fake)
-    yield application
-    for term in application.terminals:
-        OUTPUTS.append(term.transcript)
-        if term.child.isalive():
-            term.child.terminate(force=True)
 
 
 def rows_by_org(stdout: str) -> list[list[str]]:
