@@ -6,7 +6,7 @@ import json
 import re
 import stat
 
-from conftest import ROOT, break_folder, load_record, record_files, run_cli, write_env
+from conftest import ROOT, SCRIPT, break_folder, load_record, record_files, run_cli, write_env
 from fake_webex import seed_demo
 
 # -- startup and configuration ----------------------------------------------------------------
@@ -358,3 +358,9 @@ def test_every_flag_in_help_is_documented_in_the_readme():
     flags = set(re.findall(r"(?<![\w-])--[a-z][a-z-]+", result.stdout)) - {"--help"}
     readme = (ROOT / "README.md").read_text()
     assert len(flags) >= 12 and sorted(flag for flag in flags if f"`{flag}" not in readme) == []
+
+
+def test_every_setting_the_script_reads_is_in_the_sample():
+    read = set(re.findall(r'value\("(WEBEX_[A-Z_]+)"\)', SCRIPT.read_text()))
+    sample = (ROOT / ".env.sample").read_text()
+    assert len(read) >= 20 and sorted(key for key in read if f"{key}=" not in sample) == []
