@@ -93,15 +93,17 @@ def ds_values(path) -> dict:
 # -- signals and crashes ----------------------------------------------------------------------
 
 
-def test_sigterm_during_a_rotation_records_every_put_sent_prints_the_summary_and_exits_143(fake, env_file, records):
+@pytest.mark.parametrize(("stop", "code", "said"), [(signal.SIGTERM, 143, "Stopped by SIGTERM"), (signal.SIGHUP, 129, "Stopped by SIGHUP")])
+def test_a_signal_during_a_rotation_records_every_put_sent_prints_the_summary_and_exits_128_plus_it(
+        fake, env_file, records, stop, code, said):
     for n in range(6):
         fake.add_source(audience=f"S{n}", expires_in=600)
     fake.fail("PUT", ".*", None, times=6, delay=1.0)  # each PUT takes a second to answer
     run = start_cli("--rotate-expiring", "60", "--workers", "2", env_file=env_file)
     assert fake.wait_for(lambda f: len(f.requests("PUT")) >= 2)
-    run.send_signal(signal.SIGTERM)
-    code, stdout, stderr = finish(run)
-    assert code == 143 and "Rotated 2, skipped 0, failed 0." in stdout and "Stopped by SIGTERM" in stderr
+    run.send_signal(stop)
+    exit_code, stdout, stderr = finish(run)
+    assert exit_code == code and "Rotated 2, skipped 0, failed 0." in stdout and said in stderr
     puts = fake.requests("PUT")
     assert len(puts) == 2  # no new write started after the signal
     recorded = {load_record(p)["configuration"]["nonce"] for p in record_files(records, "data_source_rotation_*.json")}
@@ -311,6 +313,23 @@ def test_a_read_only_env_file_among_three_orgs_keeps_its_token_in_the_state_dir(
     renewals = len(fake.requests("POST", "/v1/access_token"))
     second = run_with_read_only(app, mounted.parent, "--list", WEBEX_STATE_DIR=state)
     assert second.returncode == 0 and len(fake.requests("POST", "/v1/access_token")) == renewals  # the kept token works
+
+
+def test_a_token_saved_by_root_keeps_the_service_users_file_its_own(ds, tmp_path):
+    env = write_env(tmp_path / "acme.env", {"WEBEX_ACCESS_TOKEN": "old"})
+    os.chown(env, 65534, 65534)  # nobody's file, as a service user's would be
+    env.chmod(0o600)
+    ds.save_env_values(env, {"WEBEX_ACCESS_TOKEN": "new"})
+    after = env.stat()
+    assert (after.st_uid, after.st_gid, stat.S_IMODE(after.st_mode)) == (65534, 65534, 0o600)
+
+
+def test_a_key_set_of_more_than_100_keys_is_not_used(ds, fake, env_file):
+    fake.add_source(audience="Many keys")
+    many = {"keys": [{"kty": "RSA", "kid": f"k{n}", "n": "AQAB", "e": "AQAB"} for n in range(101)]}
+    fake.fail("GET", "/idb/.*", 200, body=many)
+    result = run_cli("--list", env_file=env_file)
+    assert result.stdout.splitlines()[1].split("\t")[-1] == "invalid: the issuer's key set is unusable (it must list at most 100 keys)"
 
 
 def test_without_a_state_dir_an_unsaveable_token_serves_the_run_and_says_the_next_must_renew(app, fake):
