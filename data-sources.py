@@ -48,6 +48,7 @@ import json
 import math
 import os
 import re
+import shlex
 import signal
 import stat
 import sys
@@ -351,18 +352,20 @@ class Screen:
                 self.out = Console(file=self._file, **options)
         return self
 
-    def print(self, *renderables) -> None:
-        self.load().out.print(*renderables)
+    def print(self, *renderables, **options) -> None:
+        self.load().out.print(*renderables, **options)
 
+    # Messages are never wrapped by the tool: a terminal wraps them where it must, so a path or a
+    # command in one is never broken inside a word, and cron mail gets one line per message.
     def tell(self, message: str, style: str = "") -> None:
         """A plain note on stderr, from any thread."""
-        self.load().err.print(self.Text(message, style=style))
+        self.load().err.print(self.Text(message, style=style), soft_wrap=True)
 
     def error(self, error) -> None:
-        self.load().err.print(self.Text("Error: ", style="bold red") + self.Text(safe_text(shown(error))))
+        self.load().err.print(self.Text("Error: ", style="bold red") + self.Text(safe_text(shown(error))), soft_wrap=True)
 
     def warning(self, message: str) -> None:
-        self.load().err.print(self.Text("Warning: ", style="yellow") + self.Text(safe_text(message)))
+        self.load().err.print(self.Text("Warning: ", style="yellow") + self.Text(safe_text(message)), soft_wrap=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -545,6 +548,7 @@ class Settings:
     service_app_id: str = ""
     integration: Integration | None = None
     from_environment: frozenset[str] = frozenset()  # the keys whose value in use came from the environment
+    notes: list[str] = field(default_factory=list)  # warnings about the settings, shown with the org's
     state_dir: Path | None = None  # WEBEX_STATE_DIR: where tokens go when env_file cannot be written
 
     @property
@@ -715,8 +719,12 @@ def load_settings(env_file: str | None, records_dir: str | None, layered: bool =
 
 
 def check_access_token(settings: Settings, values: dict[str, str]) -> None:
-    """A usable access token, or what mints one; otherwise say exactly what to put where."""
+    """A usable access token, or what mints one; otherwise say exactly what is wrong and where."""
     token = settings.access_token
+    if re.match(r"(?i)bearer\s+", token):  # pasted with the header's word
+        settings.access_token = token = re.sub(r"(?i)^bearer\s+", "", token)
+        settings.notes.append("WEBEX_ACCESS_TOKEN starts with 'Bearer ': the tool sends that word itself, so it was left out. "
+                              f"Remove it from {token_origin(settings)} to silence this.")
     if token and token != TOKEN_PLACEHOLDER and not any(ch.isspace() for ch in token):
         return
     settings.access_token = ""
@@ -724,11 +732,23 @@ def check_access_token(settings: Settings, values: dict[str, str]) -> None:
         return  # the first request renews or mints one
     missing = [key for key in MINT_KEYS if not values.get(key, "").strip()]
     minting = f" Or let the tool mint one: set {', '.join(missing)} (see the README)." if len(missing) < len(MINT_KEYS) else ""
-    raise ConfigError(
-        f"No Service App access token. Put it in {settings.env_file} as WEBEX_ACCESS_TOKEN=<token> "
-        "(copy .env.sample to start), or set the WEBEX_ACCESS_TOKEN environment variable. "
-        f"Get it from the developer portal: your Service App, Org authorizations.{minting}"
-    )
+    where = token_origin(settings)
+    portal = f"Get it from the developer portal: your Service App, Org authorizations.{minting}"
+    if token == TOKEN_PLACEHOLDER:
+        problem = f"WEBEX_ACCESS_TOKEN in {where} is still the placeholder from .env.sample: replace it with the token."
+    elif "WEBEX_ACCESS_TOKEN" in values and not token:
+        problem = f"WEBEX_ACCESS_TOKEN in {where} is empty: put the Service App access token after the = sign."
+    elif token:
+        problem = f"WEBEX_ACCESS_TOKEN in {where} holds a space, which no token does: paste the token again, whole."
+    else:
+        problem = (f"No Service App access token. Put it in {settings.env_file} as WEBEX_ACCESS_TOKEN=<token> "
+                   "(copy .env.sample to start), or set the WEBEX_ACCESS_TOKEN environment variable.")
+    raise ConfigError(f"{problem} {portal}")
+
+
+def token_origin(settings: Settings) -> str:
+    """Where the access token in use was read: the environment wins over a single file."""
+    return "the environment" if "WEBEX_ACCESS_TOKEN" in settings.from_environment else str(settings.env_file)
 
 
 def issuer_list(text: str) -> list[str]:
@@ -1364,7 +1384,11 @@ class WebexClient:
             if status == 401 and token is None and self._renew_failed:
                 raise self._renew_failed  # every worker gives the same reason: why the renewal failed
             if status >= 300:
-                raise error_from_response(response, method, path)
+                error = error_from_response(response, method, path)
+                if isinstance(error, TokenRefused) and token is None and "WEBEX_ACCESS_TOKEN" in self.settings.from_environment:
+                    error.hint += (f" The token in use comes from the WEBEX_ACCESS_TOKEN environment variable, which overrides "
+                                   f"{self.settings.env_file}: update or unset the variable.")
+                raise error
             return Reply(status, response.headers.get("TrackingID"), parse_body(response))
         raise AssertionError("unreachable: the last attempt returns or raises")
 
@@ -2261,9 +2285,10 @@ class Fleet:
     trouble-first order, each token's verdict (keyed by org and id: two orgs may list the same
     id), the notes to show, the exit code of a piece of work."""
 
-    def __init__(self, orgs: list[Org], connections: Connections):
+    def __init__(self, orgs: list[Org], connections: Connections, command: str = "python data-sources.py"):
         self.orgs = orgs
         self.connections = connections
+        self.command = command  # how this run was started, files included: the start of every suggested command
         self.verdicts: dict[tuple[str, str], Verdict] = {}
         self._verifiers: dict[tuple, TokenVerifier] = {}
 
@@ -2271,7 +2296,9 @@ class Fleet:
     def load(cls, env_files, records_dir, workers: int, sleeper, notify) -> Fleet:
         """An Org per env file, their clients sharing connections and the --workers bound."""
         connections = Connections(workers, notify)
-        fleet = cls([], connections)
+        files = ["--env-file", *map(shlex.quote, env_files)] if env_files else []
+        folder = ["--records-dir", shlex.quote(records_dir)] if records_dir else []
+        fleet = cls([], connections, " ".join(["python data-sources.py", *files, *folder]))
         for name, profile in load_profiles(env_files, records_dir):
             if isinstance(profile, ConfigError):
                 fleet.orgs.append(Org(name, problem=profile))
@@ -2366,12 +2393,15 @@ class Fleet:
             ))
         return rows
 
-    def notes(self, orgs: list[Org] | None = None) -> list[tuple[str, str]]:
-        """("warning" or "error", text): each org's warnings and why an org could not be read."""
+    def notes(self, orgs: list[Org] | None = None, summarized: bool = False) -> list[tuple[str, str]]:
+        """("warning" or "error", text): each org's warnings and why an org could not be read.
+        summarized: a summary that names each org says why it could not be read, so once is enough."""
         notes = []
         for org in self.orgs if orgs is None else orgs:
-            notes += [("warning", self.label(org.name) + warning) for warning in (org.state.warnings if org.state else [])]
-            if org.problem and not isinstance(org.problem, Busy):  # busy: the rotation's own lines say so
+            warnings = (org.settings.notes if org.settings else []) + (org.state.warnings if org.state else [])
+            notes += [("warning", self.label(org.name) + warning) for warning in warnings]
+            told = isinstance(org.problem, Busy) or (summarized and self.several)  # busy: the rotation's own lines say so
+            if org.problem and not told:
                 notes.append(("error", f"{self.label(org.name)}{shown(org.problem)}"))
         return notes
 
@@ -2577,14 +2607,17 @@ def rotation_json(results: list[WriteResult], skipped: int, org_count: int, unre
     }
 
 
-def expiring_notice(rows: list[SourceRow]) -> str | None:
+def expiring_notice(rows: list[SourceRow], command: str) -> str | None:
+    """What to do about the sources that lapse within the hour; command: how this run was started
+    (with its --env-file), so the suggestion can be copied as it is."""
     urgent = [row for row in rows if row.active and (row.seconds_left is None or row.seconds_left <= 3600)]
     if not urgent:
         return None
-    return (
-        f"{len(urgent)} active source(s) expire within the hour or have expired. "
-        "Choose Rotate, or run: python data-sources.py --rotate-expiring 60"
-    )
+    notice = f"{len(urgent)} active source(s) expire within the hour or have expired. Choose Rotate, or run: {command} --rotate-expiring 60"
+    if short := [row for row in urgent if row.lifetime_minutes and row.lifetime_minutes <= 60]:
+        notice += (f" ({len(short)} of them live only {min(r.lifetime_minutes for r in short)} minutes, so they always expire "
+                   "within the hour: Update them with a longer Token lifetime, or rotate with --lifetime 1440.)")
+    return notice
 
 
 # ---------------------------------------------------------------------------------------------
@@ -2643,7 +2676,7 @@ def sources_table(screen: Screen, rows: list[SourceRow], total: int | None = Non
     cells = [[cell(screen, column.text(row), column.style(row)) for column in columns] for row in rows]
     notes = [empty] if not rows else []
     if len(rows) < total:
-        notes.append(f"The {len(rows)} most urgent of {total}: type in the menu to find any, or run --list for all.")
+        notes.append(f"The {len(rows)} most urgent, and {total - len(rows)} more: type in the menu to find any, or run --list for all.")
     return fitted_table(screen, f"Data sources ({total})", [(c.title, c.priority) for c in columns], cells, notes)
 
 
@@ -2762,7 +2795,7 @@ def show_result(screen: Screen, result: WriteResult, now: datetime) -> None:
     else:
         screen.error(result.error)
     if result.record:
-        screen.print(Text(f"Record: {safe_text(result.record)}"))
+        screen.print(Text(f"Record: {safe_text(result.record)}"), soft_wrap=True)
     elif result.record_error:
         screen.error(result.record_error)
 
@@ -2822,25 +2855,34 @@ def menu_title(view: SourceView, now: datetime) -> str:
     return f"{audience} · {status} · {expiry_text(view, now)} · {safe_text(view.short_id)}"
 
 
-def prompt_menu(views, now, back: bool = False):
+MENU_ACTIONS = (
+    ("Register a new data source", "register"),
+    ("Rotate a token (new nonce, same settings)", "rotate"),
+    ("Delete a data source", "delete"),
+    ("Schemas", "schemas"),
+    ("History of changes", "history"),
+    ("Replace the access token", "token"),
+    ("Refresh", "refresh"),
+)
+
+
+def menu_lines(sources: int, back: bool) -> int:
+    """How many lines the org's menu takes on screen: the question, a line per choice."""
+    return 1 + sources + bool(sources) + len(MENU_ACTIONS) + back + 1
+
+
+def prompt_menu(views, now, back: bool = False, default: str | None = None):
+    """One org's menu: a choice per source, then the actions; default: the action the cursor starts on."""
     import questionary
 
     choices = [questionary.Choice(menu_title(v, now), ("view", v.id)) for v in sort_views(views, now)]
     if choices:
         choices.append(questionary.Separator())
-    choices += [
-        questionary.Choice("Register a new data source", ("register", None)),
-        questionary.Choice("Rotate a token (new nonce, same settings)", ("rotate", None)),
-        questionary.Choice("Delete a data source", ("delete", None)),
-        questionary.Choice("Schemas", ("schemas", None)),
-        questionary.Choice("History of changes", ("history", None)),
-        questionary.Choice("Replace the access token", ("token", None)),
-        questionary.Choice("Refresh", ("refresh", None)),
-        *([questionary.Choice("Back to all orgs", ("back", None))] if back else []),
-        questionary.Choice("Quit", ("quit", None)),
-    ]
+    actions = [*MENU_ACTIONS, *([("Back to all orgs", "back")] if back else []), ("Quit", "quit")]
+    choices += [questionary.Choice(label, (kind, None)) for label, kind in actions]
+    start = next((c for c in choices if isinstance(c, questionary.Choice) and c.value == (default, None)), None)
     return questionary.select(
-        "Choose a data source or an action (type to filter):", choices, use_search_filter=True, use_jk_keys=False
+        "Choose a data source or an action (type to filter):", choices, default=start, use_search_filter=True, use_jk_keys=False
     ).unsafe_ask()
 
 
@@ -3128,13 +3170,13 @@ def run_to_completion(screen: Screen, action, *args):
 # ---------------------------------------------------------------------------------------------
 
 
-def show_history(screen: Screen, folders: list[tuple[str, Path]]) -> None:
+def show_history(screen: Screen, folders: list[tuple[str, Path]], command: str) -> None:
     """The menu's History: the newest operations first, as many as fit a screen or two; an Org
     column when the records of more than one org are shown."""
     entries, skipped = read_history(folders)
     screen.print(history_table(screen, entries[:MENU_TABLE_ROWS], skipped, org_column=len(folders) > 1))
     if len(entries) > MENU_TABLE_ROWS:
-        screen.print(f"The {MENU_TABLE_ROWS} newest of {len(entries)}; all of them: python data-sources.py --history")
+        screen.print(screen.Text(f"The {MENU_TABLE_ROWS} newest of {len(entries)}; all of them: {command} --history"), soft_wrap=True)
 
 
 class Menu:
@@ -3167,17 +3209,23 @@ class Menu:
     def run(self) -> str:
         """Until Quit ("quit") or, in a fleet, Back to all orgs ("back")."""
         screen = self.screen
+        if isinstance(self.org.problem, TokenRefused):  # the one thing to do first: a new token, then the sources
+            self.start_with_a_new_token()
         while True:
             now = datetime.now(UTC)
-            if self.back:
-                screen.print(screen.Text(f"Org: {safe_text(self.org.name)}", style="bold"))
             rows = self.fleet.rows(now, self.org)
-            screen.print(sources_table(screen, rows[:MENU_TABLE_ROWS], total=len(rows)))
-            for warning in self.state.warnings:
-                screen.warning(warning)
-            if notice := expiring_notice(rows):
-                screen.print(screen.Text(notice, style="bold yellow"))
-            kind, source_id = prompt_menu(self.state.views, now, self.back)  # Ctrl-C here exits with 130
+            notice = expiring_notice(rows, self.fleet.command)
+            lines = [*([screen.Text(f"Org: {safe_text(self.org.name)}", style="bold")] if self.back else []),
+                     *(screen.Text(f"Warning: {safe_text(w)}", style="yellow") for w in self.state.warnings),
+                     *([screen.Text(notice, style="bold yellow")] if notice else [])]
+            shown = rows[:self.table_rows(len(rows), lines)]
+            empty = ("The data sources could not be listed (see above): choose Refresh, or Replace the access token."
+                     if self.org.problem else "No data sources yet: choose Register to add one.")
+            screen.print(sources_table(screen, shown, total=len(rows), empty=empty))
+            for line in lines:
+                screen.print(line, soft_wrap=True)
+            refused = isinstance(self.org.problem, TokenRefused)
+            kind, source_id = prompt_menu(self.state.views, now, self.back, "token" if refused else None)  # Ctrl-C: exit 130
             if kind in ("quit", "back"):
                 return kind
             try:
@@ -3186,6 +3234,30 @@ class Menu:
                 screen.print("Cancelled: nothing was sent.")
             except ToolError as exc:
                 screen.error(exc)
+
+    def table_rows(self, total: int, lines: list) -> int:
+        """How many of the sources the table above the menu shows, so that the table's title and
+        header stay on screen with the menu below (on 80x24 too). When even the menu does not fit,
+        the table is scrollback anyway: the most urgent MENU_TABLE_ROWS."""
+        size = self.screen.load().out.size
+        chrome = 5 + 1  # title, three borders, header; a caption saying what is left out
+        words = sum(1 + self.screen.out.measure(line).maximum // max(size.width, 1) for line in lines)
+        room = size.height - menu_lines(total, self.back) - chrome - words
+        if room < 1 and menu_lines(total, self.back) + chrome >= size.height:
+            return MENU_TABLE_ROWS
+        return max(0, min(MENU_TABLE_ROWS, total, room))
+
+    def start_with_a_new_token(self) -> None:
+        """The token was refused at startup (said above): offer to paste one now; a token that works
+        reloads the sources."""
+        try:
+            if confirm("Paste a new access token now?", True):
+                self.replace_token()
+                self.refresh()
+        except Cancelled:
+            self.screen.print("Cancelled: the menu opens without the sources; choose Replace the access token to try again.")
+        except ToolError as exc:
+            self.screen.error(exc)
 
     def with_token_recovery(self, action, *args) -> None:
         """On a refused token, offer to paste a new one, then carry on with the same action."""
@@ -3252,7 +3324,7 @@ class Menu:
             if duplicate and prompt_instead_of_duplicate(screen, duplicate, datetime.now(UTC)):
                 raise UpdateInstead(duplicate)
             screen.print(payload_table(screen, payload, schemas, "What will be registered"))
-            if not confirm("Register this data source?", False):
+            if not confirm("Register this data source?", True):  # everything it sends is on screen above
                 raise Cancelled
             return payload
 
@@ -3322,7 +3394,7 @@ class Menu:
             screen.print(json_panel(screen, self.client.get_schema(schema_id), f"Schema {schema_id}"))
 
     def replace_token(self, _=None) -> None:
-        """Check a pasted token with one list call before it replaces the one in .env."""
+        """Check a pasted token with one list call before it replaces the one in the org's file."""
         while True:
             token = prompt_token()
             try:
@@ -3331,11 +3403,12 @@ class Menu:
             except ApiError as exc:
                 self.screen.error(exc)
         self.client.use_token(token)
-        save_env_values(self.org.settings.env_file, {"WEBEX_ACCESS_TOKEN": token})
-        self.screen.print(self.screen.Text(f"The new access token works and was saved to {self.org.settings.env_file}."))
+        with self.org.trail.lock.held("saving the new token"):
+            where = save_tokens(self.org.settings, {"WEBEX_ACCESS_TOKEN": token})
+        self.screen.print(self.screen.Text(f"The new access token works and was {where}."), soft_wrap=True)
 
     def history(self, _=None) -> None:
-        show_history(self.screen, [(self.org.name, self.org.trail.dir)])
+        show_history(self.screen, [(self.org.name, self.org.trail.dir)], self.fleet.command)
 
     def refresh(self, _=None) -> None:
         self.org.state, self.org.problem = fetch_state(self.client, self.state.schemas or None), None
@@ -3362,7 +3435,7 @@ class FleetMenu:
                 if kind == "rotate":
                     self.rotate_urgent(datetime.now(UTC))
                 if kind == "history":
-                    show_history(screen, fleet.history_folders())
+                    show_history(screen, fleet.history_folders(), fleet.command)
                 if kind == "refresh":
                     fleet.fetch()
             except Cancelled:
@@ -3544,7 +3617,7 @@ def run_rotation(screen: Screen, fleet: Fleet, args) -> int:
     for org, view in skipped:
         where = fleet.label_of(org.name)
         say(safe_text(f"skipped  {where + '  ' if where else ''}{view.id}  disabled"))
-    show_notes(screen, fleet.notes())
+    show_notes(screen, fleet.notes(summarized=True))
     everything = args.rotate_expiring is not None or args.rotate == ["all"]
     unjudged = [result for org in fleet.orgs for result in unnamed_results(org)] if everything else []
     for result in unjudged:
@@ -3600,8 +3673,7 @@ def run_metrics(screen: Screen, fleet: Fleet, args) -> int:
 def run_menu(screen: Screen, fleet: Fleet, args) -> int:
     if (org := fleet.alone) is None:
         return FleetMenu(screen, fleet, args.workers).run()
-    if org.problem:
-        screen.error(org.problem)
+    show_notes(screen, fleet.notes())
     Menu(screen, fleet, org).run()
     return 0
 

@@ -6,6 +6,7 @@ import json
 import re
 import stat
 
+import pytest
 from conftest import ROOT, SCRIPT, break_folder, load_record, record_files, run_cli, write_env
 from fake_webex import seed_demo
 
@@ -36,7 +37,29 @@ def test_placeholder_token_from_the_sample_exits_2(tmp_path):
     env = tmp_path / ".env"
     env.write_text((__import__("conftest").ROOT / ".env.sample").read_text())
     result = run_cli("--list", env_file=env)
-    assert result.returncode == 2 and "No Service App access token" in result.stderr
+    assert result.returncode == 2 and f"WEBEX_ACCESS_TOKEN in {env} is still the placeholder from .env.sample" in result.stderr
+
+
+@pytest.mark.parametrize(("value", "said"), [("", "is empty: put the Service App access token after the = sign"),
+                                             ("two halves", "holds a space, which no token does")])
+def test_an_empty_or_broken_token_gets_its_own_message(tmp_path, value, said):
+    env = write_env(tmp_path / ".env", {"WEBEX_ACCESS_TOKEN": value})
+    result = run_cli("--list", env_file=env)
+    assert result.returncode == 2 and f"WEBEX_ACCESS_TOKEN in {env} {said}" in result.stderr
+
+
+def test_a_token_pasted_with_bearer_works_and_the_tool_says_it_left_the_word_out(fake, tmp_path, records):
+    fake.add_source(audience="Pasted")
+    env = write_env(tmp_path / ".env", {**fake.env(), "WEBEX_ACCESS_TOKEN": f"Bearer {fake.access_token}", "WEBEX_RECORDS_DIR": records})
+    result = run_cli("--list", env_file=env)
+    assert result.returncode == 0 and "Pasted" in result.stdout
+    assert "starts with 'Bearer ': the tool sends that word itself" in result.stderr
+
+
+def test_a_refused_token_from_the_environment_says_the_environment_overrides_the_file(fake, env_file):
+    result = run_cli("--list", env_file=env_file, WEBEX_ACCESS_TOKEN="a-stale-exported-token-0000")
+    stderr = " ".join(result.stderr.split())
+    assert result.returncode == 2 and "comes from the WEBEX_ACCESS_TOKEN environment variable, which overrides" in stderr
 
 
 def test_a_missing_env_file_exits_2(tmp_path):

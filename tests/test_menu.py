@@ -30,14 +30,16 @@ def delete_first(term, typed):
     term.press("enter")
 
 
-def test_startup_shows_the_table_with_trouble_on_top_and_the_fix_for_it(fake, terminal):
+def test_startup_shows_the_table_with_trouble_on_top_and_the_fix_for_it(fake, terminal, env_file):
     seed_demo(fake)
     term = terminal()
     screen = menu_ready(term)
     rows = [line for line in screen.splitlines() if line.startswith("│")]
     assert "Initech" in rows[0] and "expired" in rows[0]
     assert "Voice Virtual Agent" in screen and "Acme Contact Center" in screen
-    assert "--rotate-expiring 60" in screen
+    # the command to copy names the env file in use; the terminal may wrap it, the tool does not break it
+    assert f"run: python data-sources.py --env-file {env_file} --rotate-expiring 60" in term.plain_transcript()
+    assert "live only 60 minutes, so they always expire within the hour" in term.plain_transcript()
     for word in ("Register", "Rotate", "Refresh", "Quit", "Delete"):
         assert word in screen
     quit_cleanly(term)
@@ -361,10 +363,13 @@ def test_schemas_lists_every_schema_and_shows_one(fake, terminal):
     assert len(fake.requests("GET", r"/v1/dataSources/schemas/[0-9a-f-]+")) == 1
 
 
-def test_replacing_the_access_token_checks_it_hides_it_and_saves_it(fake, terminal, env_file):
+def test_a_token_refused_at_startup_is_replaced_at_once_checked_hidden_saved_and_the_sources_load(fake, terminal, env_file):
+    fake.access_token = "fresh-token-typed-by-the-operator"  # the one in the env file no longer works
+    fake.add_source(audience="Loaded After The New Token")
     term = terminal()
-    fake.access_token = "fresh-token-typed-by-the-operator"
-    term.choose("Replace the access token")
+    term.wait_for(r"Paste a new access token now\? \(Y/n\)")
+    assert term.text().count("Webex answered 401") == 1  # said once
+    term.press("enter")
     term.wait_for("input hidden")
     term.type("a-wrong-token-value")
     term.press("enter")
@@ -373,7 +378,7 @@ def test_replacing_the_access_token_checks_it_hides_it_and_saves_it(fake, termin
     term.type(fake.access_token)
     term.press("enter")
     term.wait_for("works and was saved")
-    menu_ready(term)
+    assert "Loaded After The New Token" in menu_ready(term)
     quit_cleanly(term)
     assert f"WEBEX_ACCESS_TOKEN={fake.access_token}\n" in env_file.read_text()
     assert fake.access_token not in term.transcript and "a-wrong-token-value" not in term.transcript
@@ -402,7 +407,7 @@ def test_with_many_sources_the_table_shows_the_most_urgent_and_the_menu_finds_an
     fake.add_source(audience="Lapsed", expires_in=-5)
     term = terminal()
     term.choose("Org 59")  # the 61 entries overflow the screen, so Quit is not drawn: no menu_ready
-    assert "The 18 most urgent of 61" in term.plain_transcript()
+    assert "The 18 most urgent, and 43 more" in term.plain_transcript()
     assert "Org 59" in term.wait_for(r"Update this data source\?")
     term.press("n")
     quit_cleanly(term)

@@ -206,7 +206,7 @@ def test_a_deep_or_huge_answer_in_one_org_of_three_is_that_orgs_failure(app, fak
     result = app.run("--rotate-expiring", "60")
     stderr = " ".join(result.stderr.split())
     assert result.returncode == 1 and "Traceback" not in result.stderr and "unexpected" not in stderr
-    assert "deep: Webex answered 200: Webex's answer nests deeper than 100 levels" in stderr
+    assert "deep: could not be read: Webex answered 200: Webex's answer nests deeper than 100 levels" in result.stdout
     assert "acme: Rotated 1, skipped 0, failed 0." in result.stdout and "odd: Rotated 1" in result.stdout
     assert len(fake.requests("PUT")) == 1 and len(odd.requests("PUT")) == 1 and deep.requests("PUT") == []
 
@@ -234,7 +234,7 @@ def test_an_org_file_that_sets_a_shared_key_fails_that_org_and_no_secret_reaches
         app.org("globex", globex, WEBEX_TARGET_ORG_ID=globex.org_id, WEBEX_API_BASE_URL=hostile.base_url)
         result = app.run("--rotate-expiring", "60")
         assert result.returncode == 1 and "acme: Rotated 1" in result.stdout
-        assert "globex.env sets WEBEX_API_BASE_URL, which only the shared .env" in " ".join(result.stderr.split())
+        assert "globex.env sets WEBEX_API_BASE_URL, which only the shared .env" in result.stdout
         assert hostile.seen == []
     finally:
         hostile.stop()
@@ -265,7 +265,7 @@ def test_an_org_named_dot_dot_fails_with_a_sentence_and_writes_nothing_outside(a
     app.org("acme", fake)
     app.org("evil", evil, WEBEX_ORG_NAME="..")
     result = app.run("--rotate-expiring", "60")
-    assert result.returncode == 1 and "WEBEX_ORG_NAME in" in result.stderr and evil.requests("PUT") == []
+    assert result.returncode == 1 and "evil: could not be read: WEBEX_ORG_NAME in" in result.stdout and evil.requests("PUT") == []
     assert sorted(p.name for p in app.root.iterdir()) == [".env", "data-sources.py", "orgs", "records"]
 
 
