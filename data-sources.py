@@ -36,6 +36,12 @@ The chapters, each using only what stands above it:
 
 from __future__ import annotations
 
+import sys
+
+if sys.version_info < (3, 11):  # noqa: UP036 (an older Python gets a sentence, not an ImportError)
+    sys.exit(f"data-sources.py needs Python 3.11 or newer; this is Python {sys.version.split()[0]}. "
+             "Install 3.11+ and make the virtual environment with it (python3.11 -m venv .venv), or run it with uv.")
+
 import argparse
 import base64
 import binascii
@@ -51,7 +57,6 @@ import re
 import shlex
 import signal
 import stat
-import sys
 import tempfile
 import threading
 import time
@@ -2412,6 +2417,18 @@ class Fleet:
     def unreadable(self) -> list[str]:
         return [org.name for org in self.orgs if org.state is None and not isinstance(org.problem, Busy)]
 
+    def unreadable_reasons(self) -> list[str]:
+        """Each org that could not be read, with why in a few words: for one monitoring line."""
+        def brief(problem) -> str:
+            if isinstance(problem, TokenRefused):
+                return "token refused"
+            if isinstance(problem, ConfigError):
+                return "bad settings"
+            return f"Webex answered {problem.status}" if problem.status else "no answer from Webex"
+
+        unread = set(self.unreadable())
+        return [f"{org.name}: {brief(org.problem)}" for org in self.orgs if org.name in unread]
+
     def history_folders(self) -> list[tuple[str, Path]]:
         return [(org.name, org.trail.dir) for org in self.orgs if org.trail]
 
@@ -2607,12 +2624,14 @@ def rotation_json(results: list[WriteResult], skipped: int, org_count: int, unre
     }
 
 
-def expiring_notice(rows: list[SourceRow], command: str) -> str | None:
+def expiring_notice(rows: list[SourceRow], command: str | None) -> str | None:
     """What to do about the sources that lapse within the hour; command: how this run was started
-    (with its --env-file), so the suggestion can be copied as it is."""
+    (with its --env-file), so the suggestion can be copied as it is (None: the short form)."""
     urgent = [row for row in rows if row.active and (row.seconds_left is None or row.seconds_left <= 3600)]
     if not urgent:
         return None
+    if command is None:
+        return f"{len(urgent)} active source(s) expire within the hour or have expired: choose Rotate."
     notice = f"{len(urgent)} active source(s) expire within the hour or have expired. Choose Rotate, or run: {command} --rotate-expiring 60"
     if short := [row for row in urgent if row.lifetime_minutes and row.lifetime_minutes <= 60]:
         notice += (f" ({len(short)} of them live only {min(r.lifetime_minutes for r in short)} minutes, so they always expire "
@@ -2662,8 +2681,7 @@ def fitted_table(screen: Screen, title: str, headers: list[tuple[str, int]], row
     for row in rows:
         table.add_row(*(row[i] for i in shown))
     if left_out := [headers[i][0] for i, w in enumerate(widths) if w is None]:
-        notes = [*notes, (f"Left out to fit: {', '.join(left_out)} (a wider terminal shows them, "
-                         "and so do a source's details, --list piped and --json).")]
+        notes = [*notes, f"Left out to fit: {', '.join(left_out)} (see the details, --list piped or --json)."]
     table.caption = " ".join(notes) or None
     return table
 
@@ -2676,7 +2694,7 @@ def sources_table(screen: Screen, rows: list[SourceRow], total: int | None = Non
     cells = [[cell(screen, column.text(row), column.style(row)) for column in columns] for row in rows]
     notes = [empty] if not rows else []
     if len(rows) < total:
-        notes.append(f"The {len(rows)} most urgent, and {total - len(rows)} more: type in the menu to find any, or run --list for all.")
+        notes.append(f"The {len(rows)} most urgent, and {total - len(rows)} more: type to find any, or --list.")
     return fitted_table(screen, f"Data sources ({total})", [(c.title, c.priority) for c in columns], cells, notes)
 
 
@@ -2866,9 +2884,13 @@ MENU_ACTIONS = (
 )
 
 
-def menu_lines(sources: int, back: bool) -> int:
-    """How many lines the org's menu takes on screen: the question, a line per choice."""
-    return 1 + sources + bool(sources) + len(MENU_ACTIONS) + back + 1
+MENU_QUESTION, MENU_HINT = "Choose a data source or an action (type to filter):", "(arrow keys)"
+
+
+def menu_lines(sources: int, back: bool, width: int) -> int:
+    """How many lines the org's menu takes on screen: the question (maybe wrapped), a line per choice."""
+    question = math.ceil((len(MENU_QUESTION) + len(MENU_HINT) + 3) / max(width, 1))
+    return question + sources + bool(sources) + len(MENU_ACTIONS) + back + 1
 
 
 def prompt_menu(views, now, back: bool = False, default: str | None = None):
@@ -2881,9 +2903,8 @@ def prompt_menu(views, now, back: bool = False, default: str | None = None):
     actions = [*MENU_ACTIONS, *([("Back to all orgs", "back")] if back else []), ("Quit", "quit")]
     choices += [questionary.Choice(label, (kind, None)) for label, kind in actions]
     start = next((c for c in choices if isinstance(c, questionary.Choice) and c.value == (default, None)), None)
-    return questionary.select(
-        "Choose a data source or an action (type to filter):", choices, default=start, use_search_filter=True, use_jk_keys=False
-    ).unsafe_ask()
+    return questionary.select(MENU_QUESTION, choices, default=start, instruction=MENU_HINT, use_search_filter=True,
+                              use_jk_keys=False).unsafe_ask()
 
 
 def overview_title(org: OrgRow) -> str:
@@ -3214,11 +3235,7 @@ class Menu:
         while True:
             now = datetime.now(UTC)
             rows = self.fleet.rows(now, self.org)
-            notice = expiring_notice(rows, self.fleet.command)
-            lines = [*([screen.Text(f"Org: {safe_text(self.org.name)}", style="bold")] if self.back else []),
-                     *(screen.Text(f"Warning: {safe_text(w)}", style="yellow") for w in self.state.warnings),
-                     *([screen.Text(notice, style="bold yellow")] if notice else [])]
-            shown = rows[:self.table_rows(len(rows), lines)]
+            shown, lines = self.layout(rows)
             empty = ("The data sources could not be listed (see above): choose Refresh, or Replace the access token."
                      if self.org.problem else "No data sources yet: choose Register to add one.")
             screen.print(sources_table(screen, shown, total=len(rows), empty=empty))
@@ -3240,12 +3257,27 @@ class Menu:
         header stay on screen with the menu below (on 80x24 too). When even the menu does not fit,
         the table is scrollback anyway: the most urgent MENU_TABLE_ROWS."""
         size = self.screen.load().out.size
-        chrome = 5 + 1  # title, three borders, header; a caption saying what is left out
-        words = sum(1 + self.screen.out.measure(line).maximum // max(size.width, 1) for line in lines)
-        room = size.height - menu_lines(total, self.back) - chrome - words
-        if room < 1 and menu_lines(total, self.back) + chrome >= size.height:
+        width = max(size.width, 1)
+        chrome = 5 + 2  # title, three borders, header; a caption of up to two lines saying what is left out
+        words = sum(math.ceil(max(self.screen.out.measure(line).maximum, 1) / width) for line in lines)
+        menu = menu_lines(total, self.back, width)
+        if menu + chrome >= size.height:
             return MENU_TABLE_ROWS
-        return max(0, min(MENU_TABLE_ROWS, total, room))
+        return max(0, min(MENU_TABLE_ROWS, total, size.height - menu - chrome - words))
+
+    def layout(self, rows: list[SourceRow]) -> tuple[list[SourceRow], list]:
+        """The rows the table shows and the lines under it (the org, warnings, what to do). On a
+        small terminal the notice leaves out the command, so that some rows stay on screen."""
+        screen = self.screen
+        head = [screen.Text(f"Org: {safe_text(self.org.name)}", style="bold")] if self.back else []
+        head += [screen.Text(f"Warning: {safe_text(w)}", style="yellow") for w in self.state.warnings]
+        for command in (self.fleet.command, None):
+            notice = expiring_notice(rows, command)
+            lines = [*head, *([screen.Text(notice, style="bold yellow")] if notice else [])]
+            count = self.table_rows(len(rows), lines)
+            if count >= min(len(rows), 3) or not notice:
+                break
+        return rows[:count], lines
 
     def start_with_a_new_token(self) -> None:
         """The token was refused at startup (said above): offer to paste one now; a token that works
@@ -3505,8 +3537,19 @@ def end_of_startup(pending=None) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, except that a monitoring probe (--check) answers bad usage in its own convention:
+    one UNKNOWN line and exit 3 (to Nagios, exit 2 would read as CRITICAL)."""
+
+    def error(self, message: str):
+        if any(arg == "--check" or arg.startswith("--check=") for arg in self.probe_argv):
+            print(safe_text(f"UNKNOWN - bad usage: {message} (see --help)"))
+            raise SystemExit(3)
+        super().error(message)
+
+
 def parse_args(argv) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="data-sources.py",
         description="List, register, update, rotate and delete Webex BYODS data sources.",
         epilog="Exit codes: 0 success, 1 an API operation failed, 2 bad usage or configuration, 130 interrupted.",
@@ -3531,15 +3574,22 @@ def parse_args(argv) -> argparse.Namespace:
     parser.add_argument("--save-list", action="store_true", help="write data_sources_list_{TS}.json at startup")
     parser.add_argument("--lifetime", type=argparse_type(validate_lifetime, int), metavar="MINUTES",
                         help="new token lifetime for rotation (1-1440); default: keep each source's own")
-    parser.add_argument("--workers", type=argparse_type(validate_workers, int), default=DEFAULT_WORKERS, metavar="N",
+    parser.add_argument("--workers", type=argparse_type(validate_workers, int), metavar="N",
                         help=f"parallel rotations (default {DEFAULT_WORKERS})")
     parser.add_argument("--records-dir", metavar="DIR", help="where record files go (default: records/ beside the script)")
     parser.add_argument("--env-file", nargs="+", metavar="PATH",
                         help="read settings from this file instead of .env beside the script; several files: one per customer org")
     parser.add_argument("--version", action="version", version=f"%(prog)s {VERSION}")
+    parser.probe_argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
-    if args.json and not (args.list or args.rotate or args.rotate_expiring is not None or args.history is not None):
+    rotating = args.rotate is not None or args.rotate_expiring is not None
+    if args.json and not (args.list or rotating or args.history is not None):
         parser.error("--json goes with --list, --rotate, --rotate-expiring or --history")
+    if args.lifetime is not None and not rotating:  # the menu's rotations keep each source's lifetime
+        parser.error("--lifetime goes with --rotate or --rotate-expiring")
+    if args.history is not None and (args.workers is not None or args.save_list):
+        parser.error("--history reads the records only: --workers and --save-list do nothing there")
+    args.workers = args.workers or DEFAULT_WORKERS
     return args
 
 
@@ -3649,16 +3699,20 @@ def run_history(screen: Screen, fleet: Fleet, args) -> int:
     entries, skipped = read_history(folders, args.history)
     if args.json:
         print(json_text(entries))
-    else:
+    elif entries or not args.history:
         screen.print(history_table(screen, entries, skipped, org_column=len(folders) > 1))
     if skipped and args.json:  # the table says it in its caption
         screen.warning(f"{skipped} file(s) in the records folder could not be read as records and were skipped.")
+    if args.history and not entries:
+        screen.error(f"No record names a data source whose id starts with {clip(safe_text(args.history), 40)!r}: "
+                     f"{fleet.command} --history shows every one.")
+        return 1
     return 0
 
 
 def run_check(screen: Screen, fleet: Fleet, args) -> int:
     now = datetime.now(UTC)
-    state, line = check_line(fleet.verify(now).rows(now), fleet.unreadable(), args.check)
+    state, line = check_line(fleet.verify(now).rows(now), fleet.unreadable_reasons(), args.check)
     print(line)
     return state
 

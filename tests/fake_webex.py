@@ -1,3 +1,13 @@
+# /// script
+# requires-python = ">=3.11"
+# dependencies = [
+#     "requests>=2.31,<3",
+#     "python-dotenv>=1.0,<2",
+#     "questionary>=2.0,<3",
+#     "rich>=13.7,<16",
+#     "pyjwt[crypto]>=2.10,<3",
+# ]
+# ///
 """A fake Webex BYODS API on a real socket, faithful to ../shared/webex-byods-api.md.
 
 Two servers on 127.0.0.1: the API (`/v1/...`) and an identity broker that publishes the JWKS
@@ -10,6 +20,8 @@ Run it on its own to try the tool without a Webex org:
 
     python tests/fake_webex.py            # prints the settings to put in .env
     python tests/fake_webex.py --demo     # opens the tool on it, in this terminal
+    uv run tests/fake_webex.py --demo     # the same with no virtual environment at all (the
+                                          # block above: the tool's own packages, which it runs with)
 """
 
 from __future__ import annotations

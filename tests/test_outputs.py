@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import math
 import re
+import subprocess
+import sys
 
 import pytest
 from conftest import ROOT, record_files, rotate_first, run_cli
@@ -60,10 +62,42 @@ def test_rotation_json_has_one_object_per_result_and_a_summary_with_the_readmes_
 
 
 def test_json_goes_only_with_the_flags_that_print_data(fake, env_file):
-    for args in (["--json"], ["--json", "--metrics"], ["--json", "--check", "60"]):
+    for args in (["--json"], ["--json", "--metrics"]):
         result = run_cli(*args, env_file=env_file)
         assert result.returncode == 2 and "--json goes with" in result.stderr
+    probe = run_cli("--json", "--check", "60", env_file=env_file)  # a monitoring probe answers in its own convention
+    assert probe.returncode == 3 and probe.stdout.startswith("UNKNOWN - bad usage: --json goes with")
     assert fake.seen == []
+
+
+@pytest.mark.parametrize("args", [["--check", "-5"], ["--check", "soon"], ["--check"]])
+def test_bad_usage_of_the_check_is_unknown_exit_3(fake, env_file, args):
+    result = run_cli(*args, env_file=env_file)
+    assert result.returncode == 3 and result.stdout.startswith("UNKNOWN - bad usage: ") and len(result.stdout.splitlines()) == 1
+
+
+def test_the_unknown_line_says_why_each_org_could_not_be_read(fake, env_file):
+    fake.expire_access_token()
+    result = run_cli("--check", "60", env_file=env_file)
+    assert result.returncode == 3 and "1 org(s) unreadable (default: token refused)" in result.stdout
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--list", "--lifetime", "60"], "--lifetime goes with --rotate or --rotate-expiring"),
+    (["--history", "--workers", "4"], "--workers and --save-list do nothing there"),
+    (["--history", "--save-list"], "--workers and --save-list do nothing there"),
+])
+def test_a_flag_that_does_nothing_in_the_chosen_mode_is_bad_usage(fake, env_file, args, message):
+    result = run_cli(*args, env_file=env_file)
+    assert result.returncode == 2 and message in result.stderr and fake.seen == []
+
+
+def test_history_of_an_id_with_no_record_says_so_and_exits_1(fake, env_file, records):
+    source = fake.add_source(expires_in=600)
+    assert run_cli("--rotate", source["id"], env_file=env_file).returncode == 0
+    result = run_cli("--history", "zzzz", env_file=env_file)
+    assert result.returncode == 1 and "No record names a data source whose id starts with 'zzzz'" in result.stderr
+    assert "No records yet" not in result.stdout
 
 
 def test_fleet_json_names_the_org_of_every_source(fake, tmp_path, records):
@@ -234,11 +268,11 @@ def test_history_in_the_menu_shows_this_orgs_operations(fake, terminal):
 # -- a zero-setup run ---------------------------------------------------------------------------
 
 
-def inline_metadata() -> dict:
-    """The script's PEP 723 block, read the way the PEP's reference implementation does."""
+def inline_metadata(path=ROOT / "data-sources.py") -> dict:
+    """A script's PEP 723 block, read the way the PEP's reference implementation does."""
     import tomllib
 
-    text = (ROOT / "data-sources.py").read_text()
+    text = path.read_text()
     [block] = [
         m for m in re.finditer(r"(?m)^# /// (?P<type>[a-zA-Z0-9-]+)$\s(?P<content>(^#(| .*)$\s)+)^# ///$", text) if m["type"] == "script"
     ]
@@ -254,18 +288,28 @@ def test_the_inline_script_metadata_matches_requirements_txt(ds):
     assert sorted(metadata["dependencies"]) == sorted(requirements)
     assert metadata["requires-python"] == ">=3.11"
     assert (ROOT / "data-sources.py").read_text().startswith("#!/usr/bin/env python3\n# /// script\n")
+    assert inline_metadata(ROOT / "tests" / "fake_webex.py") == metadata  # uv run tests/fake_webex.py --demo runs the tool too
 
 
-def test_the_demo_opens_the_tool_on_the_fake_and_stops_the_fake_when_the_tool_exits():
+def test_on_python_older_than_3_11_the_script_stops_with_one_sentence():
+    probe = (f"import sys; sys.version_info = (3, 10, 12); sys.version = '3.10.12 (main)'; sys.argv = [{str(ROOT / 'data-sources.py')!r}]; "
+             f"exec(compile(open({str(ROOT / 'data-sources.py')!r}).read(), 'data-sources.py', 'exec'), {{'__name__': '__main__'}})")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=False)
+    assert result.returncode == 1 and result.stderr.startswith("data-sources.py needs Python 3.11 or newer; this is Python 3.10.12.")
+    assert "Traceback" not in result.stderr
+
+
+def test_the_demo_opens_the_tool_on_the_fake_and_stops_the_fake_when_the_tool_exits(tmp_path):
     from conftest import OUTPUTS, Terminal, child_env
 
-    term = Terminal(["--demo"], child_env(), script=ROOT / "tests" / "fake_webex.py")
+    term = Terminal(["--demo"], child_env(TMPDIR=tmp_path), script=ROOT / "tests" / "fake_webex.py")  # its folder: in tmp_path
     try:
         screen = term.wait_for(r"type to filter[\s\S]*Quit")
         assert "Initech" in screen and "Globex Voice" in screen and "Umbrella" in screen
         term.choose("Quit")
-        screen = term.wait_for(r"The fake Webex API has stopped\. This demo's records are in (\S+)")
+        term.wait_for(r"The fake Webex API has stopped\. This demo's records are in")
         assert term.exit_code() == 0  # the demo process, and with it the fake's servers, ended with the tool
+        assert [p.name[:11] for p in tmp_path.iterdir()] == ["byods-demo-"]  # nothing left in the system's temp folder
     finally:
         OUTPUTS.append(term.transcript)
         if term.child.isalive():
