@@ -2736,12 +2736,11 @@ def history_table(screen: Screen, entries: list[dict], skipped: int, org_column:
 
 
 def schemas_table(screen: Screen, schemas: list[dict]):
-    table = screen.load().Table(title=f"Schemas ({len(schemas)})", title_justify="left")
-    for column in ("Service type", "Description", "Protocol", "App type", "ID", "URL"):
-        table.add_column(column, overflow="fold")
-    for s in schemas:
-        table.add_row(*(cell(screen, s.get(k) or "-") for k in ("serviceType", "description", "protocol", "appType", "id", "url")))
-    return table
+    """The Service App's schemas; an id is never split or cut (it is what a person copies)."""
+    headers = [("Service type", 1), ("Description", 4), ("Protocol", 3), ("App type", 2), ("ID", 0), ("URL", 5)]
+    keys = ("serviceType", "description", "protocol", "appType", "id", "url")
+    rows = [[cell(screen, s.get(key) or "-") for key in keys] for s in schemas]
+    return fitted_table(screen, f"Schemas ({len(schemas)})", headers, rows, [])
 
 
 def details_panel(screen: Screen, view: SourceView, schemas: dict, now: datetime, verdict: Verdict | None):

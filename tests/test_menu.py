@@ -411,3 +411,18 @@ def test_with_many_sources_the_table_shows_the_most_urgent_and_the_menu_finds_an
     assert "Org 59" in term.wait_for(r"Update this data source\?")
     term.press("n")
     quit_cleanly(term)
+
+
+def test_enter_all_the_way_through_register_registers_once_the_payload_is_shown(fake, terminal, records):
+    term = terminal()
+    term.choose("Register")
+    keep_defaults(term, "Audience", "Subject")
+    term.wait_for(r"\? URL:", after_last_key=True)
+    term.type("https://dap.example.com/all-enter")
+    term.press("enter")
+    keep_defaults(term, "Schema", "Token lifetime", "Nonce")
+    term.wait_for(r"What will be registered[\s\S]*Register this data source\? \(Y/n\)", after_last_key=True)
+    term.press("enter")
+    term.wait_for("Done: registration")
+    assert [s["url"] for s in fake.sources.values()] == ["https://dap.example.com/all-enter"]
+    quit_cleanly(term)

@@ -123,3 +123,10 @@ def test_two_orgs_that_list_the_same_id_keep_their_own_signature_verdicts(fake, 
     assert verdicts[("acme", twin["id"])] == "valid" and verdicts[("globex", twin["id"])].startswith("invalid")
     check = run_cli("--env-file", *files, "--check", "60", **fake.shared_env())
     assert check.returncode == 2 and "1 invalid signature (globex/Globex)" in check.stdout
+
+
+def test_the_schemas_table_at_80_columns_never_splits_an_id(ds):
+    schemas = [{"id": SCHEMA, "serviceType": "Voice Virtual Agent", "description": "Connects Webex calls to a virtual agent " * 3,
+                "protocol": "gRPC", "appType": "BYODS", "url": "https://schemas.example/" + SCHEMA}]
+    lines = render(ds, lambda screen: ds.schemas_table(screen, schemas), 80)
+    assert any(SCHEMA in line for line in lines) and all(len(line) <= 80 for line in lines)
