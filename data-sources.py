@@ -2150,8 +2150,8 @@ class Org:
             return f"refused: {shown(self.problem)}"
         return self.client.token_state if self.client else "unknown"
 
-    def fetch(self, rotating: bool = False) -> None:
-        """Read the org's sources (and its schemas, unless rotating or already known). A rotation
+    def fetch(self, rotating: bool = False, schemas: dict | None = None) -> None:
+        """Read the org's sources (and the schemas, unless given: the fleet reads them once). A rotation
         first takes the org's writer lock and keeps it to its last write (release), so that two
         runs never rotate one source twice: the second waits, then reads what the first wrote.
         Writes an earlier run left unrecorded are settled first. Whatever goes wrong is this
@@ -2164,7 +2164,7 @@ class Org:
                                                   f"(waited {lock.wait:g} s for {lock.path}; WEBEX_LOCK_WAIT sets how long).")
             return
         self.holds_lock = rotating
-        known = {} if rotating else (self.state.schemas if self.state and self.state.schemas else None)
+        known = {} if rotating else schemas
         try:
             settled = []
             if self.trail.pending() and (rotating or lock.acquire(0)):  # never a live run's markers
@@ -2295,6 +2295,7 @@ class Fleet:
         self.connections = connections
         self.command = command  # how this run was started, files included: the start of every suggested command
         self.verdicts: dict[tuple[str, str], Verdict] = {}
+        self.schemas: dict[str, dict] | None = None  # the Service App's, read once per run
         self._verifiers: dict[tuple, TokenVerifier] = {}
 
     @classmethod
@@ -2350,9 +2351,22 @@ class Fleet:
         return org_name if self.several else None
 
     def fetch(self, rotating: bool = False) -> Fleet:
-        """Every org side by side; the requests in flight stay within --workers."""
-        with ThreadPoolExecutor(max_workers=max(1, min(len(self.orgs), MAX_WORKERS))) as pool:
-            list(pool.map(lambda org: org.fetch(rotating), self.orgs))
+        """Every org side by side; the requests in flight stay within --workers. The schemas are
+        the Service App's, the same for every org: read once per run (not for a rotation), beside
+        the first org's list, with its token."""
+        readers = [org for org in self.orgs if org.client]
+        with ThreadPoolExecutor(max_workers=max(1, min(len(self.orgs) + 1, MAX_WORKERS))) as pool:
+            asked = pool.submit(readers[0].client.list_schemas) if readers and not rotating and self.schemas is None else None
+            list(pool.map(lambda org: org.fetch(rotating, self.schemas or {}), self.orgs))
+            if asked:
+                try:
+                    self.schemas = {schema["id"]: schema for schema in asked.result()}
+                except ToolError as exc:
+                    if readers[0].state:
+                        readers[0].state.warnings.append(f"Schemas could not be listed, so they show as unknown: {shown(exc)}")
+        for org in self.orgs:
+            if org.state and not org.state.schemas:
+                org.state.schemas = self.schemas or {}
         return self
 
     def entries(self, now: datetime) -> list[tuple[Org, SourceView]]:

@@ -427,3 +427,15 @@ def test_rate_limits_in_several_orgs_at_once_still_reach_the_overview_and_a_rota
     assert [len(org.requests("PUT")) for org in orgs] == [2, 2, 2]
     term.choose("Quit")
     assert term.exit_code() == 0
+
+
+def test_the_schemas_are_read_once_per_run_for_every_org_and_not_for_a_rotation(app, fake):
+    orgs = [fake, fake.add_org(), fake.add_org()]
+    for number, org in enumerate(orgs):
+        org.add_source(audience=f"Org {number}", expires_in=600)
+        app.org(f"org{number}", org)
+    listed = app.run("--list")
+    assert listed.returncode == 0 and listed.stdout.count("Voice Virtual Agent") == 3
+    assert sum(len(org.requests("GET", "/v1/dataSources/schemas")) for org in orgs) == 1
+    rotated = app.run("--rotate-expiring", "60")
+    assert rotated.returncode == 0 and sum(len(org.requests("GET", "/v1/dataSources/schemas")) for org in orgs) == 1
