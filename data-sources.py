@@ -496,6 +496,20 @@ def validate_minutes(text: str) -> bool | str:
     return True
 
 
+def validate_limit(text: str) -> bool | str:
+    return True if re.fullmatch(r"[0-9]{1,7}", text or "") else "Give a whole number of operations, e.g. 50 (0: all)."
+
+
+def validate_duration(text: str) -> bool | str:
+    return True if re.fullmatch(r"[1-9][0-9]{0,5}[mhd]", text or "") else "Give a duration like 90m, 12h or 7d."
+
+
+def parse_duration(text: str) -> datetime:
+    """A duration back from now (90m, 12h, 7d): the moment it began."""
+    unit = {"m": 60, "h": 3600, "d": 86400}[text[-1]]
+    return datetime.now(UTC) - timedelta(seconds=int(text[:-1]) * unit)
+
+
 def validate_workers(text: str) -> bool | str:
     if not re.fullmatch(r"[0-9]{1,3}", text or "") or not 1 <= int(text) <= MAX_WORKERS:
         return f"Give a whole number of workers from 1 to {MAX_WORKERS}."
@@ -1965,22 +1979,52 @@ def list_record(trail: Trail, views: list[SourceView]) -> dict:
             "data_sources": [v.raw for v in views]}
 
 
-def read_history(folders: list[tuple[str, Path]], wanted: str = "") -> tuple[list[dict], int]:
-    """The operation records in these (org name, folder) pairs, newest first, those of one id or
-    prefix when wanted; and how many files could not be read as records (skipped, counted)."""
-    entries, skipped = [], 0
+RECORD_NAME = re.compile(r"data_source_(?P<what>.+)_(?P<ts>\d{8}_\d{6}_\d{6})\.json")
+
+
+@dataclass
+class History:
+    entries: list[dict]  # newest first
+    skipped: int  # files among those read that are not records of ours
+    total: int  # how many records there are to show (read or not)
+
+
+def read_history(folders: list[tuple[str, Path]], wanted: str = "", limit: int = 0, since: datetime | None = None) -> History:
+    """The operation records in these (org name, folder) pairs, newest first: those of one id or
+    prefix when wanted, the newest limit of them (0: all), none older than since. The file names
+    say enough to choose (the operation, the id, the time), so a file that is not shown is never
+    opened; a failed operation's name carries no id, so with wanted those are read to see whose."""
+    candidates = []
     for org_name, folder in folders:
-        for path in sorted(folder.glob("data_source_*.json")) if folder.is_dir() else []:
-            try:
-                entry = history_entry(json.loads(path.read_text(encoding="utf-8")), org_name, path)
-            except (OSError, UnicodeDecodeError, ValueError, RecursionError):
-                entry = None
-            if entry is None:
-                skipped += 1
-            elif str(entry["data_source_id"] or "").startswith(wanted):
+        names = [entry.name for entry in os.scandir(folder)] if folder.is_dir() else []
+        for name in names:
+            if not (name.startswith("data_source_") and name.endswith(".json")):
+                continue
+            match = RECORD_NAME.fullmatch(name)
+            failed = bool(match) and match["what"].endswith("_failed")
+            if match and wanted and not failed and not match["what"].partition("_")[2].startswith(file_safe(wanted)):
+                continue
+            candidates.append((match["ts"] if match else "", org_name, folder / name, failed))
+    candidates.sort(reverse=True)
+    cutoff = since.astimezone().strftime("%Y%m%d_%H%M%S_%f") if since else ""
+    entries, skipped, total = [], 0, 0
+    for stamp, org_name, path, failed in candidates:
+        if stamp and stamp < cutoff:
+            break
+        if limit and len(entries) >= limit and not (wanted and failed):
+            total += 1
+            continue
+        try:
+            entry = history_entry(json.loads(path.read_text(encoding="utf-8")), org_name, path)
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+            entry = None
+        if entry is None:
+            skipped += 1
+        elif str(entry["data_source_id"] or "").startswith(wanted):
+            total += 1
+            if not limit or len(entries) < limit:
                 entries.append(entry)
-    entries.sort(key=lambda entry: parse_iso(entry["time"]), reverse=True)
-    return entries, skipped
+    return History(entries, skipped, total)
 
 
 def history_entry(record, org_name: str, path: Path) -> dict | None:
@@ -3207,10 +3251,11 @@ def run_to_completion(screen: Screen, action, *args):
 def show_history(screen: Screen, folders: list[tuple[str, Path]], command: str) -> None:
     """The menu's History: the newest operations first, as many as fit a screen or two; an Org
     column when the records of more than one org are shown."""
-    entries, skipped = read_history(folders)
-    screen.print(history_table(screen, entries[:MENU_TABLE_ROWS], skipped, org_column=len(folders) > 1))
-    if len(entries) > MENU_TABLE_ROWS:
-        screen.print(screen.Text(f"The {MENU_TABLE_ROWS} newest of {len(entries)}; all of them: {command} --history"), soft_wrap=True)
+    history = read_history(folders, limit=MENU_TABLE_ROWS)
+    screen.print(history_table(screen, history.entries, history.skipped, org_column=len(folders) > 1))
+    if history.total > MENU_TABLE_ROWS:
+        screen.print(screen.Text(f"The {MENU_TABLE_ROWS} newest of {history.total}; all of them: {command} --history --limit 0"),
+                     soft_wrap=True)
 
 
 class Menu:
@@ -3583,6 +3628,10 @@ def parse_args(argv) -> argparse.Namespace:
                         help="print Prometheus metrics (text format, for node_exporter's textfile collector)")
     action.add_argument("--history", nargs="?", const="", metavar="ID",
                         help="the records as a table, newest first; with ID (or a prefix), that source's only")
+    parser.add_argument("--limit", type=argparse_type(validate_limit, int), default=50, metavar="N",
+                        help="with --history: the newest N operations (default 50; 0: all)")
+    parser.add_argument("--since", type=argparse_type(validate_duration, parse_duration), metavar="DURATION",
+                        help="with --history: only operations since then, e.g. 90m, 12h, 7d")
     parser.add_argument("--json", action="store_true", help="JSON only on stdout, with --list, --rotate, --rotate-expiring or --history")
     parser.add_argument("--save-list", action="store_true", help="write data_sources_list_{TS}.json at startup")
     parser.add_argument("--lifetime", type=argparse_type(validate_lifetime, int), metavar="MINUTES",
@@ -3600,6 +3649,8 @@ def parse_args(argv) -> argparse.Namespace:
         parser.error("--json goes with --list, --rotate, --rotate-expiring or --history")
     if args.lifetime is not None and not rotating:  # the menu's rotations keep each source's lifetime
         parser.error("--lifetime goes with --rotate or --rotate-expiring")
+    if args.history is None and ("--limit" in parser.probe_argv or args.since is not None):
+        parser.error("--limit and --since go with --history")
     if args.history is not None and (args.workers is not None or args.save_list):
         parser.error("--history reads the records only: --workers and --save-list do nothing there")
     args.workers = args.workers or DEFAULT_WORKERS
@@ -3709,11 +3760,14 @@ def run_rotation(screen: Screen, fleet: Fleet, args) -> int:
 def run_history(screen: Screen, fleet: Fleet, args) -> int:
     """--history [ID]: reads the records folders only; nothing is asked of Webex."""
     folders = fleet.history_folders()
-    entries, skipped = read_history(folders, args.history)
+    history = read_history(folders, args.history, args.limit, args.since)
+    entries, skipped = history.entries, history.skipped
     if args.json:
         print(json_text(entries))
     elif entries or not args.history:
         screen.print(history_table(screen, entries, skipped, org_column=len(folders) > 1))
+    if history.total > len(entries):
+        screen.tell(f"The newest {len(entries)} of {history.total}: --limit N shows more (0: all), --since 7d only the last week.")
     if skipped and args.json:  # the table says it in its caption
         screen.warning(f"{skipped} file(s) in the records folder could not be read as records and were skipped.")
     if args.history and not entries:

@@ -8,6 +8,7 @@ import math
 import re
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from conftest import ROOT, record_files, rotate_first, run_cli
@@ -368,3 +369,43 @@ def test_the_collector_works_again_in_the_menu(fake, env_file, tmp_path):
     assert term.exit_code() == 0
     assert "collector on: False" in term.plain_transcript()
     assert "at the end: collector on: True frozen: True" in term.plain_transcript()
+
+
+def write_records(records, count: int, start: datetime, step: timedelta, source_id: str = "src-1") -> list:
+    """count rotation records of source_id, one step apart from start (named as the tool names them)."""
+    records.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for n in range(count):
+        moment = (start + n * step).astimezone()
+        path = records / f"data_source_rotation_{source_id}_{moment.strftime('%Y%m%d_%H%M%S_%f')}.json"
+        path.write_text(json.dumps({"operation_timestamp": moment.isoformat(), "operation_type": "rotation", "data_source_id": source_id,
+                                    "configuration": {"audience": f"A{n}"}, "api_response": {"status_code": 200}, "success": True}))
+        paths.append(path)
+    return paths
+
+
+def test_history_shows_the_newest_50_and_never_opens_the_files_it_does_not_show(fake, env_file, records):
+    paths = write_records(records, 60, datetime.now(UTC) - timedelta(days=3), timedelta(minutes=1))
+    paths[0].write_text("{ not json: this file is never opened")  # the oldest, beyond the newest 50
+    result = run_cli("--history", "--json", env_file=env_file)
+    entries = json.loads(result.stdout)
+    assert result.returncode == 0 and len(entries) == 50 and entries[0]["audience"] == "A59" and entries[-1]["audience"] == "A10"
+    assert "could not be read" not in result.stderr and "The newest 50 of 60" in result.stderr
+    everything = json.loads(run_cli("--history", "--json", "--limit", "0", env_file=env_file).stdout)
+    assert len(everything) == 59  # the broken one is read now, and skipped
+
+
+def test_history_since_a_duration_and_of_one_source_reads_only_what_it_shows(fake, env_file, records):
+    now = datetime.now(UTC)
+    write_records(records, 5, now - timedelta(days=10), timedelta(hours=1), "old-src")
+    write_records(records, 3, now - timedelta(hours=2), timedelta(minutes=10), "new-src")
+    recent = json.loads(run_cli("--history", "--json", "--since", "12h", env_file=env_file).stdout)
+    assert [e["data_source_id"] for e in recent] == ["new-src"] * 3
+    (records / "data_source_rotation_other-src_20260101_000000_000000.json").write_text("{ never opened for new-src")
+    one = run_cli("--history", "new", "--json", env_file=env_file)
+    assert len(json.loads(one.stdout)) == 3 and "could not be read" not in one.stderr
+
+
+def test_limit_and_since_go_with_history_only(fake, env_file):
+    result = run_cli("--list", "--since", "7d", env_file=env_file)
+    assert result.returncode == 2 and "--limit and --since go with --history" in result.stderr
