@@ -123,6 +123,8 @@ MAX_ATTEMPTS = 5
 RETRY_WAIT_CAP = 60.0
 RETRY_BUDGET = 120.0
 BACKOFF_BASE = 0.5
+MIN_PACE = 0.2  # requests a second: the slowest a run of 429s brings the pace down to
+PACE_WINDOW = 50  # requests: how far back the pace reached is measured when a 429 comes
 
 TOKEN_PLACEHOLDER = "paste-your-service-app-access-token-here"
 READ_SCOPE, WRITE_SCOPE = "spark-admin:datasource_read", "spark-admin:datasource_write"
@@ -493,6 +495,12 @@ def argparse_type(validator, convert=str):
 def validate_minutes(text: str) -> bool | str:
     if not re.fullmatch(r"[0-9]{1,6}", text or ""):
         return "Give a whole number of minutes, e.g. 180."
+    return True
+
+
+def validate_rate(text: str) -> bool | str:
+    if not re.fullmatch(r"[0-9]{1,6}", text or "") or int(text) < 1:
+        return "Give a whole number of requests a minute, e.g. 300."
     return True
 
 
@@ -1110,14 +1118,71 @@ def source_path(*ids: str) -> str:
     return "/dataSources/" + "/".join(quote(value, safe="") for value in ids)
 
 
+class Pace:
+    """One pace for every request of the run: Webex limits the Service App as a whole, across all
+    the orgs it serves. A 429 pauses every worker of every org for its Retry-After; the run then
+    goes on at half the pace it had reached, which recovers gradually (additive increase,
+    multiplicative decrease). per_minute (--rate) caps it from the start; without it there is no
+    cap until the first 429."""
+
+    def __init__(self, per_minute: float | None = None):
+        self.cap = per_minute / 60 if per_minute else None  # requests a second
+        self.rate = self.cap
+        self.throttled = 0  # the 429s met
+        self.slowest: float | None = None  # the lowest pace the run came down to
+        self._lock = threading.Lock()
+        self._next_turn = self._paused_until = 0.0
+        self._sent: list[float] = []  # when the last requests went out, to measure the pace reached
+
+    def turn(self) -> None:
+        """Wait for this request's turn."""
+        with self._lock:
+            now = time.monotonic()
+            at = max(now, self._paused_until, self._next_turn if self.rate else now)
+            if self.rate:
+                self._next_turn = at + 1 / self.rate
+            self._sent = [*self._sent[-PACE_WINDOW:], at]
+        if at > now:
+            time.sleep(at - now)
+
+    def slow_down(self, pause: float) -> None:
+        """A 429: everyone pauses; the pace halves, once for each burst of 429s."""
+        with self._lock:
+            now = time.monotonic()
+            self.throttled += 1
+            if now < self._paused_until:  # the same burst: already slowed
+                self._paused_until = max(self._paused_until, now + pause)
+                return
+            self._paused_until = now + pause
+            span = self._sent[-1] - self._sent[0] if len(self._sent) > 1 else 0
+            reached = (len(self._sent) - 1) / span if span > 0 else 1.0
+            self.rate = max(MIN_PACE, min(self.rate or reached, reached) / 2)
+            self.slowest = min(self.slowest or self.rate, self.rate)
+
+    def went_through(self) -> None:
+        """A request that was not limited: the pace recovers by about one request a second, each second."""
+        with self._lock:
+            if self.rate and self.throttled:
+                self.rate = min(self.rate + 1 / self.rate, self.cap or math.inf)
+
+    def summary(self) -> str | None:
+        """For the run's summary: the 429s met and the pace reached, when it was limited at all."""
+        if not self.throttled:
+            return f"Paced at {self.cap * 60:g} requests a minute (--rate)." if self.cap else None
+        return (f"Webex limited the rate {self.throttled} time(s): the run slowed to {self.slowest * 60:.0f} requests a minute "
+                f"at the slowest and ended at {self.rate * 60:.0f}.")
+
+
 class Connections:
     """What every org's client shares: one session (one connection pool) per API host, one bound
-    on the requests in flight across the fleet (--workers), and one minter per integration token."""
+    on the requests in flight across the fleet (--workers), one pace for the Service App's rate
+    limit, and one minter per integration token."""
 
-    def __init__(self, workers: int = DEFAULT_WORKERS, notify: Callable[[str], None] = print):
+    def __init__(self, workers: int = DEFAULT_WORKERS, notify: Callable[[str], None] = print, rate: float | None = None):
         self.workers = workers
         self.notify = notify  # one line for the user, from any thread (Screen.tell)
         self.gate = threading.BoundedSemaphore(workers)
+        self.pace = Pace(rate)
         self._sessions: dict[tuple, requests.Session] = {}  # by (scheme, host)
         self._minters: dict[tuple, Minter] = {}
         self._lock = threading.Lock()
@@ -1141,7 +1206,7 @@ class Connections:
         session = self.session_for(settings.base_url)
         with self._lock:
             if key not in self._minters:
-                self._minters[key] = Minter(settings.integration, settings.base_url, timeouts, session, self.gate, self.notify)
+                self._minters[key] = Minter(settings.integration, settings.base_url, timeouts, session, self, self.notify)
             return self._minters[key]
 
 
@@ -1179,14 +1244,14 @@ class Minter:
     """Mints an org's access token with the integration token (POST /applications/{app}/token).
     Shared by the orgs that use the same integration token, so it renews itself once per run."""
 
-    def __init__(self, integration: Integration, base_url: str, timeouts, session: requests.Session, gate, notify):
+    def __init__(self, integration: Integration, base_url: str, timeouts, session: requests.Session, shared: Connections, notify):
         self.integration = integration
         self.notify = notify
         self.token = integration.token
         self.base_url = base_url
         self.timeouts = timeouts
         self.session = session
-        self.gate = gate
+        self.gate, self.pace = shared.gate, shared.pace
         self._lock = threading.Lock()
         self._renewed = False
 
@@ -1196,6 +1261,7 @@ class Minter:
         for attempt in (1, 2):
             token = self.token
             try:
+                self.pace.turn()
                 with self.gate:
                     response = bounded_request(self.session, "POST", url, self.timeouts, json=body,
                                                headers={"Authorization": f"Bearer {token}"})
@@ -1271,7 +1337,7 @@ class WebexClient:
         self.minter = connections.minter_for(settings, self.timeouts)
         self.token_state = "ok"  # ok, renewed, minted
         self._lock = threading.Lock()
-        self._paused_until = 0.0
+        self.pace = connections.pace
         self._renew_failed: ApiError | None = None  # kept, so every worker reports the same reason
         self._minted = False
 
@@ -1349,16 +1415,6 @@ class WebexClient:
             raise ApiError(f"Webex's answer had no list of {what} ('items' is missing): try Refresh later.")
         return body["items"]
 
-    def _pause_everyone(self, seconds: float) -> None:
-        with self._lock:
-            self._paused_until = max(self._paused_until, time.monotonic() + seconds)
-
-    def _wait_for_pause(self) -> None:
-        with self._lock:
-            remaining = self._paused_until - time.monotonic()
-        if remaining > 0:
-            time.sleep(remaining)
-
     def _send(self, method: str, path: str, payload: dict | None, token: str) -> requests.Response:
         with self.gate:  # --workers bounds the requests in flight across every org
             return bounded_request(self.session, method, self.settings.base_url + path, self.timeouts, json=payload,
@@ -1370,7 +1426,7 @@ class WebexClient:
         if token is None and not self.settings.access_token:
             self._recover_token("")
         for attempt in range(1, MAX_ATTEMPTS + 1):
-            self._wait_for_pause()
+            self.pace.turn()
             sent_token = token or self.settings.access_token
             try:
                 response = self._send(method, path, payload, sent_token)
@@ -1388,8 +1444,8 @@ class WebexClient:
                 wait = min(BACKOFF_BASE * 2 ** (attempt - 1), RETRY_WAIT_CAP) if asked is None else asked
                 fits = wait <= RETRY_WAIT_CAP and time.monotonic() - started + wait <= RETRY_BUDGET
                 if fits and attempt < MAX_ATTEMPTS and not STOP:  # a run told to stop retries nothing
-                    if status in (423, 429):
-                        self._pause_everyone(wait)  # a rate limit slows every worker of this org (its token), not others
+                    if status == 429:
+                        self.pace.slow_down(wait)  # the Service App's limit: every worker of every org pauses
                     self.sleeper(wait, f"Webex answered {status}")
                     continue
                 error = error_from_response(response, method, path)
@@ -1408,6 +1464,7 @@ class WebexClient:
                     error.hint += (f" The token in use comes from the WEBEX_ACCESS_TOKEN environment variable, which overrides "
                                    f"{self.settings.env_file}: update or unset the variable.")
                 raise error
+            self.pace.went_through()
             return Reply(status, response.headers.get("TrackingID"), parse_body(response))
         raise AssertionError("unreachable: the last attempt returns or raises")
 
@@ -2343,9 +2400,9 @@ class Fleet:
         self._verifiers: dict[tuple, TokenVerifier] = {}
 
     @classmethod
-    def load(cls, env_files, records_dir, workers: int, sleeper, notify) -> Fleet:
-        """An Org per env file, their clients sharing connections and the --workers bound."""
-        connections = Connections(workers, notify)
+    def load(cls, env_files, records_dir, workers: int, sleeper, notify, rate: float | None = None) -> Fleet:
+        """An Org per env file, their clients sharing connections, the --workers bound and one pace."""
+        connections = Connections(workers, notify, rate)
         files = ["--env-file", *map(shlex.quote, env_files)] if env_files else []
         folder = ["--records-dir", shlex.quote(records_dir)] if records_dir else []
         fleet = cls([], connections, " ".join(["python data-sources.py", *files, *folder]))
@@ -2668,7 +2725,7 @@ def rotation_summary(results: list[WriteResult], skipped: Counter, now: datetime
     return "\n".join(safe_text(line) for line in [*lines, total])
 
 
-def rotation_json(results: list[WriteResult], skipped: int, org_count: int, unreadable: list[str]) -> dict:
+def rotation_json(results: list[WriteResult], skipped: int, org_count: int, unreadable: list[str], pace: Pace) -> dict:
     earliest = earliest_new_expiry(results)
     return {
         "rotated": sum(outcome(r) == "rotated" for r in results),
@@ -2679,6 +2736,8 @@ def rotation_json(results: list[WriteResult], skipped: int, org_count: int, unre
         "earliest_expiry": utc_iso(earliest.expires_at if earliest else None),
         "orgs": org_count,
         "orgs_unreadable": unreadable,
+        "throttled": pace.throttled,
+        "slowest_per_minute": round(pace.slowest * 60) if pace.slowest else None,
     }
 
 
@@ -3638,6 +3697,8 @@ def parse_args(argv) -> argparse.Namespace:
                         help="new token lifetime for rotation (1-1440); default: keep each source's own")
     parser.add_argument("--workers", type=argparse_type(validate_workers, int), metavar="N",
                         help=f"parallel rotations (default {DEFAULT_WORKERS})")
+    parser.add_argument("--rate", type=argparse_type(validate_rate, int), metavar="N",
+                        help="at most N requests a minute for the whole run (default: no cap until Webex answers 429)")
     parser.add_argument("--records-dir", metavar="DIR", help="where record files go (default: records/ beside the script)")
     parser.add_argument("--env-file", nargs="+", metavar="PATH",
                         help="read settings from this file instead of .env beside the script; several files: one per customer org")
@@ -3651,8 +3712,8 @@ def parse_args(argv) -> argparse.Namespace:
         parser.error("--lifetime goes with --rotate or --rotate-expiring")
     if args.history is None and ("--limit" in parser.probe_argv or args.since is not None):
         parser.error("--limit and --since go with --history")
-    if args.history is not None and (args.workers is not None or args.save_list):
-        parser.error("--history reads the records only: --workers and --save-list do nothing there")
+    if args.history is not None and (args.workers is not None or args.save_list or args.rate is not None):
+        parser.error("--history reads the records only: --workers, --rate and --save-list do nothing there")
     args.workers = args.workers or DEFAULT_WORKERS
     return args
 
@@ -3748,10 +3809,12 @@ def run_rotation(screen: Screen, fleet: Fleet, args) -> int:
     if args.json:
         skips = [result_json(WriteResult("rotation", view.id, False, org.name), fleet.label_of(org.name), skipped=True)
                  for org, view in skipped]
-        summary = rotation_json(results, len(skipped), len(fleet.orgs), fleet.unreadable())
+        summary = rotation_json(results, len(skipped), len(fleet.orgs), fleet.unreadable(), fleet.connections.pace)
         print(json_text({"results": [result_json(r, fleet.label_of(r.org)) for r in results] + skips, "summary": summary}))
     else:
         print(rotation_summary(results, Counter(org.name for org, _ in skipped), datetime.now(UTC), fleet.named_org_rows(now)))
+        if pace := fleet.connections.pace.summary():
+            print(pace)
     if STOP:  # the summary is out: now end as the signal asks
         raise Interrupted(STOP.signum)
     return fleet.exit_code(results)
@@ -3813,7 +3876,7 @@ MODES = {
 def run(args, screen: Screen) -> int:
     mode = settle_mode(args)
     wait = countdown if mode == "menu" else announce_wait
-    fleet = Fleet.load(args.env_file, args.records_dir, args.workers, lambda s, why: wait(screen, s, why), screen.tell)
+    fleet = Fleet.load(args.env_file, args.records_dir, args.workers, lambda s, why: wait(screen, s, why), screen.tell, args.rate)
     if all(isinstance(org.problem, ConfigError) for org in fleet.orgs):  # nothing could start: bad usage
         show_notes(screen, fleet.notes(fleet.orgs[1:]))
         raise fleet.orgs[0].problem

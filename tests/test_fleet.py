@@ -103,7 +103,8 @@ def test_workers_bound_the_requests_in_flight_across_the_whole_fleet(app, fake):
     assert fake.connections["api"] <= 2  # orgs on one host share one pool
 
 
-def test_a_429_pauses_only_the_org_whose_token_got_it(app, fake):
+def test_a_429_pauses_every_worker_of_every_org_for_its_retry_after(app, fake):
+    """Webex limits the Service App as a whole: one org's 429 is every org's."""
     globex = fake.add_org()
     limited_source = fake.add_source(audience="A", expires_in=600)
     for n in range(3):
@@ -115,7 +116,36 @@ def test_a_429_pauses_only_the_org_whose_token_got_it(app, fake):
     assert result.returncode == 0, result.stdout + result.stderr
     limited, retried = (s.at for s in fake.requests("PUT"))
     assert retried >= limited + 1.9  # acme waited as Webex asked
-    assert len(globex.requests("PUT")) == 3 and max(s.at for s in globex.requests("PUT")) < limited + 1.9  # globex did not
+    later = [s.at for s in globex.requests("PUT") if s.at > limited]
+    assert later and min(later) >= limited + 1.9  # and so did globex: nothing went out in the pause
+    assert "Webex limited the rate 1 time(s)" in result.stdout
+
+
+def test_two_orgs_hitting_the_limit_together_both_pause_and_the_json_summary_counts_it(app, fake):
+    globex = fake.add_org()
+    for org in (fake, globex):
+        org.add_source(expires_in=600)
+        org.fail("PUT", ".*", 429, headers={"Retry-After": "1"})
+    app.org("acme", fake)
+    app.org("globex", globex)
+    result = app.run("--rotate", "all", "--workers", "2", "--json")
+    summary = json.loads(result.stdout)["summary"]
+    assert result.returncode == 0 and summary["rotated"] == 2 and summary["throttled"] == 2
+    puts = sorted(fake.requests("PUT") + globex.requests("PUT"), key=lambda s: s.at)
+    assert len(puts) == 4 and puts[2].at >= puts[1].at + 0.9  # the retries came after the (shared) pause
+
+
+def test_rate_caps_the_requests_a_minute_of_the_whole_run(app, fake):
+    globex = fake.add_org()
+    for org in (fake, globex):
+        for _ in range(3):
+            org.add_source(expires_in=600)
+    app.org("acme", fake)
+    app.org("globex", globex)
+    result = app.run("--rotate-expiring", "60", "--rate", "600", "--workers", "8")  # one request every 0.1 s
+    assert result.returncode == 0 and "Paced at 600 requests a minute" in result.stdout
+    times = sorted(s.at for org in (fake, globex) for s in org.requests())
+    assert len(times) == 8 and times[-1] - times[0] >= 7 * 0.1 * 0.9
 
 
 def test_save_list_writes_one_snapshot_per_org_in_its_own_folder(app, fake):

@@ -85,8 +85,8 @@ def test_the_unknown_line_says_why_each_org_could_not_be_read(fake, env_file):
 
 @pytest.mark.parametrize(("args", "message"), [
     (["--list", "--lifetime", "60"], "--lifetime goes with --rotate or --rotate-expiring"),
-    (["--history", "--workers", "4"], "--workers and --save-list do nothing there"),
-    (["--history", "--save-list"], "--workers and --save-list do nothing there"),
+    (["--history", "--workers", "4"], "--workers, --rate and --save-list do nothing there"),
+    (["--history", "--save-list"], "--workers, --rate and --save-list do nothing there"),
 ])
 def test_a_flag_that_does_nothing_in_the_chosen_mode_is_bad_usage(fake, env_file, args, message):
     result = run_cli(*args, env_file=env_file)
