@@ -2239,6 +2239,8 @@ class Org:
     state: State | None = None
     problem: ToolError | None = None  # bad settings, a refused token, the network, a 5xx, busy
     holds_lock: bool = False  # a rotation holds the org's writer lock from its list to its last write
+    read_at: datetime | None = None  # when what is shown was read, if by an earlier run (its snapshot)
+    fresh: threading.Event = field(default_factory=threading.Event)  # set once this run has read it
 
     @property
     def refused(self) -> bool:
@@ -2257,6 +2259,12 @@ class Org:
         runs never rotate one source twice: the second waits, then reads what the first wrote.
         Writes an earlier run left unrecorded are settled first. Whatever goes wrong is this
         org's problem, never another's."""
+        try:
+            self._read(rotating, schemas)
+        finally:
+            self.fresh.set()
+
+    def _read(self, rotating: bool, schemas: dict | None) -> None:
         if self.client is None:
             return
         lock = self.trail.lock
@@ -2284,6 +2292,36 @@ class Org:
                                                        "Please report it with the command you ran.")
             return
         self.trail.org_id = self.trail.org_id or next((v.org_id for v in self.state.views if v.org_id), None)
+        self.read_at = None
+
+    def snapshot_path(self) -> Path:
+        return self.trail.dir / "state.json"
+
+    def save_snapshot(self) -> None:
+        """What was just read, for the next run to show at once: the views with their claims and
+        fingerprints, never a raw token (the raw answers go through redact). Not a record."""
+        views = [{**{k: v for k, v in vars(view).items() if k != "raw"}, "raw": redact(view.raw)} for view in self.state.views]
+        schemas = self.state.schemas
+        if not schemas:  # a rotation reads no schemas: keep the ones the last snapshot had
+            try:
+                schemas = json.loads(self.snapshot_path().read_text(encoding="utf-8")).get("schemas") or {}
+            except (OSError, ValueError, AttributeError):
+                schemas = {}
+        content = {"org_name": self.name, "org_id": self.trail.org_id, "read_at": now_iso(), "views": views,
+                   "schemas": schemas, "unnamed": self.state.unnamed}
+        make_private_folder(self.trail.dir)
+        write_file_atomically(self.snapshot_path(), scrub(json.dumps(content, ensure_ascii=False, default=str)))
+
+    def load_snapshot(self) -> bool:
+        """What an earlier run read, shown until this run's answer comes; False when there is none."""
+        try:
+            content = json.loads(self.snapshot_path().read_text(encoding="utf-8"))
+            views = [SourceView(**{**view, "issued_at": parse_iso(view["issued_at"]), "expires_at": parse_iso(view["expires_at"])})
+                     for view in content["views"]]
+            self.state, self.read_at = State(views, content["schemas"], [], content["unnamed"]), parse_iso(content["read_at"])
+        except (OSError, ValueError, KeyError, TypeError, RecursionError):
+            return False
+        return self.read_at is not None
 
     def release(self) -> None:
         """The end of this run's writes to the org (the rotation's lock)."""
@@ -2379,10 +2417,13 @@ class OrgRow:
     problem: str | None  # why it could not be read
     refused: bool = False
     busy: bool = False  # another run held its writer lock: left alone
+    as_of: str | None = None  # how old what is shown is, when it comes from the last run's snapshot
 
     @property
     def trouble(self) -> str:
-        """What stands in for its sources when it could not be read."""
+        """What stands in for its sources when it could not be read (or is still being read)."""
+        if self.problem is None:
+            return "reading from Webex…"
         return self.token if self.refused else f"unreadable: {self.problem}"
 
 
@@ -2468,7 +2509,21 @@ class Fleet:
         for org in self.orgs:
             if org.state and not org.state.schemas:
                 org.state.schemas = self.schemas or {}
+        threading.Thread(target=self.save_snapshots, name="snapshots").start()  # off the way to the screen; joined at exit
         return self
+
+    def save_snapshots(self) -> None:
+        """A snapshot of each org read just now; one that cannot be written is only a slower next start."""
+        for org in self.orgs:
+            if org.state is not None and org.problem is None and org.read_at is None:
+                try:
+                    org.save_snapshot()
+                except (OSError, TypeError, ValueError):
+                    continue
+
+    def load_snapshots(self) -> bool:
+        """Every org's last snapshot (what an earlier run read); True if any org had one."""
+        return sum(org.load_snapshot() for org in self.orgs if org.trail) > 0
 
     def entries(self, now: datetime) -> list[tuple[Org, SourceView]]:
         """Every (org, source) that was read, trouble on top across all orgs."""
@@ -2501,15 +2556,16 @@ class Fleet:
         rows = []
         for org in self.orgs:
             if org.state is None:
-                rows.append(OrgRow(org.name, False, 0, 0, 0, None, org.token_state, shown(org.problem), org.refused,
-                                   isinstance(org.problem, Busy)))
+                problem = shown(org.problem) if org.problem else None  # None: its first answer is still on its way
+                rows.append(OrgRow(org.name, False, 0, 0, 0, None, org.token_state, problem, org.refused, isinstance(org.problem, Busy)))
                 continue
             sources = self.rows(now, org)
             active = [r for r in sources if r.active and r.seconds_left is not None]
+            as_of = f"{duration_text((now - org.read_at).total_seconds())} ago" if org.read_at else None
             rows.append(OrgRow(
                 org.name, True, len(sources), sum(r.seconds_left <= 0 for r in active),
                 sum(0 < r.seconds_left < EXPIRING_SOON_SECONDS for r in active),
-                min(active, key=lambda r: r.seconds_left, default=None), org.token_state, None,
+                min(active, key=lambda r: r.seconds_left, default=None), org.token_state, None, as_of=as_of,
             ))
         return rows
 
@@ -2710,9 +2766,11 @@ def earliest_new_expiry(results: list[WriteResult]) -> SourceView | None:
 
 def rotation_summary(results: list[WriteResult], skipped: Counter, now: datetime, org_rows: list[OrgRow] = ()) -> str:
     """The totals; given the orgs (with several), first a line per org that had work or trouble."""
-    lines = []
+    lines, by_org = [], {}
+    for result in results:
+        by_org.setdefault(result.org, []).append(result)
     for org in org_rows:
-        mine = [r for r in results if r.org == org.name]
+        mine = by_org.get(org.name, [])
         if not org.readable and not org.busy:
             lines.append(f"{org.name}: could not be read: {org.problem}")
         elif mine or skipped[org.name]:
@@ -2818,20 +2876,24 @@ def sources_table(screen: Screen, rows: list[SourceRow], total: int | None = Non
 def overview_table(screen: Screen, org_rows: list[OrgRow]):
     """One row per org: its sources, what has expired or will within the hour, and its token."""
     Text = screen.load().Text
-    headers = [("Org", 0), ("Sources", 0), ("Expired", 0), ("Within 1h", 0), ("Soonest expiry", 0), ("Token", 1)]
+    aged = any(org.as_of for org in org_rows)  # some show the last run's snapshot: say how old
+    headers = [("Org", 0), *([("Read", 0)] if aged else []), ("Sources", 0), ("Expired", 0), ("Within 1h", 0),
+               ("Soonest expiry", 0), ("Token", 1)]
     rows = []
     for org in org_rows:
+        read = [Text(org.as_of or "now", style="dim" if org.as_of else "")] if aged else []
         if not org.readable:
-            rows.append([cell(screen, org.name), Text("-"), Text("-"), Text("-"), Text("-"), cell(screen, org.trouble, "red")])
+            rows.append([cell(screen, org.name), *read, Text("-"), Text("-"), Text("-"), Text("-"), cell(screen, org.trouble, "red")])
             continue
         soonest = org.soonest
         rows.append([
-            cell(screen, org.name), Text(str(org.sources)),
+            cell(screen, org.name), *read, Text(str(org.sources)),
             Text(str(org.expired), style="bold red" if org.expired else ""), Text(str(org.soon), style="yellow" if org.soon else ""),
             cell(screen, soonest.expiry, EXPIRY_STYLES[soonest.urgency]) if soonest else Text("-"),
             cell(screen, org.token, "green"),
         ])
-    return fitted_table(screen, f"Customer orgs ({len(org_rows)})", headers, rows, [])
+    notes = ["Read: the age of a snapshot from the last run, until this run's answer comes (Refresh shows it)."] if aged else []
+    return fitted_table(screen, f"Customer orgs ({len(org_rows)})", headers, rows, notes)
 
 
 def history_table(screen: Screen, entries: list[dict], skipped: int, org_column: bool):
@@ -3028,7 +3090,7 @@ def overview_title(org: OrgRow) -> str:
     if not org.readable:
         return f"{name} · {clip(safe_text(org.trouble), 2 * CELL_WIDTH)}"
     counts = f"{org.sources} sources · {org.expired} expired · {org.soon} within the hour"
-    return f"{name} · {counts} · token {clip(safe_text(org.token), 20)}"
+    return f"{name} · {counts} · token {clip(safe_text(org.token), 20)}" + (f" · read {org.as_of}" if org.as_of else "")
 
 
 def prompt_overview(org_rows: list[OrgRow], orgs: list[Org]):
@@ -3585,8 +3647,8 @@ class FleetMenu:
                     self.rotate_urgent(datetime.now(UTC))
                 if kind == "history":
                     show_history(screen, fleet.history_folders(), fleet.command)
-                if kind == "refresh":
-                    fleet.fetch()
+                if kind == "refresh" and all(org.fresh.is_set() for org in fleet.orgs):
+                    fleet.fetch()  # while the first read is still coming in, Refresh shows what has come
             except Cancelled:
                 screen.print("Cancelled: nothing was sent.")
 
@@ -3594,6 +3656,9 @@ class FleetMenu:
         if org.client is None:  # its settings could not be read: nothing to open
             self.screen.error(org.problem)
             return "back"
+        if not org.fresh.is_set():  # an org's own menu always shows a fresh read
+            self.screen.tell(f"Reading {org.name} from Webex...")
+            org.fresh.wait()
         return Menu(self.screen, self.fleet, org, back=True).run()
 
     def rotate_urgent(self, now: datetime) -> None:
@@ -3691,6 +3756,8 @@ def parse_args(argv) -> argparse.Namespace:
                         help="with --history: the newest N operations (default 50; 0: all)")
     parser.add_argument("--since", type=argparse_type(validate_duration, parse_duration), metavar="DURATION",
                         help="with --history: only operations since then, e.g. 90m, 12h, 7d")
+    parser.add_argument("--cached", action="store_true",
+                        help="with --list: print what the last run read (each org's state.json), asking Webex nothing")
     parser.add_argument("--json", action="store_true", help="JSON only on stdout, with --list, --rotate, --rotate-expiring or --history")
     parser.add_argument("--save-list", action="store_true", help="write data_sources_list_{TS}.json at startup")
     parser.add_argument("--lifetime", type=argparse_type(validate_lifetime, int), metavar="MINUTES",
@@ -3710,6 +3777,8 @@ def parse_args(argv) -> argparse.Namespace:
         parser.error("--json goes with --list, --rotate, --rotate-expiring or --history")
     if args.lifetime is not None and not rotating:  # the menu's rotations keep each source's lifetime
         parser.error("--lifetime goes with --rotate or --rotate-expiring")
+    if args.cached and not args.list:
+        parser.error("--cached goes with --list")
     if args.history is None and ("--limit" in parser.probe_argv or args.since is not None):
         parser.error("--limit and --since go with --history")
     if args.history is not None and (args.workers is not None or args.save_list or args.rate is not None):
@@ -3880,9 +3949,11 @@ def run(args, screen: Screen) -> int:
     if all(isinstance(org.problem, ConfigError) for org in fleet.orgs):  # nothing could start: bad usage
         show_notes(screen, fleet.notes(fleet.orgs[1:]))
         raise fleet.orgs[0].problem
-    if mode == "history":  # the records only: nothing to fetch
+    if mode == "history" or args.cached:  # the records or the snapshots only: nothing is asked of Webex
         end_of_startup()
-        return run_history(screen, fleet, args)
+        return run_history(screen, fleet, args) if mode == "history" else run_cached_list(screen, fleet, args)
+    # The overview opens at once from the last run's snapshots and takes fresh answers as they come.
+    overview_first = mode == "menu" and fleet.alone is None and not args.save_list and fleet.load_snapshots()
     if mode == "rotate" or args.save_list:  # before anything is sent
         for org in fleet.orgs:
             if org.trail:
@@ -3892,10 +3963,29 @@ def run(args, screen: Screen) -> int:
     show_refresh_token_warnings(screen, fleet, in_output=args.rotate_expiring is not None and not args.json)
     if mode == "menu":
         warm_menu_imports(pending)
-    end_of_startup(pending)
+    end_of_startup(None if overview_first else pending)
     if args.save_list:
         save_lists(screen, fleet)
     return MODES[mode](screen, fleet, args)
+
+
+def run_cached_list(screen: Screen, fleet: Fleet, args) -> int:
+    """--list --cached: the last snapshot of each org, and nothing asked of Webex."""
+    missing = [org.name for org in fleet.orgs if org.trail and not org.load_snapshot()]
+    now = datetime.now(UTC)
+    rows, read_at = fleet.rows(now), {org.name: org.read_at for org in fleet.orgs}
+    if args.json:
+        print(json_text([{**source_json(row), "read_at": utc_iso(read_at[row.org])} for row in rows]))
+    elif sys.stdout.isatty():
+        screen.print(sources_table(screen, rows, empty="No snapshot yet: run --list once (without --cached)."))
+    else:
+        print(tsv_text(rows))
+    for org in fleet.orgs:
+        if org.read_at:
+            screen.tell(f"{fleet.label(org.name)}Read {duration_text((now - org.read_at).total_seconds())} ago (the last snapshot).")
+    if missing:
+        screen.warning(f"No snapshot yet for {', '.join(missing)}: {fleet.command} --list reads Webex and leaves one.")
+    return 1 if missing else 0
 
 
 def main(argv=None) -> int:

@@ -126,7 +126,7 @@ def run_cli(*args, env_file=None, timeout=60, script=SCRIPT, **extra_env) -> sub
     return result
 
 
-def record_files(records: Path, pattern: str = "*.json") -> list[Path]:
+def record_files(records: Path, pattern: str = "data_source*.json") -> list[Path]:  # records, not state.json
     return sorted(records.glob(pattern)) if records.exists() else []
 
 
@@ -316,7 +316,7 @@ class App:
         return term
 
     def records_of(self, name: str) -> list:
-        return sorted((self.records / name).glob("*.json"))
+        return sorted((self.records / name).glob("data_source*.json"))  # records, not the state.json snapshot
 
 
 @pytest.fixture
