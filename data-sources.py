@@ -46,6 +46,7 @@ import argparse
 import base64
 import binascii
 import fcntl
+import functools
 import gc
 import hashlib
 import io
@@ -125,6 +126,7 @@ RETRY_BUDGET = 120.0
 BACKOFF_BASE = 0.5
 MIN_PACE = 0.2  # requests a second: the slowest a run of 429s brings the pace down to
 PACE_WINDOW = 50  # requests: how far back the pace reached is measured when a 429 comes
+PACE_RECOVERY = 5.0  # requests a second gained back each second after a 429
 
 TOKEN_PLACEHOLDER = "paste-your-service-app-access-token-here"
 READ_SCOPE, WRITE_SCOPE = "spark-admin:datasource_read", "spark-admin:datasource_write"
@@ -662,6 +664,12 @@ def file_digest(path: Path) -> str:
         return ""
 
 
+@functools.cache
+def shared_env() -> dict[str, str]:
+    """The shared .env beside the script, read once per run however many orgs there are."""
+    return read_env_file(SCRIPT_DIR / ".env")
+
+
 def is_org_file(path: Path) -> bool:
     """An org's own file (it names the org or its id), read over the shared .env beside the script."""
     if path.resolve() == (SCRIPT_DIR / ".env").resolve():
@@ -676,7 +684,7 @@ def layered_values(path: Path, layered: bool) -> tuple[dict[str, str], dict[str,
     environment = {k: v for k, v in os.environ.items() if k.startswith("WEBEX_")}
     if layered:  # later layers win: environment, then the shared .env, then the org's own file
         shared = SCRIPT_DIR / ".env"
-        shared_values = read_env_file(shared) if shared.resolve() != path.resolve() else {}
+        shared_values = shared_env() if shared.resolve() != path.resolve() else {}
         layers = [(None, environment), (shared, shared_values)]
         layers = [(origin, {k: v for k, v in layer.items() if k not in PER_ORG_KEYS}) for origin, layer in layers]
         own = read_env_file(path)
@@ -1160,10 +1168,10 @@ class Pace:
             self.slowest = min(self.slowest or self.rate, self.rate)
 
     def went_through(self) -> None:
-        """A request that was not limited: the pace recovers by about one request a second, each second."""
+        """A request that was not limited: the pace recovers by about PACE_RECOVERY requests a second, each second."""
         with self._lock:
             if self.rate and self.throttled:
-                self.rate = min(self.rate + 1 / self.rate, self.cap or math.inf)
+                self.rate = min(self.rate + PACE_RECOVERY / self.rate, self.cap or math.inf)
 
     def summary(self) -> str | None:
         """For the run's summary: the 429s met and the pace reached, when it was limited at all."""
@@ -2873,8 +2881,10 @@ def sources_table(screen: Screen, rows: list[SourceRow], total: int | None = Non
     return fitted_table(screen, f"Data sources ({total})", [(c.title, c.priority) for c in columns], cells, notes)
 
 
-def overview_table(screen: Screen, org_rows: list[OrgRow]):
-    """One row per org: its sources, what has expired or will within the hour, and its token."""
+def overview_table(screen: Screen, org_rows: list[OrgRow], total: int | None = None):
+    """One row per org: its sources, what has expired or will within the hour, and its token;
+    total: how many orgs there are when only the most troubled are shown."""
+    total = len(org_rows) if total is None else total
     Text = screen.load().Text
     aged = any(org.as_of for org in org_rows)  # some show the last run's snapshot: say how old
     headers = [("Org", 0), *([("Read", 0)] if aged else []), ("Sources", 0), ("Expired", 0), ("Within 1h", 0),
@@ -2892,8 +2902,10 @@ def overview_table(screen: Screen, org_rows: list[OrgRow]):
             cell(screen, soonest.expiry, EXPIRY_STYLES[soonest.urgency]) if soonest else Text("-"),
             cell(screen, org.token, "green"),
         ])
-    notes = ["Read: the age of a snapshot from the last run, until this run's answer comes (Refresh shows it)."] if aged else []
-    return fitted_table(screen, f"Customer orgs ({len(org_rows)})", headers, rows, notes)
+    notes = [f"The {len(org_rows)} orgs most in need, and {total - len(org_rows)} more: type to find any."] if total > len(org_rows) else []
+    if aged:
+        notes.append("Read: the age of a snapshot from the last run, until this run's answer comes (Refresh shows it).")
+    return fitted_table(screen, f"Customer orgs ({total})", headers, rows, notes)
 
 
 def history_table(screen: Screen, entries: list[dict], skipped: int, org_column: bool):
@@ -3636,7 +3648,8 @@ class FleetMenu:
         screen, fleet = self.screen, self.fleet
         while True:
             org_rows = fleet.org_rows(datetime.now(UTC))
-            screen.print(overview_table(screen, org_rows))
+            urgent = sorted(org_rows, key=lambda o: (o.readable, -o.expired, -o.soon, o.soonest.seconds_left if o.soonest else math.inf))
+            screen.print(overview_table(screen, urgent[:MENU_TABLE_ROWS], total=len(org_rows)))
             kind, org = prompt_overview(org_rows, fleet.orgs)  # Ctrl-C here exits with 130
             if kind == "quit":
                 return 0

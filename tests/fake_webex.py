@@ -210,6 +210,9 @@ class FakeWebex:
         self.connections = {"api": 0, "idb": 0}
         self.in_flight = 0
         self.max_in_flight = 0
+        self.limit_per_second: int | None = None  # the Service App's rate limit, across every org on this server
+        self.limited = 0  # how many 429s the limit answered
+        self._recent: list[float] = []
         self.lock = threading.Condition()
         if serve:
             self.api = self._server("api", tls_context)
@@ -440,6 +443,8 @@ class FakeWebex:
                 fault.times -= 1
             org.lock.notify_all()
         try:
+            if role == "api" and self.over_the_limit():
+                return self.error(handler, 429, "Too many requests for this application", {"Retry-After": 1})
             if role == "api" and self.latency:
                 time.sleep(self.latency)
             if fault and fault.delay:
@@ -458,6 +463,19 @@ class FakeWebex:
             with self.lock:
                 self.in_flight -= 1
                 self.lock.notify_all()
+
+    def over_the_limit(self) -> bool:
+        """Webex limits the Service App as a whole: more than limit_per_second in the last second is a 429."""
+        if self.limit_per_second is None:
+            return False
+        with self.lock:
+            now = time.monotonic()
+            self._recent = [t for t in self._recent if t > now - 1.0]
+            if len(self._recent) >= self.limit_per_second:
+                self.limited += 1
+                return True
+            self._recent.append(now)
+            return False
 
     def apply_fault(self, handler, fault: Fault) -> None:
         if fault.drop:
