@@ -49,6 +49,7 @@ import fcntl
 import functools
 import gc
 import hashlib
+import heapq
 import io
 import ipaddress
 import json
@@ -2044,9 +2045,6 @@ def list_record(trail: Trail, views: list[SourceView]) -> dict:
             "data_sources": [v.raw for v in views]}
 
 
-RECORD_NAME = re.compile(r"data_source_(?P<what>.+)_(?P<ts>\d{8}_\d{6}_\d{6})\.json")
-
-
 @dataclass
 class History:
     entries: list[dict]  # newest first
@@ -2057,28 +2055,29 @@ class History:
 def read_history(folders: list[tuple[str, Path]], wanted: str = "", limit: int = 0, since: datetime | None = None) -> History:
     """The operation records in these (org name, folder) pairs, newest first: those of one id or
     prefix when wanted, the newest limit of them (0: all), none older than since. The file names
-    say enough to choose (the operation, the id, the time), so a file that is not shown is never
-    opened; a failed operation's name carries no id, so with wanted those are read to see whose."""
-    candidates = []
-    for org_name, folder in folders:
-        names = [entry.name for entry in os.scandir(folder)] if folder.is_dir() else []
-        for name in names:
-            if not (name.startswith("data_source_") and name.endswith(".json")):
-                continue
-            match = RECORD_NAME.fullmatch(name)
-            failed = bool(match) and match["what"].endswith("_failed")
-            if match and wanted and not failed and not match["what"].partition("_")[2].startswith(file_safe(wanted)):
-                continue
-            candidates.append((match["ts"] if match else "", org_name, folder / name, failed))
-    candidates.sort(reverse=True)
+    say enough to choose (data_source_{operation}_{id}_{TS}.json), so a file that is not shown is
+    never opened; a failed operation's name carries no id, so with wanted those are read to see whose."""
     cutoff = since.astimezone().strftime("%Y%m%d_%H%M%S_%f") if since else ""
-    entries, skipped, total = [], 0, 0
-    for stamp, org_name, path, failed in candidates:
-        if stamp and stamp < cutoff:
+    wanted_part = f"_{file_safe(wanted)}" if wanted else ""
+    candidates, odd = [], []  # (TS, org, path, failed); files of ours whose names carry no TS
+    for org_name, folder in folders:
+        for name in os.listdir(folder) if folder.is_dir() else ():
+            if not name.startswith("data_source_") or not name.endswith(".json"):
+                continue
+            stamp, what = name[-27:-5], name[12:-28]  # data_source_{what}_{TS}.json
+            if len(name) < 41 or name[-28] != "_" or stamp[8] != "_" or stamp[15] != "_" or not stamp[:8].isdigit():
+                odd.append((org_name, folder / name))
+                continue
+            failed = what.endswith("_failed")
+            if stamp < cutoff or (wanted and not failed and wanted_part not in what):
+                continue
+            candidates.append((stamp, org_name, name, failed, folder))
+    ordered = sorted(candidates, reverse=True) if not limit or wanted else heapq.nlargest(limit, candidates)
+    entries, skipped = [], 0
+    for _, org_name, name, _, folder in [*ordered, *((None, org, path.name, False, path.parent) for org, path in odd)]:
+        if limit and len(entries) >= limit:
             break
-        if limit and len(entries) >= limit and not (wanted and failed):
-            total += 1
-            continue
+        path = folder / name
         try:
             entry = history_entry(json.loads(path.read_text(encoding="utf-8")), org_name, path)
         except (OSError, UnicodeDecodeError, ValueError, RecursionError):
@@ -2086,10 +2085,9 @@ def read_history(folders: list[tuple[str, Path]], wanted: str = "", limit: int =
         if entry is None:
             skipped += 1
         elif str(entry["data_source_id"] or "").startswith(wanted):
-            total += 1
-            if not limit or len(entries) < limit:
-                entries.append(entry)
-    return History(entries, skipped, total)
+            entries.append(entry)
+    others = sum(1 for c in candidates if not (wanted and c[3]))  # the failed ones of another source do not count
+    return History(entries, skipped, max(others, len(entries)))
 
 
 def history_entry(record, org_name: str, path: Path) -> dict | None:
