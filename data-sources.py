@@ -144,6 +144,7 @@ DECISION_FIELDS = ("status", "url", "schemaId")  # a list item without one is re
 # ---------------------------------------------------------------------------------------------
 
 SECRETS: set[str] = set()  # every secret the run knows
+_SECRET_STARTS: set[str] = set()  # their first 8 characters: most text holds none, and is let through at once
 
 
 # Text shaped like a JWS (three base64url parts, the first a JSON header): a token inside an
@@ -156,9 +157,11 @@ def fingerprint(token: str) -> str:
 
 
 def scrub(text: str) -> str:
-    """Every secret the run knows redacted, and every JWS-shaped text fingerprinted."""
-    for secret in SECRETS:
-        text = text.replace(secret, "[redacted]")
+    """Every secret the run knows redacted, and every JWS-shaped text fingerprinted. With a
+    thousand orgs there are thousands of secrets: only text holding the start of one is searched."""
+    if _SECRET_STARTS and any(text[i:i + 8] in _SECRET_STARTS for i in range(len(text) - 7)):
+        for secret in SECRETS:
+            text = text.replace(secret, "[redacted]")
     return _JWS_SHAPED.sub(lambda match: fingerprint(match[0]), text) if "eyJ" in text else text
 
 
@@ -201,6 +204,7 @@ def clip(text: str, width: int = CELL_WIDTH) -> str:
 def remember_secret(value: str | None) -> None:
     if value and len(value) >= 8:
         SECRETS.add(value)
+        _SECRET_STARTS.add(value[:8])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -679,10 +683,13 @@ def is_org_file(path: Path) -> bool:
     return bool(values.get("WEBEX_ORG_NAME") or values.get("WEBEX_TARGET_ORG_ID"))
 
 
-def layered_values(path: Path, layered: bool) -> tuple[dict[str, str], dict[str, Path | None]]:
+def webex_environment() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k.startswith("WEBEX_")}
+
+
+def layered_values(path: Path, layered: bool, environment: dict[str, str]) -> tuple[dict[str, str], dict[str, Path | None]]:
     """The settings for one org, and where each came from (a file, or None for the environment).
     An org's file may not set a shared key: they decide where every org's secrets are sent."""
-    environment = {k: v for k, v in os.environ.items() if k.startswith("WEBEX_")}
     if layered:  # later layers win: environment, then the shared .env, then the org's own file
         shared = SCRIPT_DIR / ".env"
         shared_values = shared_env() if shared.resolve() != path.resolve() else {}
@@ -702,12 +709,12 @@ def layered_values(path: Path, layered: bool) -> tuple[dict[str, str], dict[str,
     return values, origins
 
 
-def load_settings(env_file: str | None, records_dir: str | None, layered: bool = False) -> Settings:
+def load_settings(env_file: str | None, records_dir: str | None, layered: bool = False, environment: dict | None = None) -> Settings:
     """One org's profile. layered: one of several org files, read over the shared .env."""
     path = Path(env_file) if env_file else SCRIPT_DIR / ".env"
     if env_file and not path.is_file():
         raise ConfigError(f"The env file {path} does not exist. Copy .env.sample to it, or drop --env-file.")
-    values, origins = layered_values(path, layered)
+    values, origins = layered_values(path, layered, webex_environment() if environment is None else environment)
 
     def value(key: str) -> str:
         return values.get(key, "").strip()
@@ -802,11 +809,11 @@ def load_profiles(env_files: list[str] | None, records_dir: str | None) -> list[
     """(org name, profile) per env file; a profile that cannot be read is its error, so the others
     go on. A missing file or two files naming the same org stop everything (bad usage)."""
     paths = list(dict.fromkeys(Path(f) for f in env_files)) if env_files else [SCRIPT_DIR / ".env"]
-    profiles = []
+    profiles, environment = [], webex_environment()
     for path in paths:
         try:
             layered = len(paths) > 1 or is_org_file(path)
-            settings = load_settings(str(path) if env_files else None, records_dir, layered)
+            settings = load_settings(str(path) if env_files else None, records_dir, layered, environment)
             profiles.append((settings.org_name, settings))
         except ConfigError as exc:
             if not path.is_file() and env_files:
@@ -3991,9 +3998,9 @@ def run_cached_list(screen: Screen, fleet: Fleet, args) -> int:
         screen.print(sources_table(screen, rows, empty="No snapshot yet: run --list once (without --cached)."))
     else:
         print(tsv_text(rows))
-    for org in fleet.orgs:
-        if org.read_at:
-            screen.tell(f"{fleet.label(org.name)}Read {duration_text((now - org.read_at).total_seconds())} ago (the last snapshot).")
+    if ages := sorted((now - org.read_at).total_seconds() for org in fleet.orgs if org.read_at):
+        span = duration_text(ages[0]) + (f" to {duration_text(ages[-1])}" if ages[-1] - ages[0] >= 60 else "")
+        screen.tell(f"The last snapshot{'s' if len(ages) > 1 else ''}, read {span} ago; nothing was asked of Webex.")
     if missing:
         screen.warning(f"No snapshot yet for {', '.join(missing)}: {fleet.command} --list reads Webex and leaves one.")
     return 1 if missing else 0

@@ -500,7 +500,7 @@ def test_list_cached_prints_the_last_snapshot_and_asks_webex_nothing(app, fake):
     before = len(fake.requests()) + len(globex.requests())
     cached = app.run("--list", "--cached")
     assert cached.returncode == 0 and "Acme Cached" in cached.stdout and "Globex Cached" in cached.stdout
-    assert "acme: Read " in cached.stderr and len(fake.requests()) + len(globex.requests()) == before
+    assert "The last snapshots, read " in cached.stderr and len(fake.requests()) + len(globex.requests()) == before
     assert len(fake.requests(server="idb")) <= 1
 
 
