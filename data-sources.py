@@ -159,8 +159,8 @@ def fingerprint(token: str) -> str:
 def scrub(text: str) -> str:
     """Every secret the run knows redacted, and every JWS-shaped text fingerprinted. With a
     thousand orgs there are thousands of secrets: only text holding the start of one is searched."""
-    if _SECRET_STARTS and any(text[i:i + 8] in _SECRET_STARTS for i in range(len(text) - 7)):
-        for secret in SECRETS:
+    if len(SECRETS) <= 32 or any(text[i:i + 8] in _SECRET_STARTS for i in range(len(text) - 7)):
+        for secret in SECRETS:  # a few replaces in C beat any search for where to look
             text = text.replace(secret, "[redacted]")
     return _JWS_SHAPED.sub(lambda match: fingerprint(match[0]), text) if "eyJ" in text else text
 
@@ -2451,6 +2451,7 @@ class Fleet:
         self.command = command  # how this run was started, files included: the start of every suggested command
         self.verdicts: dict[tuple[str, str], Verdict] = {}
         self.schemas: dict[str, dict] | None = None  # the Service App's, read once per run
+        self._unsaved = False  # read since the snapshots were last saved
         self._verifiers: dict[tuple, TokenVerifier] = {}
 
     @classmethod
@@ -2522,11 +2523,21 @@ class Fleet:
         for org in self.orgs:
             if org.state and not org.state.schemas:
                 org.state.schemas = self.schemas or {}
-        threading.Thread(target=self.save_snapshots, name="snapshots").start()  # off the way to the screen; joined at exit
+        self._unsaved = True
         return self
 
-    def save_snapshots(self) -> None:
-        """A snapshot of each org read just now; one that cannot be written is only a slower next start."""
+    def save_snapshots(self, in_background: bool = False) -> None:
+        """A snapshot of each org read since the last save; one that cannot be written is only a
+        slower next start. in_background: on a thread of its own (the menu, once it is drawn)."""
+        if not self._unsaved:
+            return
+        self._unsaved = False
+        if in_background:
+            threading.Thread(target=self._write_snapshots, name="snapshots").start()  # joined at exit
+        else:
+            self._write_snapshots()
+
+    def _write_snapshots(self) -> None:
         for org in self.orgs:
             if org.state is not None and org.problem is None and org.read_at is None:
                 try:
@@ -3439,6 +3450,7 @@ class Menu:
                 screen.print(line, soft_wrap=True)
             refused = isinstance(self.org.problem, TokenRefused)
             kind, source_id = prompt_menu(self.state.views, now, self.back, "token" if refused else None)  # Ctrl-C: exit 130
+            self.fleet.save_snapshots(in_background=True)  # once the person has the screen: never in the way of drawing it
             if kind in ("quit", "back"):
                 return kind
             try:
@@ -3656,6 +3668,7 @@ class FleetMenu:
             urgent = sorted(org_rows, key=lambda o: (o.readable, -o.expired, -o.soon, o.soonest.seconds_left if o.soonest else math.inf))
             screen.print(overview_table(screen, urgent[:MENU_TABLE_ROWS], total=len(org_rows)))
             kind, org = prompt_overview(org_rows, fleet.orgs)  # Ctrl-C here exits with 130
+            fleet.save_snapshots(in_background=True)  # once the person has the screen: never in the way of drawing it
             if kind == "quit":
                 return 0
             try:
@@ -3893,6 +3906,10 @@ def run_rotation(screen: Screen, fleet: Fleet, args) -> int:
     finally:
         for org in fleet.orgs:
             org.release()
+    orgs = {org.name: org for org in fleet.orgs}
+    for result in results:  # the snapshots then show the new expiries
+        if result.ok and result.view:
+            orgs[result.org].state.put(result.view)
     if args.json:
         skips = [result_json(WriteResult("rotation", view.id, False, org.name), fleet.label_of(org.name), skipped=True)
                  for org, view in skipped]
@@ -3984,7 +4001,10 @@ def run(args, screen: Screen) -> int:
     end_of_startup(None if overview_first else pending)
     if args.save_list:
         save_lists(screen, fleet)
-    return MODES[mode](screen, fleet, args)
+    try:
+        return MODES[mode](screen, fleet, args)
+    finally:
+        fleet.save_snapshots()  # after the output, so it comes no later for them
 
 
 def run_cached_list(screen: Screen, fleet: Fleet, args) -> int:
