@@ -1037,7 +1037,7 @@ def bounded_request(session: requests.Session, method: str, url: str, timeouts: 
     """One HTTP exchange, bounded in all: the whole answer within timeouts.total however slowly it
     trickles in, and at most limit bytes. The exchange runs on a daemon thread that is left behind
     if the deadline passes, so the run goes on (and ends) without it."""
-    outcome, done = {}, threading.Event()
+    answer, done = {}, threading.Event()
 
     def exchange() -> None:
         try:
@@ -1052,18 +1052,18 @@ def bounded_request(session: requests.Session, method: str, url: str, timeouts: 
                                        "is: it was not read. Try again later, or report it to Webex support.",
                                        status=response.status_code, tracking_id=response.headers.get("TrackingID"))
                 response._content = bytes(body)  # what requests itself keeps when it reads the answer
-            outcome["response"] = response
+            answer["response"] = response
         except BaseException as exc:  # noqa: BLE001 (handed to the caller's thread, which raises it)
-            outcome["error"] = exc
+            answer["error"] = exc
         finally:
             done.set()
 
     threading.Thread(target=exchange, daemon=True).start()
     if not done.wait(timeouts.total):
         raise TooSlow(f"no whole answer within {timeouts.total:g} s")
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["response"]
+    if "error" in answer:
+        raise answer["error"]
+    return answer["response"]
 
 
 def _causes(exc: BaseException):
@@ -2039,8 +2039,8 @@ def keep_record(trail: Trail, operation: str, source_id, ok: bool, content: dict
     try:
         path = write_record(trail.dir, name, content)
     except RecordError as exc:  # what Webex did stands; the result says the record is missing
-        outcome = "went through" if ok else "was refused"
-        return None, RecordError(f"The {operation} {outcome}, but no record of it was kept. {exc} "
+        how = "went through" if ok else "was refused"
+        return None, RecordError(f"The {operation} {how}, but no record of it was kept. {exc} "
                                  "Make room or fix the folder: the next run writes it.")
     marker.unlink(missing_ok=True)
     sync_folder(marker.parent)

@@ -228,15 +228,21 @@ def test_a_missing_env_file_or_two_files_with_one_org_name_stop_everything(app, 
     assert fake.requests() == []
 
 
+def two_orgs(app, fake, acme: str, globex_audience: str):
+    """acme (the fake) and globex, one source each, their files in orgs/; returns globex."""
+    globex = fake.add_org()
+    fake.add_source(audience=acme)
+    globex.add_source(audience=globex_audience)
+    app.org("acme", fake)
+    app.org("globex", globex)
+    return globex
+
+
 # -- precedence ---------------------------------------------------------------------------------
 
 
 def test_an_exported_access_token_is_never_applied_to_every_org(app, fake):
-    globex = fake.add_org()
-    fake.add_source(audience="A")
-    globex.add_source(audience="G")
-    app.org("acme", fake)
-    app.org("globex", globex)
+    globex = two_orgs(app, fake, "A", "G")
     result = app.run("--list", WEBEX_ACCESS_TOKEN=fake.access_token, WEBEX_ORG_NAME="everyone", WEBEX_TARGET_ORG_ID="x")
     assert result.returncode == 0, result.stderr
     assert sorted(r[0] for r in rows_by_org(result.stdout)) == ["acme", "globex"]
@@ -476,11 +482,7 @@ def test_the_schemas_are_read_once_per_run_for_every_org_and_not_for_a_rotation(
 
 
 def test_every_read_leaves_a_snapshot_that_holds_no_token_and_is_no_record(app, fake):
-    globex = fake.add_org()
-    fake.add_source(audience="Acme")
-    globex.add_source(audience="Globex")
-    app.org("acme", fake)
-    app.org("globex", globex)
+    two_orgs(app, fake, "Acme", "Globex")
     assert app.run("--list").returncode == 0
     for name in ("acme", "globex"):
         snapshot = app.records / name / "state.json"
@@ -491,11 +493,7 @@ def test_every_read_leaves_a_snapshot_that_holds_no_token_and_is_no_record(app, 
 
 
 def test_list_cached_prints_the_last_snapshot_and_asks_webex_nothing(app, fake):
-    globex = fake.add_org()
-    fake.add_source(audience="Acme Cached")
-    globex.add_source(audience="Globex Cached")
-    app.org("acme", fake)
-    app.org("globex", globex)
+    globex = two_orgs(app, fake, "Acme Cached", "Globex Cached")
     app.run("--list")
     before = len(fake.requests()) + len(globex.requests())
     cached = app.run("--list", "--cached")
@@ -505,11 +503,7 @@ def test_list_cached_prints_the_last_snapshot_and_asks_webex_nothing(app, fake):
 
 
 def test_the_overview_opens_from_snapshots_then_shows_the_fresh_answer(app, fake):
-    globex = fake.add_org()
-    fake.add_source(audience="Acme")
-    globex.add_source(audience="Globex")
-    app.org("acme", fake)
-    app.org("globex", globex)
+    globex = two_orgs(app, fake, "Acme", "Globex")
     assert app.run("--list").returncode == 0  # leaves the snapshots
     arrived = threading.Event()
     globex.add_source(audience="Globex New", expires_in=600)
