@@ -2572,8 +2572,7 @@ class Fleet:
         """One row per source, trouble first: of every org, with the verdicts found by verify; or of
         one org, for its menu's table, which names no org and shows no signatures."""
         if org:
-            rows = [source_row(org, None, view, None, now) for view in org.state.views]
-            return sorted(rows, key=lambda row: row.urgency)
+            return [source_row(org, None, view, None, now) for view in sort_views(org.state.views, now)]
         return [source_row(o, self.label_of(o.name), v, self.verdicts.get((o.name, v.id)), now) for o, v in self.entries(now)]
 
     def org_rows(self, now: datetime) -> list[OrgRow]:

@@ -130,3 +130,10 @@ def test_the_schemas_table_at_80_columns_never_splits_an_id(ds):
                 "protocol": "gRPC", "appType": "BYODS", "url": "https://schemas.example/" + SCHEMA}]
     lines = render(ds, lambda screen: ds.schemas_table(screen, schemas), 80)
     assert any(SCHEMA in line for line in lines) and all(len(line) <= 80 for line in lines)
+
+
+def test_one_orgs_rows_come_trouble_first_and_soonest_first_within_each(ds, fleet):
+    acme = fleet.orgs[0]
+    acme.state.views.append(view(ds, "22222222-0000-0000-0000-000000000000", "Acme Later", 5 * 3600))
+    acme.state.views.append(view(ds, "33333333-0000-0000-0000-000000000000", "Acme Sooner", 3 * 3600))
+    assert [r.audience for r in fleet.rows(NOW, acme)] == ["Acme Old", "Acme", "Acme Sooner", "Acme Later"]
