@@ -2681,7 +2681,7 @@ def source_json(row: SourceRow) -> dict:
         "expires_at": utc_iso(row.expires_at),
         "seconds_left": None if row.seconds_left is None else math.floor(row.seconds_left),
         "lifetime_minutes": row.lifetime_minutes,
-        "signature": row.signature.text,
+        "signature": row.signature.text if row.signature else None,  # None: not checked (--cached)
         "warnings": list(row.warnings),
     }
 
@@ -2825,7 +2825,7 @@ def rotation_json(results: list[WriteResult], skipped: int, org_count: int, unre
 def expiring_notice(rows: list[SourceRow], command: str | None) -> str | None:
     """What to do about the sources that lapse within the hour; command: how this run was started
     (with its --env-file), so the suggestion can be copied as it is (None: the short form)."""
-    urgent = [row for row in rows if row.active and (row.seconds_left is None or row.seconds_left <= 3600)]
+    urgent = [row for row in rows if row.active and (row.seconds_left is None or row.seconds_left <= EXPIRING_SOON_SECONDS)]
     if not urgent:
         return None
     if command is None:

@@ -24,10 +24,6 @@ def long_sources(fake):
     return [s for s in fake.sources.values()]
 
 
-def expected_cells(source) -> tuple[str, str]:
-    return source["id"][:8], source["status"]
-
-
 @pytest.mark.parametrize(("cols", "rows"), SIZES)
 def test_list_on_a_terminal_shows_every_short_id_status_and_expiry_whole(fake, env_file, cols, rows):
     sources = long_sources(fake)
