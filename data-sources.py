@@ -288,6 +288,11 @@ class TokenRefused(ApiError):
     exit_code = 2
 
 
+class NotAuthorized(ApiError):
+    """Webex would not mint a token for an org (403): it has not authorized the Service App, or
+    has withdrawn it. Nothing can be done in it; a customer that left is offboarded."""
+
+
 class Interrupted(KeyboardInterrupt):
     """Ctrl-C, SIGTERM or SIGHUP, which all stop a run the same way; it exits 128 + the signal."""
 
@@ -374,6 +379,10 @@ class Screen:
     def tell(self, message: str, style: str = "") -> None:
         """A plain note on stderr, from any thread."""
         self.load().err.print(self.Text(message, style=style), soft_wrap=True)
+
+    def say(self, message: str) -> None:
+        """One line of what was done, on stdout, its outside parts made safe."""
+        self.load().out.print(self.Text(safe_text(message)), soft_wrap=True)
 
     def error(self, error) -> None:
         self.load().err.print(self.Text("Error: ", style="bold red") + self.Text(safe_text(shown(error))), soft_wrap=True)
@@ -472,6 +481,22 @@ def plain_id(value) -> bool:
     return isinstance(value, str) and bool(_PLAIN_ID.fullmatch(value)) and value not in (".", "..")
 
 
+def validate_org_id(text: str) -> bool | str:
+    if not plain_id(text):
+        return "Give the customer org's id (letters, digits, -, _, =, .), e.g. ce861fba-6e2f-49f9-9a84-b354008fac9e."
+    return True
+
+
+_ORG_NAME = re.compile(r"[A-Za-z0-9_.-]{1,100}")
+
+
+def validate_org_name(text: str) -> bool | str:
+    """An org's name names its file and records folder: one path segment, never . or .."""
+    if not _ORG_NAME.fullmatch(text or "") or text in (".", ".."):
+        return "An org's name is letters, digits, -, _ and . only (and not . or ..): it names the org's file and records folder."
+    return True
+
+
 def file_safe(source_id) -> str:
     """An id as part of a record's name: only plain characters, so the file stays in its folder."""
     return re.sub(r"[^A-Za-z0-9_=.-]", "_", str(source_id))[:100]
@@ -540,11 +565,29 @@ def validate_workers(text: str) -> bool | str:
 PER_ORG_KEYS = frozenset({"WEBEX_ORG_NAME", "WEBEX_ACCESS_TOKEN", "WEBEX_REFRESH_TOKEN", "WEBEX_REFRESH_TOKEN_EXPIRES_AT",
                           "WEBEX_TARGET_ORG_ID"})
 TOKEN_KEYS = ("WEBEX_ACCESS_TOKEN", "WEBEX_REFRESH_TOKEN", "WEBEX_REFRESH_TOKEN_EXPIRES_AT")  # what the tool writes back
-# Keys that decide where secrets go, or that are the Service App's own: never from an org's file.
+# Keys that decide where secrets and customers' data go, or that are the Service App's own: never
+# from an org's file.
 SHARED_KEYS = frozenset({"WEBEX_API_BASE_URL", "WEBEX_TRUSTED_ISSUERS", "WEBEX_SERVICE_APP_ID", "WEBEX_CLIENT_ID", "WEBEX_CLIENT_SECRET",
                          "WEBEX_INTEGRATION_TOKEN", "WEBEX_INTEGRATION_REFRESH_TOKEN", "WEBEX_INTEGRATION_CLIENT_ID",
-                         "WEBEX_INTEGRATION_CLIENT_SECRET", "WEBEX_STATE_DIR"})
+                         "WEBEX_INTEGRATION_CLIENT_SECRET", "WEBEX_STATE_DIR", "WEBEX_ORGS_DIR", "WEBEX_SOURCE_URL",
+                         "WEBEX_SOURCE_AUDIENCE", "WEBEX_SOURCE_SUBJECT", "WEBEX_SOURCE_SCHEMA_ID", "WEBEX_SOURCE_LIFETIME"})
 MINT_KEYS = ("WEBEX_SERVICE_APP_ID", "WEBEX_CLIENT_ID", "WEBEX_CLIENT_SECRET", "WEBEX_TARGET_ORG_ID", "WEBEX_INTEGRATION_TOKEN")
+SAMPLE_ORG_ID = "ce861fba-6e2f-49f9-9a84-b354008fac9e"  # the API guide's, for examples and for checking the template
+
+
+@dataclass(frozen=True)
+class SourceTemplate:
+    """The data source every customer org gets (WEBEX_SOURCE_*): what onboarding registers, and
+    what drift is judged against. {org_id} and {org_name} in the URL are filled in per org."""
+
+    url: str
+    audience: str = DEFAULT_AUDIENCE
+    subject: str = DEFAULT_SUBJECT
+    schema_id: str = ""  # "": the Service App's only schema
+    lifetime: int = DEFAULT_LIFETIME
+
+    def url_for(self, org_id: str, org_name: str) -> str:
+        return self.url.replace("{org_id}", org_id).replace("{org_name}", org_name)
 
 
 @dataclass
@@ -584,14 +627,21 @@ class Settings:
     from_environment: frozenset[str] = frozenset()  # the keys whose value in use came from the environment
     notes: list[str] = field(default_factory=list)  # warnings about the settings, shown with the org's
     state_dir: Path | None = None  # WEBEX_STATE_DIR: where tokens go when env_file cannot be written
+    template: SourceTemplate | None = None  # WEBEX_SOURCE_*: the source every customer org gets
+    own_file: bool = False  # env_file is an org's own, read over the shared .env (offboarding sets it aside)
 
     @property
     def can_renew(self) -> bool:
         return bool(self.client_id and self.client_secret and self.refresh_token)
 
     @property
+    def can_onboard(self) -> bool:
+        """The Service App's minting keys are there: any org that authorized it can be onboarded."""
+        return bool(self.integration and self.service_app_id and self.client_id and self.client_secret)
+
+    @property
     def can_mint(self) -> bool:
-        return bool(self.integration and self.service_app_id and self.client_id and self.client_secret and self.target_org_id)
+        return self.can_onboard and bool(self.target_org_id)
 
 
 def read_env_file(path: Path) -> dict[str, str]:
@@ -648,8 +698,7 @@ def read_seconds(name: str, value: str | None, default: float, least: float = 0.
 
 
 def check_org_name(path: Path, name: str) -> str:
-    """An org's name names its records folder: one path segment, never . or .."""
-    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,100}", name) or name in (".", ".."):
+    if validate_org_name(name) is not True:
         raise ConfigError(f"WEBEX_ORG_NAME in {path} must be letters, digits, -, _ and . only (and not . or ..), "
                           f"because it names the org's records folder; got {clip(safe_text(name), 40)!r}.")
     return name
@@ -687,15 +736,17 @@ def webex_environment() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k.startswith("WEBEX_")}
 
 
-def layered_values(path: Path, layered: bool, environment: dict[str, str]) -> tuple[dict[str, str], dict[str, Path | None]]:
+def layered_values(path: Path, layered: bool, environment: dict[str, str],
+                   own: dict[str, str] | None = None) -> tuple[dict[str, str], dict[str, Path | None]]:
     """The settings for one org, and where each came from (a file, or None for the environment).
-    An org's file may not set a shared key: they decide where every org's secrets are sent."""
+    An org's file may not set a shared key: they decide where every org's secrets are sent.
+    own: the org's values when its file is still to be written (onboarding)."""
     if layered:  # later layers win: environment, then the shared .env, then the org's own file
         shared = SCRIPT_DIR / ".env"
         shared_values = shared_env() if shared.resolve() != path.resolve() else {}
         layers = [(None, environment), (shared, shared_values)]
         layers = [(origin, {k: v for k, v in layer.items() if k not in PER_ORG_KEYS}) for origin, layer in layers]
-        own = read_env_file(path)
+        own = read_env_file(path) if own is None else own
         if trespass := sorted(key for key in own if key in SHARED_KEYS):
             raise ConfigError(f"{path} sets {', '.join(trespass)}, which only the shared .env beside the script or the environment "
                               "may set (they decide where every org's tokens and secrets go): move it there, or remove it.")
@@ -709,12 +760,14 @@ def layered_values(path: Path, layered: bool, environment: dict[str, str]) -> tu
     return values, origins
 
 
-def load_settings(env_file: str | None, records_dir: str | None, layered: bool = False, environment: dict | None = None) -> Settings:
-    """One org's profile. layered: one of several org files, read over the shared .env."""
+def load_settings(env_file: str | None, records_dir: str | None, layered: bool = False, environment: dict | None = None,
+                  own: dict[str, str] | None = None) -> Settings:
+    """One org's profile. layered: one of several org files, read over the shared .env. own: the
+    values of an org file that onboarding is about to write."""
     path = Path(env_file) if env_file else SCRIPT_DIR / ".env"
-    if env_file and not path.is_file():
+    if env_file and own is None and not path.is_file():
         raise ConfigError(f"The env file {path} does not exist. Copy .env.sample to it, or drop --env-file.")
-    values, origins = layered_values(path, layered, webex_environment() if environment is None else environment)
+    values, origins = layered_values(path, layered, webex_environment() if environment is None else environment, own)
 
     def value(key: str) -> str:
         return values.get(key, "").strip()
@@ -726,6 +779,7 @@ def load_settings(env_file: str | None, records_dir: str | None, layered: bool =
                                   value("WEBEX_INTEGRATION_CLIENT_ID"), value("WEBEX_INTEGRATION_CLIENT_SECRET"))
     org_name = check_org_name(path, value("WEBEX_ORG_NAME")) if value("WEBEX_ORG_NAME") else file_safe(org_name_for(path))
     state_dir = Path(value("WEBEX_STATE_DIR")) if value("WEBEX_STATE_DIR") else None
+    template = source_template(value) if value("WEBEX_SOURCE_URL") else None
     if state_dir:  # tokens saved there when the org's file could not be written, unless that file changed since
         saved = read_env_file(state_dir / f"{org_name}.env")
         if saved.get("WEBEX_STATE_OF") == file_digest(path):
@@ -751,6 +805,8 @@ def load_settings(env_file: str | None, records_dir: str | None, layered: bool =
         integration=integration,
         from_environment=frozenset(key for key, origin in origins.items() if origin is None),
         state_dir=state_dir,
+        template=template,
+        own_file=layered,
     )
     secrets = [settings.access_token, settings.client_secret, settings.refresh_token]
     if integration:
@@ -759,6 +815,29 @@ def load_settings(env_file: str | None, records_dir: str | None, layered: bool =
         remember_secret(secret)
     check_access_token(settings, values)
     return settings
+
+
+def source_template(value: Callable[[str], str]) -> SourceTemplate:
+    """WEBEX_SOURCE_*, judged as Register judges what is typed, so onboarding never sends what
+    Register would refuse."""
+    lifetime = value("WEBEX_SOURCE_LIFETIME") or str(DEFAULT_LIFETIME)
+    template = SourceTemplate(value("WEBEX_SOURCE_URL"), value("WEBEX_SOURCE_AUDIENCE") or DEFAULT_AUDIENCE,
+                              value("WEBEX_SOURCE_SUBJECT") or DEFAULT_SUBJECT, value("WEBEX_SOURCE_SCHEMA_ID"),
+                              int(lifetime) if validate_lifetime(lifetime) is True else 0)
+    example = template.url_for(SAMPLE_ORG_ID, "acme")
+    verdicts = {
+        "WEBEX_SOURCE_URL": validate_url(example) if "{" not in example and "}" not in example else
+        "Only {org_id} and {org_name} are filled in: remove any other braces.",
+        "WEBEX_SOURCE_AUDIENCE": validate_required(template.audience),
+        "WEBEX_SOURCE_SUBJECT": validate_required(template.subject),
+        "WEBEX_SOURCE_SCHEMA_ID": True if not template.schema_id or plain_id(template.schema_id) else
+        "Give the schema's id (--list shows each source's; the menu's Schemas lists them all).",
+        "WEBEX_SOURCE_LIFETIME": validate_lifetime(lifetime),
+    }
+    for key, verdict in verdicts.items():
+        if verdict is not True:
+            raise ConfigError(f"{key} (the onboarding template) is not usable: {verdict}")
+    return template
 
 
 def check_access_token(settings: Settings, values: dict[str, str]) -> None:
@@ -803,6 +882,89 @@ def records_folder(flag: str | None, configured: str, org_name: str | None) -> P
     it is); with several orgs, each has its own folder inside."""
     base = Path(flag) if flag else SCRIPT_DIR / (configured or "records")
     return base / org_name if org_name else base
+
+
+@dataclass(frozen=True)
+class OrgFile:
+    """What an org's file says of itself, read without loading it as a profile."""
+
+    path: Path
+    name: str
+    org_id: str
+
+
+def org_files(paths) -> list[OrgFile]:
+    """Each org file's name (WEBEX_ORG_NAME, else the file's) and org id (WEBEX_TARGET_ORG_ID)."""
+    found = []
+    for path in sorted(paths):
+        values = read_env_file(path)
+        name = values.get("WEBEX_ORG_NAME", "").strip() or file_safe(org_name_for(path))
+        found.append(OrgFile(path, name, values.get("WEBEX_TARGET_ORG_ID", "").strip()))
+    return found
+
+
+def write_org_file(path: Path, org_id: str, name: str, tokens: dict[str, str]) -> None:
+    """A new customer org's file (0600), never written over an existing one: its name, its id, its tokens."""
+    values = {"WEBEX_ORG_NAME": name, "WEBEX_TARGET_ORG_ID": org_id, **tokens}
+    text = f"# {name}: customer org {org_id}, onboarded by data-sources.py on {datetime.now().date()}\n"
+    text += "".join(f"{key}={value}\n" for key, value in values.items())
+    try:
+        make_private_folder(path.parent)
+        write_new_file(path.parent, text, [path.name])
+    except FileExistsError:
+        raise ConfigError(f"{path} appeared while the org was being onboarded, and it was not overwritten: run --onboard "
+                          "again, which reuses it if it names the same org.") from None
+    except OSError as exc:
+        raise ConfigError(f"Could not write {path} ({exc.strerror or exc}): make {path.parent} writable, or set "
+                          "WEBEX_ORGS_DIR to a folder that is. The minted token was not kept; onboarding mints again.") from None
+
+
+def shared_value(key: str) -> str:
+    """A shared key as every org reads it: the shared .env beside the script, else the environment."""
+    return (shared_env().get(key) or os.environ.get(key) or "").strip()
+
+
+def orgs_folder() -> Path:
+    return SCRIPT_DIR / (shared_value("WEBEX_ORGS_DIR") or "orgs")  # an absolute path stays as it is
+
+
+def onboarded_as(org_id: str) -> OrgFile | None:
+    """The file in the orgs folder that names this org, if the org was onboarded before."""
+    return next((known for known in org_files(orgs_folder().glob("*.env")) if known.org_id == org_id), None)
+
+
+def org_file_named(wanted: str, env_files: list[str] | None) -> Path:
+    """The org file that --offboard names by the org's name or id: one of --env-file's, else one
+    in the orgs folder. Never the shared .env beside the script."""
+    candidates = [Path(f) for f in env_files] if env_files else list(orgs_folder().glob("*.env"))
+    shared = (SCRIPT_DIR / ".env").resolve()
+    matches = [known for known in org_files(p for p in candidates if p.resolve() != shared) if wanted in (known.name, known.org_id)]
+    if len(matches) == 1:
+        return matches[0].path
+    where = "the --env-file files" if env_files else str(orgs_folder())
+    if matches:
+        raise ConfigError(f"Several org files name {wanted!r}: {', '.join(str(m.path) for m in matches)}. Name the org by its other "
+                          "name or id, or give its file with --env-file.")
+    raise ConfigError(f"No org file in {where} names the org {wanted!r} (by WEBEX_ORG_NAME, file name or WEBEX_TARGET_ORG_ID): "
+                      "check the name, or give its file with --env-file.")
+
+
+def onboarding_profile(org_id: str, name: str | None, records_dir: str | None) -> tuple[Settings, bool]:
+    """The profile of an org to onboard, and whether its file is there already: an org is onboarded
+    once, and its file is reused whatever name is asked for later. What is missing is bad usage."""
+    if missing := [key for key in ("WEBEX_SOURCE_URL", *MINT_KEYS) if key != "WEBEX_TARGET_ORG_ID" and not shared_value(key)]:
+        raise ConfigError(f"Onboarding mints the org's token and registers its source from a template: set {', '.join(missing)} "
+                          f"in {SCRIPT_DIR / '.env'} or the environment (see the README, Customers joining and leaving).")
+    known = onboarded_as(org_id)
+    if known and name and name != known.name:
+        raise ConfigError(f"Org {org_id} is onboarded already, as {known.name} ({known.path}): leave out --org-name, or give "
+                          f"--org-name {known.name}.")
+    name = known.name if known else name or f"org-{org_id[:8]}"
+    path = known.path if known else orgs_folder() / f"{name}.env"
+    if not known and path.exists():
+        raise ConfigError(f"{path} exists and names another org: give this one another name with --org-name.")
+    own = None if known else {"WEBEX_ORG_NAME": name, "WEBEX_TARGET_ORG_ID": org_id}
+    return load_settings(str(path), records_dir, layered=True, own=own), known is not None
 
 
 def load_profiles(env_files: list[str] | None, records_dir: str | None) -> list[tuple[str, Settings | ConfigError]]:
@@ -903,6 +1065,28 @@ def sync_folder(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def write_new_file(folder: Path, text: str, names) -> Path:
+    """A new file, whole or not at all, under the first of names that is free: temporary file, fsync,
+    hard link (which never overwrites an existing file), folder synced; 0600. FileExistsError when
+    every name is taken."""
+    fd, temp_name = tempfile.mkstemp(dir=folder, prefix=".new-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        for name in names:
+            try:
+                os.link(temp_name, folder / name)
+            except FileExistsError:
+                continue
+            sync_folder(folder)  # the link itself survives a power loss
+            return folder / name
+        raise FileExistsError(f"every name for the new file in {folder} is taken")
+    finally:
+        Path(temp_name).unlink(missing_ok=True)
 
 
 def write_file_atomically(path: Path, content: str, keep_owner: bool = False) -> None:
@@ -1301,9 +1485,13 @@ class Minter:
             error.hint = ("It must be a personal or integration token with the scope spark:applications_token: get a new one from "
                           "the developer portal (a personal token lives 12 hours), or set WEBEX_INTEGRATION_REFRESH_TOKEN, "
                           "WEBEX_INTEGRATION_CLIENT_ID and WEBEX_INTEGRATION_CLIENT_SECRET so it renews itself.")
-        elif response.status_code in (403, 404):
-            error.hint = (f"Webex would not mint a token for org {settings.target_org_id}: the org has not authorized the "
-                          "Service App, or WEBEX_SERVICE_APP_ID, WEBEX_CLIENT_ID or WEBEX_TARGET_ORG_ID is wrong.")
+        elif response.status_code == 403:
+            return NotAuthorized(error.message, status=403, tracking_id=error.tracking_id, body=error.body,
+                                 hint=f"Org {settings.target_org_id} has not authorized the Service App: a Full Admin of that "
+                                 "org authorizes it in Control Hub.")
+        elif response.status_code == 404:
+            error.hint = (f"Webex would not mint a token for org {settings.target_org_id}: WEBEX_SERVICE_APP_ID, WEBEX_CLIENT_ID or "
+                          "WEBEX_TARGET_ORG_ID is wrong, or the org has not authorized the Service App.")
         return error
 
     def _renew(self, rejected: str) -> bool:
@@ -1721,6 +1909,51 @@ def registered_as(views: list[SourceView], payload: dict) -> SourceView | None:
     return next((v for v in views if (v.url, (v.claims or {}).get("jti")) == (payload.get("url"), payload.get("nonce"))), None)
 
 
+def template_fields(template: SourceTemplate, org_id: str, org_name: str, schemas: dict) -> dict:
+    """What the template says one org's source is; schemaId None when the template names none and
+    the Service App has more than one schema (or none could be listed)."""
+    only = next(iter(schemas)) if len(schemas) == 1 else None
+    return {"schemaId": template.schema_id or only, "url": template.url_for(org_id, org_name), "audience": template.audience,
+            "subject": template.subject}
+
+
+def template_source(views: list[SourceView], wanted: dict) -> SourceView | None:
+    """The org's source that the template describes: the one at its URL, else the only one with its
+    audience and subject (its URL drifted). Any other source is the org's own business."""
+    at_url = [v for v in views if v.url == wanted["url"]]
+    alike = [v for v in views if (v.audience, v.subject) == (wanted["audience"], wanted["subject"])]
+    return at_url[0] if at_url else alike[0] if len(alike) == 1 else None
+
+
+TEMPLATE_FIELDS = {"url": "url", "audience": "audience", "subject": "subject", "schemaId": "schema_id"}  # payload key: view field
+
+
+def template_drift(view: SourceView, wanted: dict) -> list[tuple[str, object, object]]:
+    """(field, what the source has, what the template says), for each field that differs."""
+    return [(key, getattr(view, attr), wanted[key]) for key, attr in TEMPLATE_FIELDS.items()
+            if wanted[key] and getattr(view, attr) != wanted[key]]
+
+
+def drift_warning(changes: list[tuple[str, object, object]]) -> str:
+    differences = "; ".join(f"{name} {clip(str(have))!r}, the template {clip(str(want))!r}" for name, have, want in changes)
+    return f"differs from the template (WEBEX_SOURCE_*): {differences}. --onboard with the org's id updates it."
+
+
+def onboarding_payload(template: SourceTemplate, org_id: str, org_name: str, schemas: dict) -> dict:
+    """What onboarding registers for an org: the template's fields, a new nonce, its lifetime."""
+    fields = template_fields(template, org_id, org_name, schemas)
+    if not fields["schemaId"]:
+        listed = ", ".join(f"{schema.get('serviceType') or 'unnamed'} {sid}" for sid, schema in schemas.items())
+        raise ConfigError("Set WEBEX_SOURCE_SCHEMA_ID to the schema new sources use: the Service App has "
+                          f"{listed or 'schemas that could not be listed'}.")
+    return {**fields, "nonce": new_nonce(), "tokenLifetimeMinutes": template.lifetime}
+
+
+def offboarding_message() -> str:
+    """What Control Hub shows a customer's admin on a source disabled at offboarding (--message: another)."""
+    return f"Service ended on {datetime.now().date().isoformat()}"
+
+
 def changed_fields(before: dict, after: dict) -> list[tuple[str, object, object]]:
     keys = dict.fromkeys([*before, *after])
     return [(key, before.get(key), after.get(key)) for key in keys if before.get(key) != after.get(key)]
@@ -1899,26 +2132,11 @@ def ensure_records_dir(records_dir: Path) -> None:
 
 
 def write_record(records_dir: Path, name: str, content: dict) -> Path:
-    """Write {name}_{TS}.json: temporary file, fsync, hard link (which never overwrites).
+    """Write {name}_{TS}.json, never over another (in the same microsecond: the next timestamp).
     Callers check the folder with ensure_records_dir before they send anything."""
     text = scrub(json.dumps(redact(content), indent=2, ensure_ascii=False, default=str)) + "\n"
     try:
-        fd, temp_name = tempfile.mkstemp(dir=records_dir, prefix=".record-", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(text)
-                handle.flush()
-                os.fsync(handle.fileno())
-            while True:
-                path = records_dir / f"{name}_{file_timestamp()}.json"
-                try:
-                    os.link(temp_name, path)
-                except FileExistsError:
-                    continue  # same microsecond: take the next timestamp
-                sync_folder(records_dir)  # the link itself survives a power loss
-                return path
-        finally:
-            Path(temp_name).unlink(missing_ok=True)
+        return write_new_file(records_dir, text, iter(lambda: f"{name}_{file_timestamp()}.json", None))
     except OSError as exc:
         raise RecordError(f"Could not write the record {name} in {records_dir}: {exc.strerror or exc}.") from None
 
@@ -2253,6 +2471,7 @@ class Org:
     problem: ToolError | None = None  # bad settings, a refused token, the network, a 5xx, busy
     holds_lock: bool = False  # a rotation holds the org's writer lock from its list to its last write
     read_at: datetime | None = None  # when what is shown was read, if by an earlier run (its snapshot)
+    retired: bool = False  # offboarded during this run: its file is set aside
     fresh: threading.Event = field(default_factory=threading.Event)  # set once this run has read it
 
     @property
@@ -2266,34 +2485,35 @@ class Org:
             return f"refused: {shown(self.problem)}"
         return self.client.token_state if self.client else "unknown"
 
-    def fetch(self, rotating: bool = False, schemas: dict | None = None) -> None:
-        """Read the org's sources (and the schemas, unless given: the fleet reads them once). A rotation
-        first takes the org's writer lock and keeps it to its last write (release), so that two
-        runs never rotate one source twice: the second waits, then reads what the first wrote.
+    def fetch(self, writing: bool = False, schemas: dict | None = None) -> None:
+        """Read the org's sources (and the schemas, unless given: the fleet reads them once). A run
+        that writes from the list on (a rotation, an offboarding) first takes the org's writer lock
+        and keeps it to its last write (release), so that two runs never rotate one source twice:
+        the second waits, then reads what the first wrote.
         Writes an earlier run left unrecorded are settled first. Whatever goes wrong is this
         org's problem, never another's."""
         try:
-            self._read(rotating, schemas)
+            self._read(writing, schemas)
         finally:
             self.fresh.set()
 
-    def _read(self, rotating: bool, schemas: dict | None) -> None:
+    def _read(self, writing: bool, schemas: dict | None) -> None:
         if self.client is None:
             return
         lock = self.trail.lock
-        if rotating and not lock.acquire():
+        if writing and not lock.acquire():
             self.state, self.problem = None, Busy(f"Another run is writing to this org, so it was left alone "
                                                   f"(waited {lock.wait:g} s for {lock.path}; WEBEX_LOCK_WAIT sets how long).")
             return
-        self.holds_lock = rotating
-        known = {} if rotating else schemas
+        self.holds_lock = writing
+        known = {} if writing else schemas
         try:
             settled = []
-            if self.trail.pending() and (rotating or lock.acquire(0)):  # never a live run's markers
+            if self.trail.pending() and (writing or lock.acquire(0)):  # never a live run's markers
                 try:
                     settled = resolve_pending(self.client, self.trail)
                 finally:
-                    if not rotating:
+                    if not writing:
                         lock.release()
             self.state, self.problem = fetch_state(self.client, known), None
             self.state.warnings += settled
@@ -2336,6 +2556,17 @@ class Org:
             return False
         return self.read_at is not None
 
+    def drift(self) -> dict[str, list]:
+        """How the source that the template describes differs from it, by the source's id: nothing
+        without a template, or before the org's id is known."""
+        template = self.settings.template if self.settings else None
+        if template is None or self.state is None or not self.trail.org_id:
+            return {}
+        wanted = template_fields(template, self.trail.org_id, self.name, self.state.schemas)
+        source = template_source(self.state.views, wanted)
+        changes = template_drift(source, wanted) if source else []
+        return {source.id: changes} if changes else {}
+
     def release(self) -> None:
         """The end of this run's writes to the org (the rotation's lock)."""
         if self.holds_lock:
@@ -2369,16 +2600,19 @@ class SourceRow:
     expiry: str  # "in 3h 2m", "expired 5m ago", "unknown"
     signature: Verdict | None  # None where signatures were not checked (the menu's table)
     warnings: tuple[str, ...]
+    drift: tuple[str, ...] = ()  # the fields in which it differs from the onboarding template
 
 
-def source_row(org: Org, org_label: str | None, view: SourceView, verdict: Verdict | None, now: datetime) -> SourceRow:
+def source_row(org: Org, org_label: str | None, view: SourceView, verdict: Verdict | None, now: datetime,
+               changes: list = ()) -> SourceRow:
     schema = org.state.schemas.get(view.schema_id) or {}
     return SourceRow(
         org=org.name, org_label=org_label, id=view.id, short_id=view.short_id, audience=view.audience, subject=view.subject,
         schema_id=view.schema_id, schema_name=schema.get("serviceType") or None, url=view.url, status=view.status,
         active=view.active, expires_at=view.expires_at, seconds_left=seconds_left(view, now),
         lifetime_minutes=view.lifetime_minutes, urgency=urgency(view, now)[0], expiry=expiry_text(view, now),
-        signature=verdict, warnings=tuple(view.warnings),
+        signature=verdict, warnings=(*view.warnings, *([drift_warning(changes)] if changes else [])),
+        drift=tuple(name for name, _, _ in changes),
     )
 
 
@@ -2407,7 +2641,8 @@ COLUMNS = (
     Column("Subject", "subject", lambda r: r.subject or "unknown", priority=3),
     Column("Schema", "schema", schema_label, priority=4),
     Column("URL", "url", lambda r: r.url or "unknown", priority=5),
-    Column("Status", "status", lambda r: r.status or "unknown", style=lambda r: "green" if r.active else "red"),
+    Column("Status", "status", lambda r: (r.status or "unknown") + (" · drift" if r.drift else ""), plain=lambda r: r.status or "unknown",
+           style=lambda r: "yellow" if r.drift else "green" if r.active else "red"),
     Column("", "expires_at", lambda r: r.expires_at.isoformat() if r.expires_at else "unknown"),
     Column("Expires", "expires", lambda r: r.expiry, style=lambda r: EXPIRY_STYLES[r.urgency]),
     Column("Signature", "signature", lambda r: r.signature.text, priority=2,
@@ -2431,12 +2666,16 @@ class OrgRow:
     refused: bool = False
     busy: bool = False  # another run held its writer lock: left alone
     as_of: str | None = None  # how old what is shown is, when it comes from the last run's snapshot
+    active: int = 0  # its active sources: none means Webex sends it nothing
+    withdrawn: bool = False  # minting its token answered 403: the customer withdrew the Service App
 
     @property
     def trouble(self) -> str:
         """What stands in for its sources when it could not be read (or is still being read)."""
         if self.problem is None:
             return "reading from Webex…"
+        if self.withdrawn:
+            return f"not authorized (403): --offboard {self.name} if the customer left"
         return self.token if self.refused else f"unreadable: {self.problem}"
 
 
@@ -2445,33 +2684,34 @@ class Fleet:
     trouble-first order, each token's verdict (keyed by org and id: two orgs may list the same
     id), the notes to show, the exit code of a piece of work."""
 
-    def __init__(self, orgs: list[Org], connections: Connections, command: str = "python data-sources.py"):
+    def __init__(self, orgs: list[Org], connections: Connections, command: str = "python data-sources.py",
+                 records_dir: str | None = None, sleeper=wait_quietly):
         self.orgs = orgs
         self.connections = connections
         self.command = command  # how this run was started, files included: the start of every suggested command
+        self.records_dir, self.sleeper = records_dir, sleeper  # for an org that joins during the run
         self.verdicts: dict[tuple[str, str], Verdict] = {}
         self.schemas: dict[str, dict] | None = None  # the Service App's, read once per run
         self._unsaved = False  # read since the snapshots were last saved
         self._verifiers: dict[tuple, TokenVerifier] = {}
 
     @classmethod
-    def load(cls, env_files, records_dir, workers: int, sleeper, notify, rate: float | None = None) -> Fleet:
-        """An Org per env file, their clients sharing connections, the --workers bound and one pace."""
-        connections = Connections(workers, notify, rate)
+    def load(cls, env_files, records_dir, connections: Connections, sleeper) -> Fleet:
+        """An Org per env file, their clients sharing connections: the --workers bound and one pace."""
         files = ["--env-file", *map(shlex.quote, env_files)] if env_files else []
         folder = ["--records-dir", shlex.quote(records_dir)] if records_dir else []
-        fleet = cls([], connections, " ".join(["python data-sources.py", *files, *folder]))
-        for name, profile in load_profiles(env_files, records_dir):
-            if isinstance(profile, ConfigError):
-                fleet.orgs.append(Org(name, problem=profile))
-                continue
-            client = WebexClient(profile, sleeper=sleeper, connections=connections)
-            trail = Trail(profile.records_dir, name, profile.target_org_id or None, profile.lock_wait)
-            fleet.orgs.append(Org(name, profile, client, trail))
-        for org in fleet.orgs:
-            if org.client:
-                org.client.on_token_renewed = fleet._token_saver(org)
+        fleet = cls([], connections, " ".join(["python data-sources.py", *files, *folder]), records_dir, sleeper)
+        fleet.orgs = [fleet.org_for(name, profile) for name, profile in load_profiles(env_files, records_dir)]
         return fleet
+
+    def org_for(self, name: str, profile: Settings | ConfigError) -> Org:
+        """An org of this fleet from its profile (or the reason it has none): its client shares the connections."""
+        if isinstance(profile, ConfigError):
+            return Org(name, problem=profile)
+        client = WebexClient(profile, sleeper=self.sleeper, connections=self.connections)
+        org = Org(name, profile, client, Trail(profile.records_dir, name, profile.target_org_id or None, profile.lock_wait))
+        client.on_token_renewed = self._token_saver(org)
+        return org
 
     def _token_saver(self, org: Org):
         """A renewed or minted token goes back into the org's own file."""
@@ -2506,14 +2746,14 @@ class Fleet:
         """The org as an output's column names it, or None in a fleet of one."""
         return org_name if self.several else None
 
-    def fetch(self, rotating: bool = False) -> Fleet:
+    def fetch(self, writing: bool = False) -> Fleet:
         """Every org side by side; the requests in flight stay within --workers. The schemas are
-        the Service App's, the same for every org: read once per run (not for a rotation), beside
-        the first org's list, with its token."""
+        the Service App's, the same for every org: read once per run (not for a rotation or an
+        offboarding), beside the first org's list, with its token."""
         readers = [org for org in self.orgs if org.client]
         with ThreadPoolExecutor(max_workers=max(1, min(len(self.orgs) + 1, MAX_WORKERS))) as pool:
-            asked = pool.submit(readers[0].client.list_schemas) if readers and not rotating and self.schemas is None else None
-            list(pool.map(lambda org: org.fetch(rotating, self.schemas or {}), self.orgs))
+            asked = pool.submit(readers[0].client.list_schemas) if readers and not writing and self.schemas is None else None
+            list(pool.map(lambda org: org.fetch(writing, self.schemas or {}), self.orgs))
             if asked:
                 try:
                     self.schemas = {schema["id"]: schema for schema in asked.result()}
@@ -2572,15 +2812,19 @@ class Fleet:
         """One row per source, trouble first: of every org, with the verdicts found by verify; or of
         one org, for its menu's table, which names no org and shows no signatures."""
         if org:
-            return [source_row(org, None, view, None, now) for view in sort_views(org.state.views, now)]
-        return [source_row(o, self.label_of(o.name), v, self.verdicts.get((o.name, v.id)), now) for o, v in self.entries(now)]
+            drifted = org.drift()
+            return [source_row(org, None, view, None, now, drifted.get(view.id, ())) for view in sort_views(org.state.views, now)]
+        drifted = {o.name: o.drift() for o in self.orgs if o.state}
+        return [source_row(o, self.label_of(o.name), v, self.verdicts.get((o.name, v.id)), now, drifted[o.name].get(v.id, ()))
+                for o, v in self.entries(now)]
 
     def org_rows(self, now: datetime) -> list[OrgRow]:
         rows = []
         for org in self.orgs:
             if org.state is None:
-                problem = shown(org.problem) if org.problem else None  # None: its first answer is still on its way
-                rows.append(OrgRow(org.name, False, 0, 0, 0, None, org.token_state, problem, org.refused, isinstance(org.problem, Busy)))
+                problem = self.problem_text(org) if org.problem else None  # None: its first answer is still on its way
+                rows.append(OrgRow(org.name, False, 0, 0, 0, None, org.token_state, problem, org.refused, isinstance(org.problem, Busy),
+                                   withdrawn=isinstance(org.problem, NotAuthorized)))
                 continue
             sources = self.rows(now, org)
             active = [r for r in sources if r.active and r.seconds_left is not None]
@@ -2589,8 +2833,17 @@ class Fleet:
                 org.name, True, len(sources), sum(r.seconds_left <= 0 for r in active),
                 sum(0 < r.seconds_left < EXPIRING_SOON_SECONDS for r in active),
                 min(active, key=lambda r: r.seconds_left, default=None), org.token_state, None, as_of=as_of,
+                active=sum(r.active for r in sources),
             ))
         return rows
+
+    def problem_text(self, org: Org) -> str:
+        """Why an org could not be read; for an org that withdrew the Service App, what to do next."""
+        if isinstance(org.problem, NotAuthorized):
+            files = f"--env-file {shlex.quote(str(org.settings.env_file))} " if org.settings else ""
+            return (f"{shown(org.problem)} If the customer left, offboard it: python data-sources.py {files}--offboard {org.name} "
+                    "(disables its sources and sets its file aside).")
+        return shown(org.problem)
 
     def notes(self, orgs: list[Org] | None = None, summarized: bool = False) -> list[tuple[str, str]]:
         """("warning" or "error", text): each org's warnings and why an org could not be read.
@@ -2601,27 +2854,25 @@ class Fleet:
             notes += [("warning", self.label(org.name) + warning) for warning in warnings]
             told = isinstance(org.problem, Busy) or (summarized and self.several)  # busy: the rotation's own lines say so
             if org.problem and not told:
-                notes.append(("error", f"{self.label(org.name)}{shown(org.problem)}"))
+                notes.append(("error", f"{self.label(org.name)}{self.problem_text(org)}"))
         return notes
-
-    def source_notes(self, now: datetime) -> list[tuple[str, str]]:
-        return [("warning", f"{self.label(org.name)}{view.short_id}: {warning}")
-                for org, view in self.entries(now) for warning in view.warnings]
 
     def unreadable(self) -> list[str]:
         return [org.name for org in self.orgs if org.state is None and not isinstance(org.problem, Busy)]
 
     def unreadable_reasons(self) -> list[str]:
         """Each org that could not be read, with why in a few words: for one monitoring line."""
-        def brief(problem) -> str:
-            if isinstance(problem, TokenRefused):
+        def brief(org: Org) -> str:
+            if isinstance(org.problem, NotAuthorized):
+                return f"not authorized (--offboard {org.name} if the customer left)"
+            if isinstance(org.problem, TokenRefused):
                 return "token refused"
-            if isinstance(problem, ConfigError):
+            if isinstance(org.problem, ConfigError):
                 return "bad settings"
-            return f"Webex answered {problem.status}" if problem.status else "no answer from Webex"
+            return f"Webex answered {org.problem.status}" if org.problem.status else "no answer from Webex"
 
         unread = set(self.unreadable())
-        return [f"{org.name}: {brief(org.problem)}" for org in self.orgs if org.name in unread]
+        return [f"{org.name}: {brief(org)}" for org in self.orgs if org.name in unread]
 
     def history_folders(self) -> list[tuple[str, Path]]:
         return [(org.name, org.trail.dir) for org in self.orgs if org.trail]
@@ -2656,6 +2907,12 @@ def tsv_text(rows: list[SourceRow]) -> str:
     for row in rows:  # a tab or newline inside a value shows as \\t, \\n
         lines.append("\t".join(safe_text((column.plain or column.text)(row)) for column in columns))
     return "\n".join(lines)
+
+
+def row_notes(rows: list[SourceRow]) -> list[tuple[str, str]]:
+    """Each source's warnings, as notes for stderr: what the piped rows have no column for."""
+    return [("warning", f"{row.org_label + ': ' if row.org_label else ''}{row.short_id}: {warning}") for row in rows
+            for warning in row.warnings]
 
 
 def json_text(value) -> str:
@@ -2699,10 +2956,10 @@ def result_json(result: WriteResult, org_label: str | None, skipped: bool = Fals
     }
 
 
-def check_line(rows: list[SourceRow], unread: list[str], minutes: int) -> tuple[int, str]:
+def check_line(rows: list[SourceRow], unread: list[str], minutes: int, idle: list[str | None] = ()) -> tuple[int, str]:
     """The Nagios/Icinga plugin line and its exit code: CRITICAL if an active source has expired
     or its signature is invalid, else UNKNOWN if an org could not be read, else WARNING if one
-    expires within MINUTES, else OK."""
+    expires within MINUTES or an org has no active source (idle: their labels), else OK."""
     active = [row for row in rows if row.active]
     timed = [row for row in active if row.seconds_left is not None]
     expired = [row for row in timed if row.seconds_left <= 0]
@@ -2717,7 +2974,10 @@ def check_line(rows: list[SourceRow], unread: list[str], minutes: int) -> tuple[
              ((expired, "expired"), (invalid, "invalid signature"), (expiring, f"within {minutes}m")) if found]
     if unread:
         parts.append(f"{len(unread)} org(s) unreadable ({', '.join(unread)})")
-    state = 2 if expired or invalid else 3 if unread else 1 if expiring else 0
+    if idle:  # Webex sends such an org nothing: onboarding left undone, or every source disabled
+        named = ", ".join(label for label in idle if label)
+        parts.append(f"{len(idle)} org(s) with no active data source ({named})" if named else "no active data source")
+    state = 2 if expired or invalid else 3 if unread else 1 if expiring or idle else 0
     summary = ", ".join(parts) or f"{len(active)} active source(s), none expires within {minutes}m"
     perf = f"expired={len(expired)} expiring={len(expiring)} invalid={len(invalid)} sources={len(rows)} unreadable_orgs={len(unread)}"
     return state, safe_text(f"{('OK', 'WARNING', 'CRITICAL', 'UNKNOWN')[state]} - {summary} | {perf}")
@@ -2745,7 +3005,9 @@ def metrics_text(rows: list[SourceRow], org_rows: list[OrgRow], now: datetime) -
                 labels = f'org="{metric_label(row.org)}",id="{metric_label(row.id)}",audience="{metric_label(row.audience)}"'
                 lines.append(f"{name}{{{labels}}} {value:g}" if isinstance(value, int) else f"{name}{{{labels}}} {value:.3f}")
     org_families = [("byods_org_up", "1 if the org's data sources could be read.", lambda o: int(o.readable)),
-                    ("byods_org_sources", "How many data sources the org has.", lambda o: o.sources if o.readable else None)]
+                    ("byods_org_sources", "How many data sources the org has.", lambda o: o.sources if o.readable else None),
+                    ("byods_org_active_sources", "How many of the org's data sources are active (0: Webex sends it nothing).",
+                     lambda o: o.active if o.readable else None)]
     for name, help_text, value_of in org_families:
         lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge"]
         lines += [f'{name}{{org="{metric_label(o.name)}"}} {value_of(o)}' for o in org_rows if value_of(o) is not None]
@@ -2769,6 +3031,18 @@ def rotation_line(result: WriteResult, org_label: str | None = None) -> str:
     else:
         line = f"failed   {where}{result.source_id}  {shown(result.error)}"
     return safe_text(f"{line}  {result.record_error}" if result.record_error else line)
+
+
+def offboard_line(view: SourceView, result: WriteResult | None, delete: bool) -> str:
+    """One line per source of an org being offboarded, as rotation_line is per rotated source."""
+    where = f"{view.id}  {view.audience or ''}".rstrip()
+    if result is None:
+        line = f"unchanged {where}  (disabled already)"
+    elif result.ok or (delete and result.error.status == 404):
+        line = f"{'deleted' if delete else 'disabled':<9} {where}"
+    else:
+        line = f"failed    {where}  {shown(result.error)}"
+    return safe_text(f"{line}  {result.record_error}" if result and result.record_error else line)
 
 
 def rotation_counts(results: list[WriteResult], skipped: int) -> str:
@@ -3087,25 +3361,32 @@ MENU_ACTIONS = (
     ("Replace the access token", "token"),
     ("Refresh", "refresh"),
 )
+ONBOARD_CHOICE = ("Onboard a customer org", "onboard")
+
+
+def menu_actions(onboard: bool, offboard: bool, back: bool) -> list[tuple[str, str]]:
+    """An org's actions: onboarding where the minting keys are set (in a fleet, the overview has it),
+    offboarding for an org with a file of its own."""
+    return [*MENU_ACTIONS, *([ONBOARD_CHOICE] if onboard else []), *([("Offboard this org", "offboard")] if offboard else []),
+            *([("Back to all orgs", "back")] if back else []), ("Quit", "quit")]
 
 
 MENU_QUESTION, MENU_HINT = "Choose a data source or an action (type to filter):", "(arrow keys)"
 
 
-def menu_lines(sources: int, back: bool, width: int) -> int:
+def menu_lines(sources: int, actions: int, width: int) -> int:
     """How many lines the org's menu takes on screen: the question (maybe wrapped), a line per choice."""
     question = math.ceil((len(MENU_QUESTION) + len(MENU_HINT) + 3) / max(width, 1))
-    return question + sources + bool(sources) + len(MENU_ACTIONS) + back + 1
+    return question + sources + bool(sources) + actions
 
 
-def prompt_menu(views, now, back: bool = False, default: str | None = None):
+def prompt_menu(views, now, actions: list[tuple[str, str]], default: str | None = None):
     """One org's menu: a choice per source, then the actions; default: the action the cursor starts on."""
     import questionary
 
     choices = [questionary.Choice(menu_title(v, now), ("view", v.id)) for v in sort_views(views, now)]
     if choices:
         choices.append(questionary.Separator())
-    actions = [*MENU_ACTIONS, *([("Back to all orgs", "back")] if back else []), ("Quit", "quit")]
     choices += [questionary.Choice(label, (kind, None)) for label, kind in actions]
     start = next((c for c in choices if isinstance(c, questionary.Choice) and c.value == (default, None)), None)
     return questionary.select(MENU_QUESTION, choices, default=start, instruction=MENU_HINT, use_search_filter=True,
@@ -3128,6 +3409,7 @@ def prompt_overview(org_rows: list[OrgRow], orgs: list[Org]):
         questionary.Separator(),
         questionary.Choice("Rotate everything expiring within the hour in all orgs", ("rotate", None)),
         questionary.Choice("History of changes in all orgs", ("history", None)),
+        questionary.Choice(ONBOARD_CHOICE[0], ("onboard", None)),
         questionary.Choice("Refresh", ("refresh", None)),
         questionary.Choice("Quit", ("quit", None)),
     ]
@@ -3219,6 +3501,30 @@ def prompt_instead_of_duplicate(screen: Screen, duplicate: SourceView, now: date
     return ask(questionary.select("What now?", choices, default=choices[0]))
 
 
+def prompt_onboarding() -> tuple[str, str | None]:
+    """The customer org's id, and a name for it unless it was onboarded before (its file names it)."""
+    org_id = prompt_text("The customer's org id", "", validate_org_id)
+    if onboarded_as(org_id):
+        return org_id, None
+    return org_id, prompt_text("Org name (it names the org's file and records folder)", f"org-{org_id[:8]}", validate_org_name)
+
+
+def prompt_offboarding() -> tuple[bool, str]:
+    """Delete every source (True), or disable them with the message Control Hub shows the customer's admin."""
+    import questionary
+
+    choices = [questionary.Choice("Disable every source (Control Hub shows its admin a message)", False),
+               questionary.Choice("Delete every source", True)]
+    if ask(questionary.select("Offboard how?", choices, default=choices[0])):
+        return True, ""
+    return False, prompt_text("Error message", offboarding_message(), validate_error_message)
+
+
+def typed_name(name: str) -> bool:
+    """An org is offboarded only once its name is typed: a slip of a key cannot do it."""
+    return prompt_text(f"To offboard it, type the org's name ({safe_text(name)})", "", lambda text: True) == name
+
+
 def prompt_token() -> str:
     import questionary
 
@@ -3285,12 +3591,19 @@ def update_source(client, trail, source_id, payload, operation="update") -> Writ
     return write_operation(trail, operation, source_id, payload, lambda: client.update_source(source_id, payload))
 
 
-def rotate_source(client, trail, view: SourceView, lifetime: int | None = None) -> WriteResult:
+def resend_source(client, trail, view: SourceView, operation: str, changes: dict | None = None, lifetime: int | None = None) -> WriteResult:
+    """The source as it is, with a new nonce and these changes: a rotation, or an update the tool
+    decides (onboarding brings a source back to the template, offboarding disables it)."""
     try:
-        payload = rotation_payload(view, lifetime)
+        payload = {**rotation_payload(view, lifetime), **(changes or {})}
     except ValueError as exc:
-        return WriteResult("rotation", view.id, False, trail.org_name, error=NotSent(f"Cannot rotate {view.short_id}: {exc}."))
-    return update_source(client, trail, view.id, payload, "rotation")
+        verb = "rotate" if operation == "rotation" else "update"
+        return WriteResult(operation, view.id, False, trail.org_name, error=NotSent(f"Cannot {verb} {view.short_id}: {exc}."))
+    return update_source(client, trail, view.id, payload, operation)
+
+
+def rotate_source(client, trail, view: SourceView, lifetime: int | None = None) -> WriteResult:
+    return resend_source(client, trail, view, "rotation", lifetime=lifetime)
 
 
 def delete_source(client, trail, view: SourceView) -> WriteResult:
@@ -3300,6 +3613,70 @@ def delete_source(client, trail, view: SourceView) -> WriteResult:
     if not result.ok and result.error.status == 404:
         result.error = ApiError(f"data source {view.short_id} is already gone.", status=404, tracking_id=result.error.tracking_id)
     return result
+
+
+@dataclass
+class Onboarding:
+    """What onboarding finds in an org: what the template registers, the source the template
+    describes if one is registered, and how that one differs from it."""
+
+    payload: dict
+    existing: SourceView | None
+    changes: list[tuple[str, object, object]]
+
+
+def mint_org_file(settings: Settings, connections: Connections) -> None:
+    """A new org's token, minted (NotAuthorized: the org has not authorized the Service App), then its file."""
+    answer = connections.minter_for(settings, Timeouts.of(settings)).mint(settings)
+    write_org_file(settings.env_file, settings.target_org_id, settings.org_name, token_env_values(answer))
+
+
+def plan_onboarding(org: Org) -> Onboarding:
+    payload = onboarding_payload(org.settings.template, org.settings.target_org_id, org.name, org.state.schemas)
+    existing = template_source(org.state.views, payload)
+    changes = template_drift(existing, payload) if existing else []
+    if existing and not existing.active:  # offboarded once, and back: onboarding enables it again
+        changes.append(("status", existing.status, "active"))
+    return Onboarding(payload, existing, changes)
+
+
+def finish_onboarding(org: Org, plan: Onboarding) -> WriteResult | None:
+    """Register the template's source, or bring the one there back to the template (its schema
+    stays: the API's update does not move a source between schemas). None: nothing to send."""
+    if plan.existing is None:
+        return register_source(org.client, org.trail, plan.payload)
+    changes = {name: want for name, _, want in plan.changes if name != "schemaId"}
+    if changes.get("status") == "active":
+        changes["errorMessage"] = ""  # re-enabling clears the message Control Hub showed
+    return resend_source(org.client, org.trail, plan.existing, "update", changes) if changes else None
+
+
+def offboard_source(org: Org, view: SourceView, delete: bool, message: str) -> WriteResult | None:
+    """Delete the source, or disable it with the message its admin sees in Control Hub; None: it is
+    disabled already, and nothing is sent."""
+    if delete:
+        return delete_source(org.client, org.trail, view)
+    if not view.active:
+        return None
+    return resend_source(org.client, org.trail, view, "update", {"status": "disabled", "errorMessage": message})
+
+
+def retire_org_file(path: Path) -> Path:
+    """{name}.env becomes {name}.env.offboarded: kept, and no longer matched by *.env. One there from
+    an earlier offboarding is never written over: the new one takes a timestamp."""
+    try:
+        for target in (path.with_name(f"{path.name}.offboarded"), path.with_name(f"{path.name}.offboarded.{file_timestamp()}")):
+            try:
+                os.link(path, target, follow_symlinks=False)
+            except FileExistsError:
+                continue
+            path.unlink()
+            sync_folder(path.parent)
+            return target
+        raise FileExistsError(f"{path.name}.offboarded and its timestamped twin exist")
+    except OSError as exc:
+        raise ToolError(f"Could not set {path} aside ({exc.strerror or exc}): rename it by hand to {path.name}.offboarded, "
+                        "so that --env-file orgs/*.env no longer reads it.") from None
 
 
 def rotation_targets(entries, selector, within_minutes, now) -> tuple[list, list]:
@@ -3396,6 +3773,95 @@ def run_to_completion(screen: Screen, action, *args):
 # ---------------------------------------------------------------------------------------------
 
 
+def preview_onboarding(screen: Screen, fleet: Fleet, org_id: str, name: str | None) -> None:
+    """The menu's onboarding, before anything is sent: what the template registers; Cancelled unless confirmed."""
+    settings, _ = onboarding_profile(org_id, name, fleet.records_dir)
+    payload = {**onboarding_payload(settings.template, org_id, settings.org_name, fleet.schemas or {}), "nonce": "(a new UUID)"}
+    title = f"What onboarding {safe_text(settings.org_name)} registers (unless it is registered already)"
+    screen.print(payload_table(screen, payload, fleet.schemas or {}, title))
+    if not confirm(f"Onboard {safe_text(settings.org_name)} now?", True):
+        raise Cancelled
+
+
+def onboard_org(screen: Screen, fleet: Fleet, org_id: str, name: str | None, agree: Callable[[str], bool]) -> tuple[Org, int]:
+    """Onboard a customer org, for --onboard and the menu alike: mint its token and write its file
+    unless it has one, read it, register its source from the template or bring the one there back
+    to the template, and verify the token's signature. agree(question) decides a change to a source
+    that is there. Returns the org (not yet among the fleet's) and the exit code."""
+    settings, known = onboarding_profile(org_id, name, fleet.records_dir)
+    ensure_records_dir(settings.records_dir)  # before anything is sent
+    if known:
+        screen.say(f"Org {org_id} was onboarded before, as {settings.org_name}: {settings.env_file} is used as it is.")
+    else:
+        mint_org_file(settings, fleet.connections)
+        screen.say(f"Minted a token for org {org_id} and wrote it to {settings.env_file}.")
+    org = fleet.org_for(settings.org_name, load_settings(str(settings.env_file), fleet.records_dir, layered=True))
+    org.fetch(schemas=fleet.schemas)  # None: read them beside the sources
+    if org.problem:
+        raise org.problem
+    fleet.schemas = fleet.schemas or org.state.schemas or None
+    plan, result = plan_onboarding(org), None
+    if plan.existing is None:
+        result = finish_onboarding(org, plan)
+    elif not plan.changes:
+        screen.say(f"Its data source is already registered as {plan.existing.id}, as the template says.")
+    else:
+        screen.say(f"Its data source {plan.existing.id} differs from the template:")
+        screen.print(changes_table(screen, plan.changes, "Template drift"))
+        if any(name == "schemaId" for name, _, _ in plan.changes):
+            screen.warning("Its schema stays as it is: the API's update does not move a source between schemas. To move it, "
+                           "delete the source (the menu's Delete) and onboard the org again.")
+        if any(name != "schemaId" for name, _, _ in plan.changes) and agree("Update it to the template?"):
+            result = finish_onboarding(org, plan)
+    now = datetime.now(UTC)
+    if result:
+        show_result(screen, result, now)
+        if result.view:
+            org.state.put(result.view)
+    view = result.view if result and result.view else plan.existing
+    verdict = fleet.verdict(org, view, now) if view else None
+    if verdict:
+        screen.say(f"Its token's signature: {verdict.text}.")
+    failed = bool(result and (not result.ok or result.record_error)) or (verdict is not None and verdict.state == "invalid")
+    if view and not failed:
+        screen.say(f"{org.name} is onboarded: data source {view.id} at {view.url}, its token expires {local_time(view.expires_at)}.")
+    return org, 1 if failed else 0
+
+
+def offboard_org(screen: Screen, org: Org, delete: bool, message: str, confirmed: Callable[[], bool]) -> int:
+    """Offboard a customer org that left, for --offboard and the menu alike: disable each source with
+    the message its admin sees in Control Hub (or delete them), a record each, then set its file
+    aside as {name}.env.offboarded. confirmed() asks for the org's name typed (or is --yes); without
+    it, Cancelled. An org that withdrew the Service App cannot be changed at Webex: its file alone is
+    set aside. Returns the exit code."""
+    withdrawn = isinstance(org.problem, NotAuthorized)
+    if org.problem and not withdrawn:  # busy too: nothing was done, so it is no success here
+        raise org.problem if not isinstance(org.problem, Busy) else ToolError(org.problem.message)
+    if withdrawn:
+        screen.warning(f"{org.name} no longer authorizes the Service App (minting its token answered 403), so its sources cannot "
+                       "be changed from here: unrotated, their tokens lapse within a day and Webex sends them nothing more.")
+    views, path = [] if withdrawn else org.state.views, org.settings.env_file
+    changing = views if delete else [view for view in views if view.active]
+    what = "deleted" if delete else f"disabled, with the message {message!r} for Control Hub"
+    left = f" ({len(views) - len(changing)} disabled already stay as they are)" if len(changing) < len(views) else ""
+    screen.say(f"{org.name}: {len(changing)} data source(s) to be {what}{left}; then {path} is set aside as {path.name}.offboarded.")
+    if not confirmed():
+        raise Cancelled
+    results = []
+    for view in views:
+        result = offboard_source(org, view, delete, message)
+        results.append(result)
+        screen.say(offboard_line(view, result, delete))
+    if failed := [r for r in results if r and not r.ok and not (delete and r.error.status == 404)]:  # a 404: gone already
+        screen.error(f"{len(failed)} data source(s) could not be changed, so {path} stays where it is: offboard it again.")
+        return 1
+    target = retire_org_file(path)
+    org.retired = True
+    screen.say(f"{org.name} is offboarded: its file is now {target}, which --env-file orgs/*.env no longer reads. Its records "
+               f"stay in {org.trail.dir}.")
+    return 1 if any(r and r.record_error for r in results) else 0
+
+
 def show_history(screen: Screen, folders: list[tuple[str, Path]], command: str) -> None:
     """The menu's History: the newest operations first, as many as fit a screen or two; an Org
     column when the records of more than one org are shown."""
@@ -3423,7 +3889,10 @@ class Menu:
             "token": self.replace_token,
             "history": self.history,
             "refresh": self.refresh,
+            "onboard": self.onboard,
+            "offboard": self.offboard,
         }
+        self.choices = menu_actions(onboard=fleet.alone is org and org.settings.can_onboard, offboard=org.settings.own_file, back=back)
 
     @property
     def client(self) -> WebexClient:
@@ -3448,7 +3917,7 @@ class Menu:
             for line in lines:
                 screen.print(line, soft_wrap=True)
             refused = isinstance(self.org.problem, TokenRefused)
-            kind, source_id = prompt_menu(self.state.views, now, self.back, "token" if refused else None)  # Ctrl-C: exit 130
+            kind, source_id = prompt_menu(self.state.views, now, self.choices, "token" if refused else None)  # Ctrl-C: exit 130
             self.fleet.save_snapshots(in_background=True)  # once the person has the screen: never in the way of drawing it
             if kind in ("quit", "back"):
                 return kind
@@ -3458,6 +3927,8 @@ class Menu:
                 screen.print("Cancelled: nothing was sent.")
             except ToolError as exc:
                 screen.error(exc)
+            if self.org.retired:  # offboarded: nothing is left to do in it
+                return "back" if self.back else "quit"
 
     def table_rows(self, total: int, lines: list) -> int:
         """How many of the sources the table above the menu shows, so that the table's title and
@@ -3467,7 +3938,7 @@ class Menu:
         width = max(size.width, 1)
         chrome = 5 + 2  # title, three borders, header; a caption of up to two lines saying what is left out
         words = sum(math.ceil(max(self.screen.out.measure(line).maximum, 1) / width) for line in lines)
-        menu = menu_lines(total, self.back, width)
+        menu = menu_lines(total, len(self.choices), width)
         if menu + chrome >= size.height:
             return MENU_TABLE_ROWS
         return max(0, min(MENU_TABLE_ROWS, total, size.height - menu - chrome - words))
@@ -3478,6 +3949,9 @@ class Menu:
         screen = self.screen
         head = [screen.Text(f"Org: {safe_text(self.org.name)}", style="bold")] if self.back else []
         head += [screen.Text(f"Warning: {safe_text(w)}", style="yellow") for w in self.state.warnings]
+        if drifted := sum(bool(row.drift) for row in rows):
+            head.append(screen.Text(f"{drifted} source(s) differ from the onboarding template (see its details): python data-sources.py "
+                                    f"--onboard {safe_text(self.org.trail.org_id)} brings it back.", style="yellow"))
         for command in (self.fleet.command, None):
             notice = expiring_notice(rows, command)
             lines = [*head, *([screen.Text(notice, style="bold yellow")] if notice else [])]
@@ -3649,6 +4123,18 @@ class Menu:
     def history(self, _=None) -> None:
         show_history(self.screen, [(self.org.name, self.org.trail.dir)], self.fleet.command)
 
+    def onboard(self, _=None) -> None:
+        """Another customer org joins: it gets a file of its own, and this menu stays on this org."""
+        org_id, name = prompt_onboarding()
+        preview_onboarding(self.screen, self.fleet, org_id, name)
+        org, _ = onboard_org(self.screen, self.fleet, org_id, name, lambda question: confirm(question, True))
+        folder = shlex.quote(str(org.settings.env_file.parent))
+        self.screen.say(f"To see it beside the others: python data-sources.py --env-file {folder}/*.env")
+
+    def offboard(self, _=None) -> None:
+        delete, message = prompt_offboarding()
+        offboard_org(self.screen, self.org, delete, message, lambda: typed_name(self.org.name))
+
     def refresh(self, _=None) -> None:
         self.org.state, self.org.problem = fetch_state(self.client, self.state.schemas or None), None
 
@@ -3677,10 +4163,15 @@ class FleetMenu:
                     self.rotate_urgent(datetime.now(UTC))
                 if kind == "history":
                     show_history(screen, fleet.history_folders(), fleet.command)
+                if kind == "onboard":
+                    self.onboard()
                 if kind == "refresh" and all(org.fresh.is_set() for org in fleet.orgs):
                     fleet.fetch()  # while the first read is still coming in, Refresh shows what has come
             except Cancelled:
                 screen.print("Cancelled: nothing was sent.")
+            except ToolError as exc:
+                screen.error(exc)
+            fleet.orgs = [org for org in fleet.orgs if not org.retired]  # offboarded from its menu
 
     def open(self, org: Org) -> str:
         if org.client is None:  # its settings could not be read: nothing to open
@@ -3690,6 +4181,13 @@ class FleetMenu:
             self.screen.tell(f"Reading {org.name} from Webex...")
             org.fresh.wait()
         return Menu(self.screen, self.fleet, org, back=True).run()
+
+    def onboard(self) -> None:
+        """A customer org joins, and takes its place in the overview."""
+        org_id, name = prompt_onboarding()
+        preview_onboarding(self.screen, self.fleet, org_id, name)
+        org, _ = onboard_org(self.screen, self.fleet, org_id, name, lambda question: confirm(question, True))
+        self.fleet.orgs = [other for other in self.fleet.orgs if other.name != org.name] + [org]
 
     def rotate_urgent(self, now: datetime) -> None:
         screen, fleet = self.screen, self.fleet
@@ -3714,10 +4212,10 @@ class FleetMenu:
 # ---------------------------------------------------------------------------------------------
 
 
-def fetch_in_background(fleet: Fleet, rotating: bool):
+def fetch_in_background(fleet: Fleet, writing: bool):
     """The startup fetch on its own thread, so the imports that follow overlap Webex's answer."""
     pool = ThreadPoolExecutor(max_workers=1)
-    pending = pool.submit(fleet.fetch, rotating)
+    pending = pool.submit(fleet.fetch, writing)
     pool.shutdown(wait=False)  # the thread ends with the fetch
     return pending
 
@@ -3782,6 +4280,22 @@ def parse_args(argv) -> argparse.Namespace:
                         help="print Prometheus metrics (text format, for node_exporter's textfile collector)")
     action.add_argument("--history", nargs="?", const="", metavar="ID",
                         help="the records as a table, newest first; with ID (or a prefix), that source's only")
+    action.add_argument("--onboard", type=argparse_type(validate_org_id), metavar="ORG_ID",
+                        help="a customer org that authorized the Service App: mint its token, write its file in the orgs folder, "
+                        "register its source from the template (WEBEX_SOURCE_*) and verify it; run again, it repeats nothing")
+    action.add_argument("--offboard", metavar="ORG",
+                        help="a customer org that left (its name or id): disable every source (or --delete them), a record each, "
+                        "then set its file aside as NAME.env.offboarded")
+    parser.add_argument("--org-name", type=argparse_type(validate_org_name), metavar="NAME",
+                        help="with --onboard: the org's name, for its file and records folder (default: org- and the first 8 "
+                        "characters of its id)")
+    parser.add_argument("--delete", action="store_true", help="with --offboard: delete the sources instead of disabling them")
+    parser.add_argument("--message", type=argparse_type(validate_error_message), metavar="TEXT",
+                        help="with --offboard: what Control Hub shows the customer's admin on each disabled source "
+                        "(default: Service ended on DATE)")
+    parser.add_argument("--yes", action="store_true",
+                        help="with --offboard: no typed confirmation (without a terminal it is needed); with --onboard: update a "
+                        "source that differs from the template without asking")
     parser.add_argument("--limit", type=argparse_type(validate_limit, int), default=50, metavar="N",
                         help="with --history: the newest N operations (default 50; 0: all)")
     parser.add_argument("--since", type=argparse_type(validate_duration, parse_duration), metavar="DURATION",
@@ -3813,6 +4327,17 @@ def parse_args(argv) -> argparse.Namespace:
         parser.error("--limit and --since go with --history")
     if args.history is not None and (args.workers is not None or args.save_list or args.rate is not None):
         parser.error("--history reads the records only: --workers, --rate and --save-list do nothing there")
+    if args.org_name and args.onboard is None:
+        parser.error("--org-name goes with --onboard")
+    if (args.delete or args.message) and args.offboard is None:
+        parser.error("--delete and --message go with --offboard")
+    if args.delete and args.message:
+        parser.error("--message is what a disabled source shows: a deleted one shows nothing (leave out --delete or --message)")
+    if args.yes and args.onboard is None and args.offboard is None:
+        parser.error("--yes goes with --onboard or --offboard")
+    if args.onboard is not None and (args.env_file or args.save_list):
+        parser.error("--onboard writes the org's file in the orgs folder (WEBEX_ORGS_DIR) and reads the shared .env beside the "
+                     "script: --env-file and --save-list do not go with it")
     args.workers = args.workers or DEFAULT_WORKERS
     return args
 
@@ -3825,8 +4350,13 @@ def settle_mode(args) -> str:
         "check": args.check is not None,
         "metrics": args.metrics,
         "rotate": args.rotate is not None or args.rotate_expiring is not None,
+        "onboard": args.onboard is not None,
+        "offboard": args.offboard is not None,
     }
     if mode := next((mode for mode, chosen in flagged.items() if chosen), None):
+        if mode == "offboard" and not args.yes and not can_prompt():
+            raise ConfigError("--offboard disables or deletes every source of the org: at a terminal it asks for the org's name "
+                              "typed; without one, add --yes. Nothing was sent.")
         return mode
     if can_prompt():
         return "menu"
@@ -3874,7 +4404,7 @@ def run_list(screen: Screen, fleet: Fleet, args) -> int:
         screen.print(sources_table(screen, rows))
     else:
         print(tsv_text(rows))
-    show_notes(screen, fleet.notes() + fleet.source_notes(now))
+    show_notes(screen, fleet.notes() + row_notes(rows))
     return fleet.exit_code()
 
 
@@ -3945,7 +4475,8 @@ def run_history(screen: Screen, fleet: Fleet, args) -> int:
 
 def run_check(screen: Screen, fleet: Fleet, args) -> int:
     now = datetime.now(UTC)
-    state, line = check_line(fleet.verify(now).rows(now), fleet.unreadable_reasons(), args.check)
+    idle = [fleet.label_of(org.name) for org in fleet.org_rows(now) if org.readable and not org.active]
+    state, line = check_line(fleet.verify(now).rows(now), fleet.unreadable_reasons(), args.check, idle)
     print(line)
     return state
 
@@ -3955,6 +4486,29 @@ def run_metrics(screen: Screen, fleet: Fleet, args) -> int:
     sys.stdout.write(metrics_text(fleet.verify(now).rows(now), fleet.org_rows(now), now))
     show_notes(screen, fleet.notes())
     return fleet.exit_code()
+
+
+def run_onboard(screen: Screen, fleet: Fleet, args) -> int:
+    """--onboard ORG_ID: a change to a source that is there is asked about at a terminal, else needs --yes."""
+    def agree(question: str) -> bool:
+        if args.yes or can_prompt():
+            return args.yes or confirm(question, True)
+        raise ConfigError("Its data source differs from the template: without a terminal to ask on, run again with --yes "
+                          "to update it. Nothing was sent.")
+
+    _, code = onboard_org(screen, fleet, args.onboard, args.org_name, agree)
+    return code
+
+
+def run_offboard(screen: Screen, fleet: Fleet, args) -> int:
+    """--offboard ORG: at a terminal the org's name is typed to confirm, unless --yes."""
+    org = fleet.orgs[0]
+    try:
+        return offboard_org(screen, org, args.delete, args.message or offboarding_message(), lambda: args.yes or typed_name(org.name))
+    except Cancelled:
+        raise ConfigError(f"That is not {org.name}: nothing was sent.") from None
+    finally:
+        org.release()
 
 
 def run_menu(screen: Screen, fleet: Fleet, args) -> int:
@@ -3972,6 +4526,8 @@ MODES = {
     "check": run_check,
     "metrics": run_metrics,
     "history": run_history,
+    "onboard": run_onboard,
+    "offboard": run_offboard,
     "save-list": lambda screen, fleet, args: fleet.exit_code(),  # the snapshot is all it does
 }
 
@@ -3979,7 +4535,12 @@ MODES = {
 def run(args, screen: Screen) -> int:
     mode = settle_mode(args)
     wait = countdown if mode == "menu" else announce_wait
-    fleet = Fleet.load(args.env_file, args.records_dir, args.workers, lambda s, why: wait(screen, s, why), screen.tell, args.rate)
+    connections, sleeper = Connections(args.workers, screen.tell, args.rate), lambda s, why: wait(screen, s, why)
+    if mode == "onboard":  # the org may have no file yet: it joins an empty fleet
+        end_of_startup()
+        return run_onboard(screen, Fleet([], connections, records_dir=args.records_dir, sleeper=sleeper), args)
+    env_files = [str(org_file_named(args.offboard, args.env_file))] if mode == "offboard" else args.env_file
+    fleet = Fleet.load(env_files, args.records_dir, connections, sleeper)
     if all(isinstance(org.problem, ConfigError) for org in fleet.orgs):  # nothing could start: bad usage
         show_notes(screen, fleet.notes(fleet.orgs[1:]))
         raise fleet.orgs[0].problem
@@ -3988,11 +4549,12 @@ def run(args, screen: Screen) -> int:
         return run_history(screen, fleet, args) if mode == "history" else run_cached_list(screen, fleet, args)
     # The overview opens at once from the last run's snapshots and takes fresh answers as they come.
     overview_first = mode == "menu" and fleet.alone is None and not args.save_list and fleet.load_snapshots()
-    if mode == "rotate" or args.save_list:  # before anything is sent
+    writing = mode in ("rotate", "offboard")  # from the list to the last write, holding each org's lock
+    if writing or args.save_list:  # before anything is sent
         for org in fleet.orgs:
             if org.trail:
                 ensure_records_dir(org.trail.dir)
-    pending = fetch_in_background(fleet, rotating=mode == "rotate")
+    pending = fetch_in_background(fleet, writing)
     screen.load()
     show_refresh_token_warnings(screen, fleet, in_output=args.rotate_expiring is not None and not args.json)
     if mode == "menu":

@@ -310,8 +310,8 @@ class App:
     def run(self, *args, env_files=None, **environment):
         return run_cli("--env-file", *(env_files or self.env_files()), *args, script=self.script, **environment)
 
-    def terminal(self, *args):
-        term = Terminal(["--env-file", *self.env_files(), *args], child_env(), script=self.script)
+    def terminal(self, *args, env_files=None):
+        term = Terminal(["--env-file", *(env_files or self.env_files()), *args], child_env(), script=self.script)
         self.terminals.append(term)
         return term
 

@@ -243,7 +243,7 @@ def test_a_hundred_records_in_the_same_second_give_a_hundred_files_with_mode_060
     ds.ensure_records_dir(records)
     paths = {ds.write_record(records, "data_source_update_abc", {"n": n}) for n in range(100)}
     assert len(paths) == 100 == len(list(records.glob("*.json")))
-    assert not list(records.glob(".record-*"))
+    assert not list(records.glob(".*.tmp"))
     assert {stat.S_IMODE(p.stat().st_mode) for p in paths} == {0o600}
     assert stat.S_IMODE(records.stat().st_mode) == 0o700
     assert sorted(load_record(p)["n"] for p in paths) == list(range(100))
