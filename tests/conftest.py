@@ -300,6 +300,15 @@ class App:
         """orgs/{name}.env for a fake org: its own access token unless values say otherwise."""
         return write_env(self.root / "orgs" / f"{name}.env", {"WEBEX_ACCESS_TOKEN": org.access_token, **values})
 
+    def two_orgs(self, acme: str, globex_audience: str):
+        """acme (the fake) and globex, one source each, their files in orgs/; returns globex."""
+        globex = self.fake.add_org()
+        self.fake.add_source(audience=acme)
+        globex.add_source(audience=globex_audience)
+        self.org("acme", self.fake)
+        self.org("globex", globex)
+        return globex
+
     def share(self, **values):
         with self.shared.open("a") as handle:
             handle.writelines(f"{key}={value}\n" for key, value in values.items())

@@ -324,10 +324,7 @@ def test_an_org_that_withdrew_is_named_in_check_the_rotation_summary_and_the_ove
 
 def test_template_keys_in_an_org_file_fail_that_org_only(app, fake):
     onboarding_app(app, fake)
-    globex = fake.add_org()
-    globex.add_source(audience="Globex")
-    fake.add_source(audience="Acme")
-    app.org("acme", fake)
+    globex = app.two_orgs("Acme", "Globex")
     app.org("globex", globex, WEBEX_SOURCE_URL="https://elsewhere.example.com/{org_id}")
     result = app.run("--list")
     assert result.returncode == 1 and "Acme" in result.stdout and "Globex" not in result.stdout
@@ -338,26 +335,42 @@ def test_template_keys_in_an_org_file_fail_that_org_only(app, fake):
 # -- the menu ------------------------------------------------------------------------------------
 
 
+def onboard_in_menu(term, org_id: str, name: str | None = None) -> str:
+    """Onboarding's questions answered: the org's id, and its name (None: Enter keeps org-...).
+    Returns the screen that asks to confirm, with the payload on it."""
+    term.choose("Onboard a customer org")
+    term.wait_for(r"\? The customer.s org id", after_last_key=True)
+    term.type(org_id)
+    term.press("enter")
+    term.wait_for(rf"\? Org name .*org-{org_id[:8]}", after_last_key=True)
+    if name:
+        term.press("ctrl-u")
+        term.type(name)
+    term.press("enter")
+    return term.wait_for(r"now\?", after_last_key=True)
+
+
+def offboard_in_menu(term, typed: str) -> None:
+    """Offboard this org: disable (the default), the default message, the name as typed."""
+    term.choose("Offboard this org")
+    term.wait_for(r"Offboard how\?", after_last_key=True)
+    term.press("enter")
+    term.wait_for(r"\? Error message: Service ended on", after_last_key=True)
+    term.press("enter")
+    term.wait_for(r"type the org's name \(\w+\)")
+    term.type(typed)
+    term.press("enter")
+
+
 def test_the_overview_onboards_a_customer_org_after_showing_the_payload_and_lists_it(app, fake):
     onboarding_app(app, fake)
-    globex = fake.add_org()
-    fake.add_source(audience="Acme")
-    globex.add_source(audience="Globex")
-    app.org("acme", fake)
-    app.org("globex", globex)
+    app.two_orgs("Acme", "Globex")
     customer = fake.add_org()
     term = app.terminal()
     menu_ready(term)
-    term.choose("Onboard a customer org")
-    term.wait_for(r"\? The customer.s org id", after_last_key=True)
-    term.type(customer.org_id)
-    term.press("enter")
-    term.wait_for(rf"\? Org name .*org-{customer.org_id[:8]}", after_last_key=True)
-    term.press("ctrl-u")
-    term.type("initech")
-    term.press("enter")
-    screen = term.wait_for(r"Onboard initech now\?")
-    assert f"https://dap.example.com/byods/{customer.org_id}" in screen and customer.mints == 0  # shown before anything is sent
+    screen = onboard_in_menu(term, customer.org_id, "initech")
+    assert "Onboard initech now?" in screen and f"https://dap.example.com/byods/{customer.org_id}" in screen
+    assert customer.mints == 0  # the payload is shown before anything is sent
     term.press("enter")
     term.wait_for("initech is onboarded")
     screen = menu_ready(term)
@@ -378,13 +391,7 @@ def test_a_single_orgs_menu_offers_onboarding_when_the_minting_keys_are_set(app,
     customer = fake.add_org()
     term = app.terminal(env_files=[single])
     menu_ready(term)
-    term.choose("Onboard a customer org")
-    term.wait_for(r"\? The customer.s org id", after_last_key=True)
-    term.type(customer.org_id)
-    term.press("enter")
-    term.wait_for(r"\? Org name", after_last_key=True)
-    term.press("enter")
-    term.wait_for(r"now\?")
+    onboard_in_menu(term, customer.org_id)
     term.press("enter")
     term.wait_for("To see it beside the others")
     term.choose("Quit")
@@ -400,24 +407,10 @@ def test_an_orgs_menu_offboards_it_after_its_name_is_typed_and_the_overview_drop
     menu_ready(term)
     term.choose("globex ·")
     term.wait_for(r"Back to all orgs[\s\S]*Quit", after_last_key=True)
-    term.choose("Offboard this org")
-    term.wait_for(r"Offboard how\?")
-    term.press("enter")
-    term.wait_for(r"\? Error message: Service ended on", after_last_key=True)
-    term.press("enter")
-    term.wait_for(r"type the org's name \(globex\)")
-    term.type("glob")  # a slip: nothing is sent
-    term.press("enter")
+    offboard_in_menu(term, "glob")  # a slip: nothing is sent
     term.wait_for("Cancelled: nothing was sent.")
-    assert customer.requests("PUT") == []
-    term.choose("Offboard this org")
-    term.wait_for(r"Offboard how\?")
-    term.press("enter")
-    term.wait_for(r"\? Error message", after_last_key=True)
-    term.press("enter")
-    term.wait_for(r"type the org's name \(globex\)")
-    term.type("globex")
-    term.press("enter")
+    assert customer.requests("PUT") == [] and "type the org's name (globex)" in term.text()
+    offboard_in_menu(term, "globex")
     screen = term.wait_for(r"Choose an org or an action", after_last_key=True)
     assert "globex is offboarded" in term.plain_transcript() and not re.search(r"│ globex +│", screen.split("Choose an org")[-1])
     term.choose("Quit")

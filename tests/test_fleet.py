@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 import stat
+import threading
 from collections import Counter
 
 from conftest import (
@@ -123,9 +124,10 @@ def test_a_429_pauses_every_worker_of_every_org_for_its_retry_after(app, fake):
 
 def test_two_orgs_hitting_the_limit_together_both_pause_and_the_json_summary_counts_it(app, fake):
     globex = fake.add_org()
+    together = threading.Barrier(2, timeout=20)  # neither 429 is answered until both requests are in
     for org in (fake, globex):
         org.add_source(expires_in=600)
-        org.fail("PUT", ".*", 429, headers={"Retry-After": "1"})
+        org.fail("PUT", ".*", 429, headers={"Retry-After": "1"}, on_arrival=together.wait)
     app.org("acme", fake)
     app.org("globex", globex)
     result = app.run("--rotate", "all", "--workers", "2", "--json")
@@ -227,21 +229,11 @@ def test_a_missing_env_file_or_two_files_with_one_org_name_stop_everything(app, 
     assert fake.requests() == []
 
 
-def two_orgs(app, fake, acme: str, globex_audience: str):
-    """acme (the fake) and globex, one source each, their files in orgs/; returns globex."""
-    globex = fake.add_org()
-    fake.add_source(audience=acme)
-    globex.add_source(audience=globex_audience)
-    app.org("acme", fake)
-    app.org("globex", globex)
-    return globex
-
-
 # -- precedence ---------------------------------------------------------------------------------
 
 
 def test_an_exported_access_token_is_never_applied_to_every_org(app, fake):
-    globex = two_orgs(app, fake, "A", "G")
+    globex = app.two_orgs("A", "G")
     result = app.run("--list", WEBEX_ACCESS_TOKEN=fake.access_token, WEBEX_ORG_NAME="everyone", WEBEX_TARGET_ORG_ID="x")
     assert result.returncode == 0, result.stderr
     assert sorted(r[0] for r in rows_by_org(result.stdout)) == ["acme", "globex"]
@@ -481,7 +473,7 @@ def test_the_schemas_are_read_once_per_run_for_every_org_and_not_for_a_rotation(
 
 
 def test_every_read_leaves_a_snapshot_that_holds_no_token_and_is_no_record(app, fake):
-    two_orgs(app, fake, "Acme", "Globex")
+    app.two_orgs("Acme", "Globex")
     assert app.run("--list").returncode == 0
     for name in ("acme", "globex"):
         snapshot = app.records / name / "state.json"
@@ -492,7 +484,7 @@ def test_every_read_leaves_a_snapshot_that_holds_no_token_and_is_no_record(app, 
 
 
 def test_list_cached_prints_the_last_snapshot_and_asks_webex_nothing(app, fake):
-    globex = two_orgs(app, fake, "Acme Cached", "Globex Cached")
+    globex = app.two_orgs("Acme Cached", "Globex Cached")
     app.run("--list")
     before = len(fake.requests()) + len(globex.requests())
     cached = app.run("--list", "--cached")
@@ -505,7 +497,7 @@ def test_list_cached_prints_the_last_snapshot_and_asks_webex_nothing(app, fake):
 
 
 def test_the_overview_opens_from_snapshots_then_shows_the_fresh_answer(app, fake):
-    globex = two_orgs(app, fake, "Acme", "Globex")
+    globex = app.two_orgs("Acme", "Globex")
     assert app.run("--list").returncode == 0  # leaves the snapshots
     globex.add_source(audience="Globex New", expires_in=600)
     globex.fail("GET", "/v1/dataSources/", None, delay=3)  # a slow org
