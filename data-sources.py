@@ -197,6 +197,10 @@ def safe_json(value) -> str:
     return "\n".join(safe_text(line) for line in text.split("\n"))
 
 
+def has_space(text: str) -> bool:
+    return any(map(str.isspace, text))
+
+
 def clip(text: str, width: int = CELL_WIDTH) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
@@ -413,7 +417,7 @@ def validate_required(text: str) -> bool | str:
 
 def validate_nonce(text: str) -> bool | str:
     verdict = validate_required(text)
-    if verdict is True and any(ch.isspace() for ch in text):
+    if verdict is True and has_space(text):
         return "A nonce has no spaces; keep the generated UUID or type one without spaces."
     return verdict
 
@@ -440,7 +444,7 @@ def valid_hostname(host: str) -> bool:
 def validate_url(text: str) -> bool | str:
     if not text:
         return "The URL is required: where Webex sends data, e.g. https://dap.example.com/byods."
-    if any(ch.isspace() or not ch.isprintable() for ch in text):
+    if has_space(text) or not text.isprintable():
         return "The URL must not contain spaces or control characters."
     if len(text) > 2048:
         return "The URL is too long (2048 characters at most)."
@@ -644,14 +648,23 @@ class Settings:
         return self.can_onboard and bool(self.target_org_id)
 
 
+_PLAIN_ENV_LINE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=[^\s'\"#\\]*|[^\S\r\n]*(#[^\r\n]*)?")  # KEY=value, a comment, blank
+_LINE_END = re.compile(r"\r\n|\r|\n")  # what python-dotenv ends a line with
+
+
 def read_env_file(path: Path) -> dict[str, str]:
-    """KEY=value pairs of an env file; a line that is not one is an error with its number."""
+    """KEY=value pairs of an env file; a line that is not one is an error with its number. A file
+    of plain lines only (no quotes, spaces, # or backslashes in a value: an org's file, as the tool
+    writes it) is split at once; python-dotenv reads any other, as it reads every one the same."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8").removeprefix("\ufeff")
     except FileNotFoundError:
         return {}
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"Cannot read {path}: {exc}. Make it a readable UTF-8 text file.") from None
+    lines = _LINE_END.split(text)
+    if all(map(_PLAIN_ENV_LINE.fullmatch, lines)):  # a thousand orgs' files are read at every start
+        return dict(line.split("=", 1) for line in lines if "=" in line and not line.lstrip().startswith("#"))
     values = {}
     for binding in parse_stream(io.StringIO(text)):
         if binding.error:
@@ -671,11 +684,12 @@ def is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
+@functools.cache  # every org names the same few: judged once
 def check_service_url(name: str, url: str) -> str:
     """An API base or issuer: https, or http on this machine only (the fake API for testing). User
     info, backslashes and whitespace are refused outright: parsers disagree on where such a URL
     connects, and the one that judges it must be the one that connects."""
-    if "@" in url or "\\" in url or any(ch.isspace() or not ch.isprintable() for ch in url):
+    if "@" in url or "\\" in url or has_space(url) or not url.isprintable():
         raise ConfigError(f"{name} must be a plain https:// URL without user names, backslashes or spaces, "
                           f"e.g. {DEFAULT_BASE_URL}; got {clip(safe_text(url), 80)!r}.")
     parts = urlsplit(url)
@@ -724,9 +738,27 @@ def shared_env() -> dict[str, str]:
     return read_env_file(SCRIPT_DIR / ".env")
 
 
+def file_identity(path: Path) -> tuple[int, int] | None:
+    """What a file is, whatever the path or symlinks that lead to it (None: no such file)."""
+    try:
+        found = path.stat()
+    except OSError:
+        return None
+    return found.st_dev, found.st_ino
+
+
+@functools.cache
+def shared_env_identity() -> tuple[int, int] | None:
+    return file_identity(SCRIPT_DIR / ".env")
+
+
+def is_shared_env(path: Path) -> bool:
+    return shared_env_identity() is not None and file_identity(path) == shared_env_identity()
+
+
 def is_org_file(path: Path) -> bool:
     """An org's own file (it names the org or its id), read over the shared .env beside the script."""
-    if path.resolve() == (SCRIPT_DIR / ".env").resolve():
+    if is_shared_env(path):
         return False
     values = read_env_file(path)
     return bool(values.get("WEBEX_ORG_NAME") or values.get("WEBEX_TARGET_ORG_ID"))
@@ -743,8 +775,7 @@ def layered_values(path: Path, layered: bool, environment: dict[str, str],
     own: the org's values when its file is still to be written (onboarding)."""
     if layered:  # later layers win: environment, then the shared .env, then the org's own file
         shared = SCRIPT_DIR / ".env"
-        shared_values = shared_env() if shared.resolve() != path.resolve() else {}
-        layers = [(None, environment), (shared, shared_values)]
+        layers = [(None, environment), (shared, {} if is_shared_env(path) else shared_env())]
         layers = [(origin, {k: v for k, v in layer.items() if k not in PER_ORG_KEYS}) for origin, layer in layers]
         own = read_env_file(path) if own is None else own
         if trespass := sorted(key for key in own if key in SHARED_KEYS):
@@ -847,7 +878,7 @@ def check_access_token(settings: Settings, values: dict[str, str]) -> None:
         settings.access_token = token = re.sub(r"(?i)^bearer\s+", "", token)
         settings.notes.append("WEBEX_ACCESS_TOKEN starts with 'Bearer ': the tool sends that word itself, so it was left out. "
                               f"Remove it from {token_origin(settings)} to silence this.")
-    if token and token != TOKEN_PLACEHOLDER and not any(ch.isspace() for ch in token):
+    if token and token != TOKEN_PLACEHOLDER and not has_space(token):
         return
     settings.access_token = ""
     if settings.can_mint or settings.can_renew:
@@ -937,8 +968,7 @@ def org_file_named(wanted: str, env_files: list[str] | None) -> Path:
     """The org file that --offboard names by the org's name or id: one of --env-file's, else one
     in the orgs folder. Never the shared .env beside the script."""
     candidates = [Path(f) for f in env_files] if env_files else list(orgs_folder().glob("*.env"))
-    shared = (SCRIPT_DIR / ".env").resolve()
-    matches = [known for known in org_files(p for p in candidates if p.resolve() != shared) if wanted in (known.name, known.org_id)]
+    matches = [known for known in org_files(p for p in candidates if not is_shared_env(p)) if wanted in (known.name, known.org_id)]
     if len(matches) == 1:
         return matches[0].path
     where = "the --env-file files" if env_files else str(orgs_folder())
@@ -981,8 +1011,7 @@ def load_profiles(env_files: list[str] | None, records_dir: str | None) -> list[
             if not path.is_file() and env_files:
                 raise
             profiles.append((file_safe(org_name_for(path)), exc))
-    names = [name for name, _ in profiles]
-    if duplicate := next((n for n in names if names.count(n) > 1), None):
+    if duplicate := next((name for name, count in Counter(name for name, _ in profiles).items() if count > 1), None):
         raise ConfigError(f"Two env files name the org {duplicate!r}: give each its own WEBEX_ORG_NAME or file name.")
     return profiles
 
@@ -993,7 +1022,7 @@ def save_env_values(path: Path, updates: dict[str, str]) -> None:
     endings, a BOM. A symlink is followed and its target updated; an existing file keeps its mode
     and owner, a new one is 0600; the write is atomic. A value with a control character or a space
     is never written: it could smuggle a line into the file."""
-    if bad := [key for key, value in updates.items() if not value.isprintable() or any(ch.isspace() for ch in value)]:
+    if bad := [key for key, value in updates.items() if not value.isprintable() or has_space(value)]:
         raise ConfigError(f"Refused to write {', '.join(bad)} to {path}: the value holds a control character or a space.")
     target = path.resolve()
     try:
@@ -1382,6 +1411,7 @@ class Connections:
         self.workers = workers
         self.notify = notify  # one line for the user, from any thread (Screen.tell)
         self.gate = threading.BoundedSemaphore(workers)
+        self.closing = threading.Event()  # the run is ending: no request starts after this
         self.pace = Pace(rate)
         self._sessions: dict[tuple, requests.Session] = {}  # by (scheme, host)
         self._minters: dict[tuple, Minter] = {}
@@ -1433,7 +1463,7 @@ def checked_token_answer(body: dict, what: str) -> dict:
     tokens = [body.get("access_token"), body.get("refresh_token")]
     for token in tokens:
         remember_secret(token if isinstance(token, str) else None)
-    if any(token is not None and (not isinstance(token, str) or not token.isprintable() or any(c.isspace() for c in token))
+    if any(token is not None and (not isinstance(token, str) or not token.isprintable() or has_space(token))
            for token in tokens):
         raise ApiError(f"The answer to {what} held a token with a control character or a space, so it was refused and "
                        "nothing was saved. Check WEBEX_API_BASE_URL: that is not how Webex answers.")
@@ -1537,7 +1567,7 @@ class WebexClient:
         self.sleeper = sleeper  # called with (seconds, reason) for every wait before a retry
         self.on_token_renewed = None  # called with the env values a renewal or mint changed, and how
         self.session = connections.session_for(settings.base_url)
-        self.gate = connections.gate
+        self.gate, self.closing = connections.gate, connections.closing
         self.minter = connections.minter_for(settings, self.timeouts)
         self.token_state = "ok"  # ok, renewed, minted
         self._lock = threading.Lock()
@@ -1621,6 +1651,8 @@ class WebexClient:
 
     def _send(self, method: str, path: str, payload: dict | None, token: str) -> requests.Response:
         with self.gate:  # --workers bounds the requests in flight across every org
+            if self.closing.is_set():  # a read still waiting its turn when the run ends is not sent
+                raise NotSent("The run ended before this request was sent.")
             return bounded_request(self.session, method, self.settings.base_url + path, self.timeouts, json=payload,
                                    headers={"Authorization": f"Bearer {token}"})
 
@@ -2378,12 +2410,13 @@ class State:
 
 def fetch_state(client: WebexClient, known_schemas: dict | None = None) -> State:
     """Sources, and schemas side by side unless known; schemas failing still leaves the sources."""
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        sources = pool.submit(client.list_sources)
-        schemas = pool.submit(client.list_schemas) if known_schemas is None else None
-        items = sources.result()
-        warnings, schema_map = [], known_schemas or {}
-        if schemas:
+    warnings, schema_map = [], known_schemas or {}
+    if known_schemas is not None:  # a fleet's org: the fleet reads the schemas once
+        items = client.list_sources()
+    else:
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            schemas = pool.submit(client.list_schemas)
+            items = client.list_sources()
             try:
                 schema_map = {s["id"]: s for s in schemas.result()}
             except ApiError as exc:
@@ -2532,8 +2565,10 @@ class Org:
 
     def save_snapshot(self) -> None:
         """What was just read, for the next run to show at once: the views with their claims and
-        fingerprints, never a raw token (the raw answers go through redact). Not a record."""
-        views = [{**{k: v for k, v in vars(view).items() if k != "raw"}, "raw": redact(view.raw)} for view in self.state.views]
+        fingerprints, never a raw token (the raw answers go through redact, and keep the token's
+        fingerprint; its claims are the view's). Not a record."""
+        views = [{**{k: v for k, v in vars(view).items() if k != "raw"},
+                  "raw": {k: v for k, v in redact(view.raw).items() if k != "jwsTokenClaims"}} for view in self.state.views]
         schemas = self.state.schemas
         if not schemas:  # a rotation reads no schemas: keep the ones the last snapshot had
             try:
@@ -2694,6 +2729,7 @@ class Fleet:
         self.schemas: dict[str, dict] | None = None  # the Service App's, read once per run
         self._unsaved = False  # read since the snapshots were last saved
         self._verifiers: dict[tuple, TokenVerifier] = {}
+        self._reading: ThreadPoolExecutor | None = None  # the reads under way, so that leaving can drop the rest
 
     @classmethod
     def load(cls, env_files, records_dir, connections: Connections, sleeper) -> Fleet:
@@ -2752,6 +2788,7 @@ class Fleet:
         offboarding), beside the first org's list, with its token."""
         readers = [org for org in self.orgs if org.client]
         with ThreadPoolExecutor(max_workers=max(1, min(len(self.orgs) + 1, MAX_WORKERS))) as pool:
+            self._reading = pool
             asked = pool.submit(readers[0].client.list_schemas) if readers and not writing and self.schemas is None else None
             list(pool.map(lambda org: org.fetch(writing, self.schemas or {}), self.orgs))
             if asked:
@@ -2765,6 +2802,13 @@ class Fleet:
                 org.state.schemas = self.schemas or {}
         self._unsaved = True
         return self
+
+    def stop_reading(self) -> None:
+        """The run is ending: the orgs not yet asked are not asked, and those on their way finish
+        within their timeout. Otherwise a thousand orgs still loading would hold the exit for minutes."""
+        self.connections.closing.set()
+        if self._reading:
+            self._reading.shutdown(wait=False, cancel_futures=True)
 
     def save_snapshots(self, in_background: bool = False) -> None:
         """A snapshot of each org read since the last save; one that cannot be written is only a
@@ -4191,6 +4235,11 @@ class FleetMenu:
 
     def rotate_urgent(self, now: datetime) -> None:
         screen, fleet = self.screen, self.fleet
+        if not all(org.fresh.is_set() for org in fleet.orgs):  # a rotation sends what Webex has now, never a snapshot
+            screen.tell("Reading every org from Webex first...")
+            for org in fleet.orgs:
+                org.fresh.wait()
+            now = datetime.now(UTC)
         pairs = [(org, v) for org, v in fleet.entries(now) if v.active and needs_rotation(v, now, 60)]
         if not pairs:
             screen.print("Nothing active expires within the hour in any org.")
@@ -4220,12 +4269,13 @@ def fetch_in_background(fleet: Fleet, writing: bool):
     return pending
 
 
-def warm_menu_imports(pending) -> None:
-    """questionary always; pyjwt's crypto too while Webex has not answered yet (the first
-    signature check needs it, and loading it costs nothing while we wait)."""
+def warm_menu_imports(awaited) -> None:
+    """questionary always; pyjwt's crypto too while the startup fetch is awaited and has not come
+    (the first signature check needs it, and loading it costs nothing while we wait). The overview
+    from snapshots awaits nothing, and shows no signature."""
     import questionary  # noqa: F401
 
-    if not pending.done():
+    if awaited is not None and not awaited.done():
         import jwt.algorithms  # noqa: F401
 
 
@@ -4555,16 +4605,18 @@ def run(args, screen: Screen) -> int:
             if org.trail:
                 ensure_records_dir(org.trail.dir)
     pending = fetch_in_background(fleet, writing)
-    screen.load()
-    show_refresh_token_warnings(screen, fleet, in_output=args.rotate_expiring is not None and not args.json)
-    if mode == "menu":
-        warm_menu_imports(pending)
-    end_of_startup(None if overview_first else pending)
-    if args.save_list:
-        save_lists(screen, fleet)
     try:
+        screen.load()
+        show_refresh_token_warnings(screen, fleet, in_output=args.rotate_expiring is not None and not args.json)
+        awaited = None if overview_first else pending  # the overview from snapshots does not wait for Webex
+        if mode == "menu":
+            warm_menu_imports(awaited)
+        end_of_startup(awaited)
+        if args.save_list:
+            save_lists(screen, fleet)
         return MODES[mode](screen, fleet, args)
     finally:
+        fleet.stop_reading()
         fleet.save_snapshots()  # after the output, so it comes no later for them
 
 

@@ -509,3 +509,41 @@ def test_the_overview_opens_from_snapshots_then_shows_the_fresh_answer(app, fake
     assert "Globex New" in term.wait_for("Back to all orgs")
     term.choose("Quit")
     assert term.exit_code() == 0
+
+
+def test_quitting_the_overview_does_not_wait_for_the_orgs_still_to_be_read(app, fake):
+    orgs = [fake, *(fake.add_org() for _ in range(5))]
+    for number, org in enumerate(orgs):
+        org.add_source(audience=f"Org {number}", expires_in=20 * 3600)
+        app.org(f"org{number}", org)
+    assert app.run("--list").returncode == 0  # leaves the snapshots
+    for org in orgs:
+        org.fail("GET", "/v1/dataSources/", None, delay=2)  # every org slow: one at a time, 12 s for all
+    term = app.terminal("--workers", "1")
+    menu_ready(term)  # drawn from the snapshots
+    term.choose("Quit")
+    assert term.exit_code() == 0
+    asked = sum(len(org.requests("GET", "/v1/dataSources/")) for org in orgs) - len(orgs)  # beyond the first --list
+    assert asked <= 2  # the read on its way (and perhaps the next), never the rest
+
+
+def test_rotating_from_the_overview_waits_for_the_fresh_read_and_never_sends_a_snapshot(app, fake):
+    globex = fake.add_org()
+    fake.add_source(audience="Acme", expires_in=20 * 3600)
+    source = globex.add_source(audience="Globex", expires_in=600)
+    app.org("acme", fake)
+    app.org("globex", globex)
+    assert app.run("--list").returncode == 0  # the snapshot has the old URL
+    source["url"] = "https://dap.example.com/moved-since"
+    globex.issue(source)
+    globex.fail("GET", "/v1/dataSources/", None, delay=3)
+    term = app.terminal()
+    menu_ready(term)
+    term.choose("Rotate everything expiring")
+    term.wait_for(r"Rotate 1 token\(s\) in 1 org\(s\) now\?")
+    term.press("enter")
+    term.wait_for(r"Rotated 1, skipped 0, failed 0")
+    [put] = globex.requests("PUT")
+    assert json.loads(put.body)["url"] == "https://dap.example.com/moved-since"
+    term.choose("Quit")
+    assert term.exit_code() == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import io
 import json
 import os
 import stat
@@ -93,6 +94,28 @@ def test_validate_url_never_crashes_and_accepts_only_https_without_spaces(ds, te
     assert verdict is True or (isinstance(verdict, str) and verdict)
     if verdict is True:
         assert text.lower().startswith("https://") and not any(ch.isspace() for ch in text) and "@" not in text
+
+
+ENV_PIECES = st.sampled_from(["KEY", "WEBEX_ORG_NAME", "A_1", "=", "value", "x#y", " ", "\t", "#", "'", '"', "\\", "export ",
+                              "\n", "\r\n", "\r", "\x0c", "\x1f", "\u2028", "é", "$HOME", "\ufeff", "\x00"])
+
+
+@given(st.lists(ENV_PIECES, max_size=30).map("".join))
+@settings(max_examples=500, deadline=None)
+@example("WEBEX_ORG_NAME=acme\r\n# a comment with KEY=x\r\nKEY=a=b\n\nEMPTY=\n")
+@example("KEY=value # not a comment here\nKEY2=x#y\n")
+def test_reading_an_env_file_gives_what_python_dotenv_gives(ds, tmp_path_factory, text):
+    """A plain file is split at once and any other goes to python-dotenv: both must read alike."""
+    from dotenv.parser import parse_stream
+
+    path = tmp_path_factory.mktemp("env") / "org.env"
+    path.write_text(text, encoding="utf-8")
+    bindings = list(parse_stream(io.StringIO(text.removeprefix("\ufeff"))))
+    if any(binding.error for binding in bindings):
+        with pytest.raises(ds.ConfigError, match="is not KEY=value"):
+            ds.read_env_file(path)
+        return
+    assert ds.read_env_file(path) == {binding.key: binding.value or "" for binding in bindings if binding.key}
 
 
 @given(st.text(max_size=12))
