@@ -62,10 +62,10 @@ import stat
 import tempfile
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -84,6 +84,7 @@ from requests.adapters import HTTPAdapter
 
 VERSION = "1.0.0"
 SCRIPT_DIR = Path(__file__).resolve().parent
+SHARED_ENV_FILE = SCRIPT_DIR / ".env"  # beside the script: the one settings file, or what several orgs share
 
 DEFAULT_BASE_URL = "https://webexapis.com/v1"
 DEFAULT_AUDIENCE = "BYODS"
@@ -126,8 +127,11 @@ RETRY_WAIT_CAP = 60.0
 RETRY_BUDGET = 120.0
 BACKOFF_BASE = 0.5
 MIN_PACE = 0.2  # requests a second: the slowest a run of 429s brings the pace down to
-PACE_WINDOW = 50  # requests: how far back the pace reached is measured when a 429 comes
-PACE_RECOVERY = 5.0  # requests a second gained back each second after a 429
+PACE_UNDER = 0.9  # after a 429 the run goes on at this share of what Webex let through just before
+PACE_RECOVERY = 5.0  # requests a second regained each second, up to just under the limit learned
+PACE_PROBE = 0.005  # above that, this share a second: probing, in case Webex raised its limit
+PACE_MEMORY = 60.0  # seconds: how far back what went through is kept (a Retry-After is at most a minute)
+PACE_EVIDENCE = 20  # requests: fewer through before a 429 teach nothing of the limit (others may be using it up)
 
 TOKEN_PLACEHOLDER = "paste-your-service-app-access-token-here"
 READ_SCOPE, WRITE_SCOPE = "spark-admin:datasource_read", "spark-admin:datasource_write"
@@ -657,12 +661,12 @@ def read_env_file(path: Path) -> dict[str, str]:
     of plain lines only (no quotes, spaces, # or backslashes in a value: an org's file, as the tool
     writes it) is split at once; python-dotenv reads any other, as it reads every one the same."""
     try:
-        text = path.read_text(encoding="utf-8").removeprefix("\ufeff")
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return {}
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"Cannot read {path}: {exc}. Make it a readable UTF-8 text file.") from None
-    lines = _LINE_END.split(text)
+    lines = _LINE_END.split(text.removeprefix("\ufeff"))  # python-dotenv leaves out a BOM too
     if all(map(_PLAIN_ENV_LINE.fullmatch, lines)):  # a thousand orgs' files are read at every start
         return dict(line.split("=", 1) for line in lines if "=" in line and not line.lstrip().startswith("#"))
     values = {}
@@ -735,7 +739,7 @@ def file_digest(path: Path) -> str:
 @functools.cache
 def shared_env() -> dict[str, str]:
     """The shared .env beside the script, read once per run however many orgs there are."""
-    return read_env_file(SCRIPT_DIR / ".env")
+    return read_env_file(SHARED_ENV_FILE)
 
 
 def file_identity(path: Path) -> tuple[int, int] | None:
@@ -749,7 +753,7 @@ def file_identity(path: Path) -> tuple[int, int] | None:
 
 @functools.cache
 def shared_env_identity() -> tuple[int, int] | None:
-    return file_identity(SCRIPT_DIR / ".env")
+    return file_identity(SHARED_ENV_FILE)
 
 
 def is_shared_env(path: Path) -> bool:
@@ -774,8 +778,7 @@ def layered_values(path: Path, layered: bool, environment: dict[str, str],
     An org's file may not set a shared key: they decide where every org's secrets are sent.
     own: the org's values when its file is still to be written (onboarding)."""
     if layered:  # later layers win: environment, then the shared .env, then the org's own file
-        shared = SCRIPT_DIR / ".env"
-        layers = [(None, environment), (shared, {} if is_shared_env(path) else shared_env())]
+        layers = [(None, environment), (SHARED_ENV_FILE, {} if is_shared_env(path) else shared_env())]
         layers = [(origin, {k: v for k, v in layer.items() if k not in PER_ORG_KEYS}) for origin, layer in layers]
         own = read_env_file(path) if own is None else own
         if trespass := sorted(key for key in own if key in SHARED_KEYS):
@@ -791,11 +794,11 @@ def layered_values(path: Path, layered: bool, environment: dict[str, str],
     return values, origins
 
 
-def load_settings(env_file: str | None, records_dir: str | None, layered: bool = False, environment: dict | None = None,
+def load_settings(env_file: str | Path | None, records_dir: str | None, layered: bool = False, environment: dict | None = None,
                   own: dict[str, str] | None = None) -> Settings:
     """One org's profile. layered: one of several org files, read over the shared .env. own: the
     values of an org file that onboarding is about to write."""
-    path = Path(env_file) if env_file else SCRIPT_DIR / ".env"
+    path = Path(env_file) if env_file else SHARED_ENV_FILE
     if env_file and own is None and not path.is_file():
         raise ConfigError(f"The env file {path} does not exist. Copy .env.sample to it, or drop --env-file.")
     values, origins = layered_values(path, layered, webex_environment() if environment is None else environment, own)
@@ -911,8 +914,13 @@ def issuer_list(text: str) -> list[str]:
 def records_folder(flag: str | None, configured: str, org_name: str | None) -> Path:
     """--records-dir as given; WEBEX_RECORDS_DIR from beside the script (an absolute path stays as
     it is); with several orgs, each has its own folder inside."""
-    base = Path(flag) if flag else SCRIPT_DIR / (configured or "records")
+    base = records_base(flag, configured)
     return base / org_name if org_name else base
+
+
+@functools.cache  # a thousand orgs usually share one
+def records_base(flag: str | None, configured: str) -> Path:
+    return Path(flag) if flag else SCRIPT_DIR / (configured or "records")
 
 
 @dataclass(frozen=True)
@@ -984,7 +992,7 @@ def onboarding_profile(org_id: str, name: str | None, records_dir: str | None) -
     once, and its file is reused whatever name is asked for later. What is missing is bad usage."""
     if missing := [key for key in ("WEBEX_SOURCE_URL", *MINT_KEYS) if key != "WEBEX_TARGET_ORG_ID" and not shared_value(key)]:
         raise ConfigError(f"Onboarding mints the org's token and registers its source from a template: set {', '.join(missing)} "
-                          f"in {SCRIPT_DIR / '.env'} or the environment (see the README, Customers joining and leaving).")
+                          f"in {SHARED_ENV_FILE} or the environment (see the README, Customers joining and leaving).")
     known = onboarded_as(org_id)
     if known and name and name != known.name:
         raise ConfigError(f"Org {org_id} is onboarded already, as {known.name} ({known.path}): leave out --org-name, or give "
@@ -1000,12 +1008,12 @@ def onboarding_profile(org_id: str, name: str | None, records_dir: str | None) -
 def load_profiles(env_files: list[str] | None, records_dir: str | None) -> list[tuple[str, Settings | ConfigError]]:
     """(org name, profile) per env file; a profile that cannot be read is its error, so the others
     go on. A missing file or two files naming the same org stop everything (bad usage)."""
-    paths = list(dict.fromkeys(Path(f) for f in env_files)) if env_files else [SCRIPT_DIR / ".env"]
+    paths = list(dict.fromkeys(Path(f) for f in env_files)) if env_files else [SHARED_ENV_FILE]
     profiles, environment = [], webex_environment()
     for path in paths:
         try:
             layered = len(paths) > 1 or is_org_file(path)
-            settings = load_settings(str(path) if env_files else None, records_dir, layered, environment)
+            settings = load_settings(path if env_files else None, records_dir, layered, environment)
             profiles.append((settings.org_name, settings))
         except ConfigError as exc:
             if not path.is_file() and env_files:
@@ -1349,19 +1357,24 @@ def source_path(*ids: str) -> str:
 
 class Pace:
     """One pace for every request of the run: Webex limits the Service App as a whole, across all
-    the orgs it serves. A 429 pauses every worker of every org for its Retry-After; the run then
-    goes on at half the pace it had reached, which recovers gradually (additive increase,
-    multiplicative decrease). per_minute (--rate) caps it from the start; without it there is no
-    cap until the first 429."""
+    the orgs it serves. A 429 pauses every worker of every org for its Retry-After, and teaches the
+    run the limit: what Webex let through just before (over the Retry-After, a second at least).
+    The run goes on a little under it, climbs back to just under it quickly, then creeps above it
+    slowly in case the limit was raised: each 429 costs everyone a pause, so they stay rare. A 429
+    after a mere trickle teaches nothing (another run may be using the limit up): it is only a
+    pause. per_minute (--rate) caps it from the start; without it there is no cap until the
+    first 429 that teaches the limit."""
 
     def __init__(self, per_minute: float | None = None):
         self.cap = per_minute / 60 if per_minute else None  # requests a second
         self.rate = self.cap
+        self.limit: float | None = None  # requests a second that Webex let through, as the last 429 taught
         self.throttled = 0  # the 429s met
         self.slowest: float | None = None  # the lowest pace the run came down to
         self._lock = threading.Lock()
+        self._started = time.monotonic()
         self._next_turn = self._paused_until = 0.0
-        self._sent: list[float] = []  # when the last requests went out, to measure the pace reached
+        self._through: deque[float] = deque()  # when requests went through, over the last PACE_MEMORY seconds
 
     def turn(self) -> None:
         """Wait for this request's turn."""
@@ -1370,12 +1383,11 @@ class Pace:
             at = max(now, self._paused_until, self._next_turn if self.rate else now)
             if self.rate:
                 self._next_turn = at + 1 / self.rate
-            self._sent = [*self._sent[-PACE_WINDOW:], at]
         if at > now:
             time.sleep(at - now)
 
     def slow_down(self, pause: float) -> None:
-        """A 429: everyone pauses; the pace halves, once for each burst of 429s."""
+        """A 429: everyone pauses, and the pace goes under what Webex let through, once a burst."""
         with self._lock:
             now = time.monotonic()
             self.throttled += 1
@@ -1383,23 +1395,32 @@ class Pace:
                 self._paused_until = max(self._paused_until, now + pause)
                 return
             self._paused_until = now + pause
-            span = self._sent[-1] - self._sent[0] if len(self._sent) > 1 else 0
-            reached = (len(self._sent) - 1) / span if span > 0 else 1.0
-            self.rate = max(MIN_PACE, min(self.rate or reached, reached) / 2)
-            self.slowest = min(self.slowest or self.rate, self.rate)
+            span = max(1.0, min(pause, PACE_MEMORY, now - self._started))
+            if (let_through := sum(1 for moment in self._through if moment > now - span)) >= PACE_EVIDENCE:
+                self.limit = let_through / span
+                self.rate = max(MIN_PACE, min(self.rate or math.inf, self.limit) * PACE_UNDER)
+                self.slowest = min(self.slowest or self.rate, self.rate)
 
     def went_through(self) -> None:
-        """A request that was not limited: the pace recovers by about PACE_RECOVERY requests a second, each second."""
+        """A request that was not limited: remembered, and the pace regains ground (PACE_RECOVERY
+        requests a second each second up to just under the limit learned, PACE_PROBE above)."""
         with self._lock:
-            if self.rate and self.throttled:
-                self.rate = min(self.rate + PACE_RECOVERY / self.rate, self.cap or math.inf)
+            now = time.monotonic()
+            self._through.append(now)
+            while self._through[0] < now - PACE_MEMORY:
+                self._through.popleft()
+            if self.rate and self.limit:
+                near = self.limit * (1 + PACE_UNDER) / 2
+                self.rate = min(self.rate + (PACE_RECOVERY / self.rate if self.rate < near else PACE_PROBE), self.cap or math.inf)
 
     def summary(self) -> str | None:
-        """For the run's summary: the 429s met and the pace reached, when it was limited at all."""
+        """For the run's summary: the 429s met, the limit learned and the pace reached, when it was limited at all."""
         if not self.throttled:
             return f"Paced at {self.cap * 60:g} requests a minute (--rate)." if self.cap else None
-        return (f"Webex limited the rate {self.throttled} time(s): the run slowed to {self.slowest * 60:.0f} requests a minute "
-                f"at the slowest and ended at {self.rate * 60:.0f}.")
+        if not self.limit:
+            return f"Webex limited the rate {self.throttled} time(s); the run paused each time as it asked."
+        return (f"Webex limited the rate {self.throttled} time(s), letting about {self.limit * 60:.0f} requests a minute "
+                f"through: the run slowed to {self.slowest * 60:.0f} a minute at the slowest and ended at {self.rate * 60:.0f}.")
 
 
 class Connections:
@@ -2147,6 +2168,11 @@ def redact(value):
     return value
 
 
+def unwritable(records_dir: Path, exc: OSError) -> RecordError:
+    return RecordError(f"Cannot write records to {records_dir} ({exc.strerror or exc}). Nothing was sent. "
+                       "Fix the folder's permissions, or choose another with --records-dir or WEBEX_RECORDS_DIR.")
+
+
 def ensure_records_dir(records_dir: Path) -> None:
     """Fail before anything is sent if a record could not be written: a real write, synced, so
     that a full disk fails here and not after Webex has changed something."""
@@ -2157,10 +2183,7 @@ def ensure_records_dir(records_dir: Path) -> None:
             probe.flush()
             os.fsync(probe.fileno())
     except OSError as exc:
-        raise RecordError(
-            f"Cannot write records to {records_dir} ({exc.strerror or exc}). Nothing was sent. "
-            "Fix the folder's permissions, or choose another with --records-dir or WEBEX_RECORDS_DIR."
-        ) from None
+        raise unwritable(records_dir, exc) from None
 
 
 def write_record(records_dir: Path, name: str, content: dict) -> Path:
@@ -2192,8 +2215,11 @@ class OrgLock:
             if self._holders:
                 self._holders += 1
                 return True
-            make_private_folder(self.path.parent)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                make_private_folder(self.path.parent)
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            except OSError as exc:
+                raise unwritable(self.path.parent, exc) from None
             deadline = time.monotonic() + wait
             while True:
                 try:
@@ -2236,9 +2262,17 @@ class Trail:
     org_id: str | None = None  # the list's orgId, else the token's org claim, else WEBEX_TARGET_ORG_ID
     lock_wait: float = DEFAULT_LOCK_WAIT
     lock: OrgLock = field(init=False)
+    checked: bool = field(default=False, init=False)  # the folder took a real write in this run
 
     def __post_init__(self) -> None:
         self.lock = OrgLock(self.dir, self.lock_wait)
+
+    def ensure(self) -> None:
+        """Before the run's first write to the org: can a record be written there? A real write,
+        once a run; after that, each write's own marker is the check (mark_pending)."""
+        if not self.checked:
+            ensure_records_dir(self.dir)
+            self.checked = True
 
     @property
     def pending_dir(self) -> Path:
@@ -2246,17 +2280,23 @@ class Trail:
 
     def mark_pending(self, operation: str, source_id, payload) -> Path:
         """Before a write is sent: what is about to be sent, made durable, so that even after a
-        SIGKILL or a power loss the next run knows to look. Removed once the record is written."""
-        make_private_folder(self.pending_dir)
+        SIGKILL or a power loss the next run knows to look. Removed once the record is written. A
+        marker that cannot be written stops the write: nothing is sent that could go unrecorded."""
         content = {"operation_type": operation, "data_source_id": source_id, "configuration": payload,
                    "marked_timestamp": now_iso(), "org_name": self.org_name, "org_id": self.org_id}
         path = self.pending_dir / f"{file_timestamp()}_{operation}_{file_safe(source_id or 'new')}.json"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(scrub(json.dumps(redact(content), ensure_ascii=False, default=str)))
-            handle.flush()
-            os.fsync(handle.fileno())
-        sync_folder(self.pending_dir)
+        try:
+            make_private_folder(self.pending_dir)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(scrub(json.dumps(redact(content), ensure_ascii=False, default=str)))
+                handle.flush()
+                os.fsync(handle.fileno())
+            sync_folder(self.pending_dir)
+        except OSError as exc:
+            with suppress(OSError):
+                path.unlink()  # half a marker is none
+            raise unwritable(self.dir, exc) from None
         return path
 
     def pending(self) -> list[Path]:
@@ -2565,10 +2605,10 @@ class Org:
 
     def save_snapshot(self) -> None:
         """What was just read, for the next run to show at once: the views with their claims and
-        fingerprints, never a raw token (the raw answers go through redact, and keep the token's
-        fingerprint; its claims are the view's). Not a record."""
+        their token's fingerprint, never a raw token. Nothing else of the raw answer is kept: what
+        is shown from it (details, a rotation's payload) always comes from a fresh read. Not a record."""
         views = [{**{k: v for k, v in vars(view).items() if k != "raw"},
-                  "raw": {k: v for k, v in redact(view.raw).items() if k != "jwsTokenClaims"}} for view in self.state.views]
+                  "raw": {k: v for k, v in redact(view.raw).items() if k == "jwsTokenFingerprint"}} for view in self.state.views]
         schemas = self.state.schemas
         if not schemas:  # a rotation reads no schemas: keep the ones the last snapshot had
             try:
@@ -2870,14 +2910,14 @@ class Fleet:
                 rows.append(OrgRow(org.name, False, 0, 0, 0, None, org.token_state, problem, org.refused, isinstance(org.problem, Busy),
                                    withdrawn=isinstance(org.problem, NotAuthorized)))
                 continue
-            sources = self.rows(now, org)
-            active = [r for r in sources if r.active and r.seconds_left is not None]
+            views = org.state.views  # counted as they are: only the soonest needs a whole row
+            timed = [(left, view) for view in views if view.active and (left := seconds_left(view, now)) is not None]
+            soonest = min(timed, key=lambda pair: pair[0], default=None)
             as_of = f"{duration_text((now - org.read_at).total_seconds())} ago" if org.read_at else None
             rows.append(OrgRow(
-                org.name, True, len(sources), sum(r.seconds_left <= 0 for r in active),
-                sum(0 < r.seconds_left < EXPIRING_SOON_SECONDS for r in active),
-                min(active, key=lambda r: r.seconds_left, default=None), org.token_state, None, as_of=as_of,
-                active=sum(r.active for r in sources),
+                org.name, True, len(views), sum(left <= 0 for left, _ in timed), sum(0 < left < EXPIRING_SOON_SECONDS for left, _ in timed),
+                source_row(org, None, soonest[1], None, now) if soonest else None, org.token_state, None, as_of=as_of,
+                active=sum(view.active for view in views),
             ))
         return rows
 
@@ -3137,6 +3177,7 @@ def rotation_json(results: list[WriteResult], skipped: int, org_count: int, unre
         "orgs_unreadable": unreadable,
         "throttled": pace.throttled,
         "slowest_per_minute": round(pace.slowest * 60) if pace.slowest else None,
+        "limit_per_minute": round(pace.limit * 60) if pace.limit else None,
     }
 
 
@@ -3581,11 +3622,10 @@ def prompt_token() -> str:
 
 
 def write_operation(trail: Trail, operation: str, source_id, payload, send, look_up=None) -> WriteResult:
-    """Every write: hold the org's lock, check the record can be written, leave a durable marker
-    of what is about to be sent, send, record success or failure, remove the marker. A run that
-    dies on the way leaves the marker for the next one (resolve_pending). look_up(error) settles
-    a write whose answer was lost: (reconciled, view found or None)."""
-    ensure_records_dir(trail.dir)
+    """Every write: hold the org's lock, leave a durable marker of what is about to be sent (the
+    proof that a record can be written), send, record success or failure, remove the marker. A
+    run that dies on the way leaves the marker for the next one (resolve_pending). look_up(error)
+    settles a write whose answer was lost: (reconciled, view found or None)."""
     if STOP:
         stopped = NotSent(f"The run was stopped before this {operation} was sent.")
         return WriteResult(operation, source_id, False, trail.org_name, error=stopped)
@@ -3749,8 +3789,8 @@ def rotate_many(pairs, lifetime, workers, on_result) -> list[WriteResult]:
     """Rotate (org, view) pairs concurrently with one bounded pool for the whole fleet. If the run
     is told to stop (Ctrl-C, SIGTERM, SIGHUP), nothing more is sent, and the writes in flight
     finish, are recorded and come back with the others. A crash in one is that source's failure."""
-    for trail_dir in {org.trail.dir for org, _ in pairs}:
-        ensure_records_dir(trail_dir)
+    for org, _ in pairs:
+        org.trail.ensure()
     results, taken = [], set()
     pool = ThreadPoolExecutor(max_workers=workers)
     futures = {pool.submit(rotate_source, org.client, org.trail, view, lifetime): (org, view) for org, view in pairs}
@@ -4603,7 +4643,7 @@ def run(args, screen: Screen) -> int:
     if writing or args.save_list:  # before anything is sent
         for org in fleet.orgs:
             if org.trail:
-                ensure_records_dir(org.trail.dir)
+                org.trail.ensure()
     pending = fetch_in_background(fleet, writing)
     try:
         screen.load()

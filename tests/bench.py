@@ -264,7 +264,7 @@ def fleet_overview(folder: Path) -> tuple[float, int, int]:
 
 def big_fleet_rotation(folder: Path, rate: int | None) -> dict:
     """1000 orgs x 3 sources, all expiring, 50 ms a request, one fake serving every org with the
-    Service App's limit: 6000 a minute (100 in any second)."""
+    Service App's limit: 6000 a minute (a bucket refilled 100 a second, holding 100 at most)."""
     fake = FakeWebex(latency=0.05).start()
     files = fleet_files(fake, 1000, 3, 600, folder)
     fake.limit_per_second = 100

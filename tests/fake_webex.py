@@ -212,7 +212,8 @@ class FakeWebex:
         self.max_in_flight = 0
         self.limit_per_second: int | None = None  # the Service App's rate limit, across every org on this server
         self.limited = 0  # how many 429s the limit answered
-        self._recent: list[float] = []
+        self._allowance: float | None = None  # the limit's bucket: requests it would let through now
+        self._refilled = 0.0
         self.lock = threading.Condition()
         if serve:
             self.api = self._server("api", tls_context)
@@ -465,16 +466,20 @@ class FakeWebex:
                 self.lock.notify_all()
 
     def over_the_limit(self) -> bool:
-        """Webex limits the Service App as a whole: more than limit_per_second in the last second is a 429."""
+        """Webex limits the Service App as a whole, "N a minute", enforced as gateways do: a bucket
+        that refills evenly at limit_per_second and holds one second's worth at most. A burst
+        beyond that is a 429; an even stream just under the limit always fits."""
         if self.limit_per_second is None:
             return False
         with self.lock:
             now = time.monotonic()
-            self._recent = [t for t in self._recent if t > now - 1.0]
-            if len(self._recent) >= self.limit_per_second:
+            held = self.limit_per_second if self._allowance is None else self._allowance
+            self._allowance = min(self.limit_per_second, held + (now - self._refilled) * self.limit_per_second)
+            self._refilled = now
+            if self._allowance < 1:
                 self.limited += 1
                 return True
-            self._recent.append(now)
+            self._allowance -= 1
             return False
 
     def apply_fault(self, handler, fault: Fault) -> None:

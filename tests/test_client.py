@@ -320,3 +320,36 @@ def test_a_connect_timeout_is_one_sentence_and_nothing_was_sent(ds, make_client)
     finally:
         for sock in [*fillers, listener]:
             sock.close()
+
+
+# -- one pace for the run -------------------------------------------------------------------------
+
+
+def test_a_429_after_real_traffic_teaches_the_limit_and_the_pace_goes_on_just_under_it(ds):
+    pace = ds.Pace()
+    for _ in range(80):  # what Webex let through in the second before it said 429
+        pace.went_through()
+    pace.slow_down(1.0)
+    assert pace.limit == 80 and pace.rate == pytest.approx(72) and pace.slowest == pytest.approx(72)
+    for _ in range(200):  # climbs back fast to just under the limit (95 %), then creeps above it
+        pace.went_through()
+    assert 76 <= pace.rate < 78 and "letting about 4800 requests a minute through" in pace.summary()
+
+
+def test_a_429_after_a_trickle_is_only_a_pause(ds):
+    pace = ds.Pace()
+    for _ in range(3):  # another run may be using the limit up: three requests say nothing of it
+        pace.went_through()
+    pace.slow_down(1.0)
+    assert pace.limit is None and pace.rate is None and pace.throttled == 1
+    assert pace.summary() == "Webex limited the rate 1 time(s); the run paused each time as it asked."
+
+
+def test_rate_caps_the_pace_even_after_the_limit_is_learned(ds):
+    pace = ds.Pace(per_minute=600)
+    for _ in range(50):
+        pace.went_through()
+    pace.slow_down(1.0)
+    for _ in range(500):
+        pace.went_through()
+    assert pace.rate == pytest.approx(10)  # the cap, not the 50 a second Webex let through
