@@ -338,7 +338,7 @@ def startup_driver(tmp_path):
         "        print('when rich began:', workers, done, 'collector on:', gc.isenabled(), file=sys.stderr, flush=True)\n"
         "sys.addaudithook(hook)\n"
         "atexit.register(lambda: print('at the end: collector on:', gc.isenabled(), 'frozen:', gc.get_freeze_count() > 0,\n"
-        "                              file=sys.stderr, flush=True))\n"
+        "                              'young:', gc.get_threshold()[0], file=sys.stderr, flush=True))\n"
         f"sys.argv = [{str(SCRIPT)!r}, *sys.argv[1:]]\n"
         f"runpy.run_path({str(SCRIPT)!r}, run_name='__main__')\n"
     )
@@ -368,7 +368,7 @@ def test_the_collector_works_again_in_the_menu(fake, env_file, tmp_path):
     term.choose("Quit")
     assert term.exit_code() == 0
     assert "collector on: False" in term.plain_transcript()
-    assert "at the end: collector on: True frozen: True" in term.plain_transcript()
+    assert "at the end: collector on: True frozen: True young: 10000" in term.plain_transcript()
 
 
 def write_records(records, count: int, start: datetime, step: timedelta, source_id: str = "src-1") -> list:
