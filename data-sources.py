@@ -2188,7 +2188,7 @@ def ensure_records_dir(records_dir: Path) -> None:
 
 def write_record(records_dir: Path, name: str, content: dict) -> Path:
     """Write {name}_{TS}.json, never over another (in the same microsecond: the next timestamp).
-    Callers check the folder with ensure_records_dir before they send anything."""
+    Before anything is sent, callers know the folder takes a write (Trail.ensure, the write's marker)."""
     text = scrub(json.dumps(redact(content), indent=2, ensure_ascii=False, default=str)) + "\n"
     try:
         return write_new_file(records_dir, text, iter(lambda: f"{name}_{file_timestamp()}.json", None))
@@ -2608,7 +2608,8 @@ class Org:
         their token's fingerprint, never a raw token. Nothing else of the raw answer is kept: what
         is shown from it (details, a rotation's payload) always comes from a fresh read. Not a record."""
         views = [{**{k: v for k, v in vars(view).items() if k != "raw"},
-                  "raw": {k: v for k, v in redact(view.raw).items() if k == "jwsTokenFingerprint"}} for view in self.state.views]
+                  "raw": {"jwsTokenFingerprint": fingerprint(token)} if isinstance(token := view.raw.get("jwsToken"), str) else {}}
+                 for view in self.state.views]
         schemas = self.state.schemas
         if not schemas:  # a rotation reads no schemas: keep the ones the last snapshot had
             try:
