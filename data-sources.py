@@ -3312,7 +3312,8 @@ def schemas_table(screen: Screen, schemas: list[dict]):
     return fitted_table(screen, f"Schemas ({len(schemas)})", headers, rows, [])
 
 
-def details_panel(screen: Screen, view: SourceView, schemas: dict, now: datetime, verdict: Verdict | None):
+def details_panel(screen: Screen, view: SourceView, schemas: dict, now: datetime, verdict: Verdict | None, warnings: tuple[str, ...]):
+    """Every field of one source, whole; warnings: its row's (drift from the template among them)."""
     Text = screen.load().Text
     grid = screen.Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
@@ -3341,7 +3342,7 @@ def details_panel(screen: Screen, view: SourceView, schemas: dict, now: datetime
         grid.add_row(label, Text(safe_text(value)))
     if view.claims:
         grid.add_row("Claims", Text(safe_json(view.claims)))
-    for warning in view.warnings:
+    for warning in warnings:
         grid.add_row(Text("Warning", style="yellow"), Text(safe_text(warning), style="yellow"))
     return screen.Panel(grid, title=Text(f"Data source {safe_text(view.short_id)}"), title_align="left")
 
@@ -4098,9 +4099,13 @@ class Menu:
     def view(self, source_id: str) -> None:
         view = self.state.find(source_id)
         now = datetime.now(UTC)
-        self.screen.print(details_panel(self.screen, view, self.state.schemas, now, self.fleet.verdict(self.org, view, now)))
+        self.screen.print(self.details(view, now, self.fleet.verdict(self.org, view, now)))
         if confirm("Update this data source?", False):
             self.update(view)
+
+    def details(self, view: SourceView, now: datetime, verdict: Verdict | None):
+        warnings = next(row.warnings for row in self.fleet.rows(now, self.org) if row.id == view.id)
+        return details_panel(self.screen, view, self.state.schemas, now, verdict, warnings)
 
     def update(self, view: SourceView) -> None:
         screen, schemas = self.screen, self.state.schemas
@@ -4171,7 +4176,7 @@ class Menu:
     def delete(self, _=None) -> None:
         screen, now = self.screen, datetime.now(UTC)
         view = self.state.find(prompt_source(self.state.views, now, "Delete which source?"))
-        screen.print(details_panel(screen, view, self.state.schemas, now, None))
+        screen.print(self.details(view, now, None))
         audience = clip(safe_text(view.audience))
         typed = prompt_text(f"To delete, type its audience ({audience}) or the first 8 characters of its id", "", lambda t: True)
         if not typed or typed not in (view.audience, view.short_id):

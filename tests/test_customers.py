@@ -178,6 +178,11 @@ def test_a_template_url_that_changed_flags_the_source_in_the_table_and_onboard_m
     screen = menu_ready(menu)
     assert f"1 source(s) differ from the onboarding template (see its details): python data-sources.py --onboard {customer.org_id}" \
         in " ".join(screen.split())
+    menu.choose("BYODS · active")
+    details = " ".join(menu.wait_for(r"Update this data source\?").split())
+    assert "Warning differs from the template (WEBEX_SOURCE_*): url 'https://dap.example.com/byods/" in details
+    menu.press("enter")  # No: nothing changes
+    menu_ready(menu)
     menu.choose("Quit")
     assert menu.exit_code() == 0
     fixed = command(app, "--onboard", customer.org_id, "--yes")
