@@ -656,13 +656,16 @@ _PLAIN_ENV_LINE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=[^\s'\"#\\]*|[^\S\r\n]*(#[
 _LINE_END = re.compile(r"\r\n|\r|\n")  # what python-dotenv ends a line with
 
 
-def read_env_file(path: Path) -> dict[str, str]:
-    """KEY=value pairs of an env file; a line that is not one is an error with its number. A file
-    of plain lines only (no quotes, spaces, # or backslashes in a value: an org's file, as the tool
-    writes it) is split at once; python-dotenv reads any other, as it reads every one the same."""
+def read_env_file(path: Path, required: bool = False) -> dict[str, str]:
+    """KEY=value pairs of an env file (none when it is missing, unless required); a line that is
+    not one is an error with its number. A file of plain lines only (no quotes, spaces, # or
+    backslashes in a value: an org's file, as the tool writes it) is split at once; python-dotenv
+    reads any other, as it reads every one the same."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
+        if required:
+            raise ConfigError(f"The env file {path} does not exist. Copy .env.sample to it, or drop --env-file.") from None
         return {}
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"Cannot read {path}: {exc}. Make it a readable UTF-8 text file.") from None
@@ -772,21 +775,20 @@ def webex_environment() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k.startswith("WEBEX_")}
 
 
-def layered_values(path: Path, layered: bool, environment: dict[str, str],
-                   own: dict[str, str] | None = None) -> tuple[dict[str, str], dict[str, Path | None]]:
+def layered_values(path: Path, own: dict[str, str], layered: bool,
+                   environment: dict[str, str]) -> tuple[dict[str, str], dict[str, Path | None]]:
     """The settings for one org, and where each came from (a file, or None for the environment).
-    An org's file may not set a shared key: they decide where every org's secrets are sent.
-    own: the org's values when its file is still to be written (onboarding)."""
+    own: what path holds. An org's file may not set a shared key: they decide where every org's
+    secrets are sent."""
     if layered:  # later layers win: environment, then the shared .env, then the org's own file
         layers = [(None, environment), (SHARED_ENV_FILE, {} if is_shared_env(path) else shared_env())]
         layers = [(origin, {k: v for k, v in layer.items() if k not in PER_ORG_KEYS}) for origin, layer in layers]
-        own = read_env_file(path) if own is None else own
         if trespass := sorted(key for key in own if key in SHARED_KEYS):
             raise ConfigError(f"{path} sets {', '.join(trespass)}, which only the shared .env beside the script or the environment "
                               "may set (they decide where every org's tokens and secrets go): move it there, or remove it.")
         layers.append((path, own))
     else:  # one file: real environment variables win, as they always have
-        layers = [(path, read_env_file(path)), (None, environment)]
+        layers = [(path, own), (None, environment)]
     values, origins = {}, {}
     for origin, layer in layers:
         for key, value in layer.items():
@@ -798,10 +800,9 @@ def load_settings(env_file: str | Path | None, records_dir: str | None, layered:
                   own: dict[str, str] | None = None) -> Settings:
     """One org's profile. layered: one of several org files, read over the shared .env. own: the
     values of an org file that onboarding is about to write."""
-    path = Path(env_file) if env_file else SHARED_ENV_FILE
-    if env_file and own is None and not path.is_file():
-        raise ConfigError(f"The env file {path} does not exist. Copy .env.sample to it, or drop --env-file.")
-    values, origins = layered_values(path, layered, webex_environment() if environment is None else environment, own)
+    path = SHARED_ENV_FILE if not env_file else env_file if isinstance(env_file, Path) else Path(env_file)
+    own = read_env_file(path, required=bool(env_file)) if own is None else own
+    values, origins = layered_values(path, own, layered, webex_environment() if environment is None else environment)
 
     def value(key: str) -> str:
         return values.get(key, "").strip()
