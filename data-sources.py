@@ -2431,6 +2431,11 @@ class WriteResult:
     record_error: RecordError | None = None  # Webex answered, but the record could not be written
     reconciled: str | None = None  # a lost register answer, looked up: created, not_created, unknown
 
+    @property
+    def gone(self) -> bool:
+        """A delete that Webex answered 404: the source was gone already, which is what was wanted."""
+        return self.operation == "delete" and getattr(self.error, "status", None) == 404
+
 
 @dataclass
 class State:
@@ -3122,15 +3127,16 @@ def rotation_line(result: WriteResult, org_label: str | None = None) -> str:
     return safe_text(f"{line}  {result.record_error}" if result.record_error else line)
 
 
-def offboard_line(view: SourceView, result: WriteResult | None, delete: bool) -> str:
-    """One line per source of an org being offboarded, as rotation_line is per rotated source."""
-    where = f"{view.id}  {view.audience or ''}".rstrip()
+def offboard_line(view: SourceView, result: WriteResult | None) -> str:
+    """One line per source of an org being offboarded (None: it was disabled already), as
+    rotation_line is per rotated source."""
     if result is None:
-        line = f"unchanged {where}  (disabled already)"
-    elif result.ok or (delete and result.error.status == 404):
-        line = f"{'deleted' if delete else 'disabled':<9} {where}"
+        word, why = "unchanged", "(disabled already)"
+    elif result.ok or result.gone:
+        word, why = "deleted" if result.operation == "delete" else "disabled", ""
     else:
-        line = f"failed    {where}  {shown(result.error)}"
+        word, why = "failed", shown(result.error)
+    line = f"{word:<9} {view.id}  {view.audience or ''}  {why}".rstrip()
     return safe_text(f"{line}  {result.record_error}" if result and result.record_error else line)
 
 
@@ -3700,7 +3706,7 @@ def delete_source(client, trail, view: SourceView) -> WriteResult:
     """The record keeps the last known configuration, so the source can be registered again."""
     payload = {k: v for k, v in payload_from_view(view).items() if k not in ("nonce", "status")}
     result = write_operation(trail, "delete", view.id, payload, lambda: client.delete_source(view.id))
-    if not result.ok and result.error.status == 404:
+    if result.gone:
         result.error = ApiError(f"data source {view.short_id} is already gone.", status=404, tracking_id=result.error.tracking_id)
     return result
 
@@ -3941,8 +3947,8 @@ def offboard_org(screen: Screen, org: Org, delete: bool, message: str, confirmed
     for view in views:
         result = offboard_source(org, view, delete, message)
         results.append(result)
-        screen.say(offboard_line(view, result, delete))
-    if failed := [r for r in results if r and not r.ok and not (delete and r.error.status == 404)]:  # a 404: gone already
+        screen.say(offboard_line(view, result))
+    if failed := [r for r in results if r and not r.ok and not r.gone]:
         screen.error(f"{len(failed)} data source(s) could not be changed, so {path} stays where it is: offboard it again.")
         return 1
     target = retire_org_file(path)
@@ -4185,7 +4191,7 @@ class Menu:
             return
         result = run_to_completion(screen, delete_source, self.client, self.org.trail, view)
         show_result(screen, result, now)
-        if result.ok or result.error.status == 404:
+        if result.ok or result.gone:
             self.state.drop(view.id)
 
     def schemas(self, _=None) -> None:
@@ -4597,8 +4603,10 @@ def run_metrics(screen: Screen, fleet: Fleet, args) -> int:
 def run_onboard(screen: Screen, fleet: Fleet, args) -> int:
     """--onboard ORG_ID: a change to a source that is there is asked about at a terminal, else needs --yes."""
     def agree(question: str) -> bool:
-        if args.yes or can_prompt():
-            return args.yes or confirm(question, True)
+        if args.yes:
+            return True
+        if can_prompt():
+            return confirm(question, True)
         raise ConfigError("Its data source differs from the template: without a terminal to ask on, run again with --yes "
                           "to update it. Nothing was sent.")
 

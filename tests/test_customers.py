@@ -445,3 +445,13 @@ def test_the_readmes_webhook_receiver_onboards_on_a_signed_authorized_event_only
     OUTPUTS.append(result.stdout + result.stderr)  # searched for secrets, as every run's output is
     assert result.returncode == 0, result.stdout + result.stderr
     assert customer.mints == 1 and len(customer.requests("POST")) == 1
+
+
+def test_a_source_already_gone_does_not_stop_an_offboarding_by_delete(app, fake):
+    customer = customer_with_sources(app, fake)
+    gone = next(iter(customer.sources))
+    customer.fail("DELETE", f"/v1/dataSources/{gone}", 404)  # deleted by hand meanwhile
+    result = command(app, "--offboard", "acme", "--delete", "--yes")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"deleted   {gone}" in result.stdout and (app.root / "orgs" / "acme.env.offboarded").exists()
+    assert len(customer.requests("DELETE")) == 3 and len(app.records_of("acme")) == 3
