@@ -337,8 +337,13 @@ def startup_driver(tmp_path):
         "        done = sorted(m for m in ('requests', 'questionary', 'jwt') if m in sys.modules)\n"
         "        print('when rich began:', workers, done, 'collector on:', gc.isenabled(), file=sys.stderr, flush=True)\n"
         "sys.addaudithook(hook)\n"
+        "def bindings():\n"
+        "    application = sys.modules.get('prompt_toolkit.application.application')\n"
+        "    built = getattr(application, 'load_key_bindings', None)\n"
+        "    return built.cache_info()[:2] if hasattr(built, 'cache_info') else 'each their own'\n"
         "atexit.register(lambda: print('at the end: collector on:', gc.isenabled(), 'frozen:', gc.get_freeze_count() > 0,\n"
-        "                              'young:', gc.get_threshold()[0], file=sys.stderr, flush=True))\n"
+        "                              'young:', gc.get_threshold()[0], 'key bindings (used, built):', bindings(),\n"
+        "                              file=sys.stderr, flush=True))\n"
         f"sys.argv = [{str(SCRIPT)!r}, *sys.argv[1:]]\n"
         f"runpy.run_path({str(SCRIPT)!r}, run_name='__main__')\n"
     )
@@ -369,6 +374,33 @@ def test_the_collector_works_again_in_the_menu(fake, env_file, tmp_path):
     assert term.exit_code() == 0
     assert "collector on: False" in term.plain_transcript()
     assert "at the end: collector on: True frozen: True young: 10000" in term.plain_transcript()
+
+
+def test_the_menus_questions_share_one_set_of_key_bindings_built_while_webex_answers(fake, env_file, tmp_path):
+    """prompt_toolkit builds its default key bindings for every application, and questionary makes
+    three for each question: built once during the startup fetch, every question after uses them."""
+    from conftest import Terminal, child_env
+
+    seed_demo(fake)
+    term = Terminal(["--env-file", env_file], child_env(), script=startup_driver(tmp_path))
+    term.choose("Refresh")
+    term.choose("Quit")
+    assert term.exit_code() == 0
+    # two menus, three applications each: six uses of the one set, built once
+    assert "key bindings (used, built): (6, 1)" in term.plain_transcript(), term.plain_transcript()[-400:]
+
+
+def test_shared_key_bindings_are_one_object_and_still_answer_keys(ds):
+    import questionary
+    from prompt_toolkit.input import create_pipe_input
+    from prompt_toolkit.output import DummyOutput
+
+    ds.share_key_bindings()
+    with create_pipe_input() as keys:
+        questions = [questionary.select("Q", ["a", "b"], input=keys, output=DummyOutput()) for _ in range(2)]
+        assert questions[0].application._default_bindings is questions[1].application._default_bindings
+        keys.send_text("\x1b[B\r")  # down, enter
+        assert questions[1].unsafe_ask() == "b"
 
 
 def write_records(records, count: int, start: datetime, step: timedelta, source_id: str = "src-1") -> list:
