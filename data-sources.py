@@ -1758,12 +1758,11 @@ def epoch_to_datetime(value) -> datetime | None:
         return None
 
 
-def lifetime_minutes(claims: dict | None) -> int | None:
+def lifetime_minutes(issued: datetime | None, expires: datetime | None) -> int | None:
     """exp - iat, in whole minutes (at least 1), or None when the claims do not say."""
-    issued, expires = (claims or {}).get("iat"), (claims or {}).get("exp")
-    if epoch_to_datetime(issued) is None or epoch_to_datetime(expires) is None or expires <= issued:
+    if issued is None or expires is None or expires <= issued:
         return None
-    return max(1, round((expires - issued) / 60))
+    return max(1, round((expires - issued).total_seconds() / 60))
 
 
 def claim_text(value) -> str | None:
@@ -1813,8 +1812,9 @@ def source_view(item: dict) -> SourceView:
     """The API's fields first; the claims fill what the API omits (audience, subject, lifetime)."""
     claims, problem = decode_claims(item.get("jwsToken"))
     c = claims or {}
+    issued, expires = epoch_to_datetime(c.get("iat")), epoch_to_datetime(c.get("exp"))
     api_lifetime = str(item.get("tokenLifetimeMinutes"))
-    lifetime = int(api_lifetime) if re.fullmatch(r"[1-9][0-9]{0,4}", api_lifetime) else lifetime_minutes(claims)
+    lifetime = int(api_lifetime) if re.fullmatch(r"[1-9][0-9]{0,4}", api_lifetime) else lifetime_minutes(issued, expires)
     view = SourceView(
         id=item_id(item),
         status=claim_text(item.get("status")) or ("disabled" if item.get("errorMessage") else "active"),
@@ -1824,8 +1824,8 @@ def source_view(item: dict) -> SourceView:
         subject=claim_text(item.get("subject")) or claim_text(c.get("sub")),
         nonce=claim_text(item.get("nonce")) or claim_text(c.get("jti")),
         lifetime_minutes=lifetime,
-        issued_at=epoch_to_datetime(c.get("iat")),
-        expires_at=epoch_to_datetime(c.get("exp")) or parse_iso(item.get("tokenExpiryTime")),
+        issued_at=issued,
+        expires_at=expires or parse_iso(item.get("tokenExpiryTime")),
         error_message=claim_text(item.get("errorMessage")),
         org_id=claim_text(item.get("orgId")) or claim_text(c.get(CLAIM_ORG)),
         claims=claims,
@@ -1833,7 +1833,7 @@ def source_view(item: dict) -> SourceView:
         raw=item,
     )
     view.warnings = claim_mismatches(view)
-    if c.get("exp") is not None and epoch_to_datetime(c.get("exp")) is None:
+    if c.get("exp") is not None and expires is None:
         view.warnings.append(f"its token's exp claim ({clip(safe_text(c.get('exp')), 24)}) is not a date, so its expiry comes "
                              "from Webex's tokenExpiryTime, if any")
     if not claim_text(item.get("status")):  # as Cisco's gateway reads it: no status and no error message is active
