@@ -1,7 +1,8 @@
 """Benchmark: python tests/bench.py   (not part of the test run; takes a few minutes)
 
 Starts the fake API on 127.0.0.1 with a simulated round trip and measures, medians over runs:
-time to the menu, requests and connections of a menu session, --list with 1000 sources, bulk
+time to the menu, the instructions run to reach it (callgrind, where valgrind is installed: the
+one count here that a slow or busy machine does not change), requests and connections of a menu session, --list with 1000 sources, bulk
 rotation of 200 sources sequential versus the default pool, a fleet rotation (40 orgs, one host)
 and the time to draw the overview of 100 orgs. Prints one table.
 """
@@ -11,6 +12,8 @@ from __future__ import annotations
 import json
 import os
 import queue
+import re
+import shutil
 import socket
 import statistics
 import subprocess
@@ -84,6 +87,47 @@ def menu_budget(measured: dict, latency: float) -> tuple[float, str]:
     if latency == 0:
         return measured["floor"] + 0.060, f"five-package floor {measured['floor'] * 1000:.0f} ms + 60 ms"
     return measured["requests_floor"] + latency + 0.120, f"requests floor {measured['requests_floor'] * 1000:.0f} ms + RTT + 120 ms"
+
+
+def callgrind_total(argv: list, out: Path, env=None, at_menu: bool = False) -> int:
+    """Instructions the main thread of a run executed (valgrind's callgrind): the same count on a
+    slow machine as on a fast one, where milliseconds are not. at_menu: the count when the menu's
+    question is on the screen, taken from the running tool (it then waits for a key)."""
+    command = ["valgrind", "--tool=callgrind", "--separate-threads=yes", f"--callgrind-out-file={out}", *argv]
+    if at_menu:
+        child = pexpect.spawn(command[0], command[1:], env=env, dimensions=(60, 200), encoding="utf-8", codec_errors="replace")
+        child.expect("type to filter", timeout=600)
+        subprocess.run(["callgrind_control", "--dump=menu", str(child.pid)], check=True, capture_output=True)
+        dump, deadline = out.with_name(out.name + ".1-01"), time.monotonic() + 120
+        while not (dump.exists() and "\ntotals: " in dump.read_text()):  # written when the tool next runs
+            if time.monotonic() > deadline:
+                raise RuntimeError("callgrind wrote no count at the menu")
+            time.sleep(0.2)
+        child.terminate(force=True)
+    else:
+        subprocess.run(command, check=True, capture_output=True, env=env)
+        dump = out.with_name(out.name + "-01")
+    return int(re.search(r"^totals: (\d+)", dump.read_text(), re.MULTILINE).group(1))
+
+
+def instructions_to_menu(sources: int, folder: Path) -> dict | None:
+    """The main thread's instructions from start to the menu, with 0 ms round trip; apart, those
+    of compiling the script (Python compiles a script it runs on every start: it keeps no
+    bytecode of it) and of importing the five packages. None where valgrind is not installed."""
+    if not shutil.which("valgrind") or not shutil.which("callgrind_control"):
+        return None
+    fake = fake_with(sources, 0.0)
+    env = env_for(fake, folder)
+    try:
+        tool = callgrind_total([sys.executable, str(SCRIPT), "--env-file", str(env)], folder / "cg-tool",
+                               child_env(WEBEX_TIMEOUT=600), at_menu=True)
+    finally:
+        fake.stop()
+    read = f"source = open({str(SCRIPT)!r}).read()"
+    compiled = callgrind_total([sys.executable, "-c", f"{read}; compile(source, 'data-sources.py', 'exec')"], folder / "cg-compile")
+    only_read = callgrind_total([sys.executable, "-c", read], folder / "cg-read")
+    floor = callgrind_total([sys.executable, "-c", FLOOR_IMPORTS], folder / "cg-floor")
+    return {"tool": tool, "compile": compiled - only_read, "floor": floor}
 
 
 def menu_session(folder: Path) -> dict:
@@ -384,6 +428,16 @@ def main() -> None:
                 "",
             ),
         ]
+        if counted := instructions_to_menu(500, Path(tempfile.mkdtemp(dir=tmp))):
+            rest = counted["tool"] - counted["compile"] - counted["floor"]
+            rows.append(
+                (
+                    "instructions to the menu, 500 sources, 0 ms (callgrind, main thread)",
+                    f"{counted['tool'] / 1e6:,.0f} M",
+                    (f"five-package import {counted['floor'] / 1e6:,.0f} M + compiling the script {counted['compile'] / 1e6:,.0f} M "
+                     f"+ the rest {rest / 1e6:,.0f} M ({counted['tool'] / counted['floor']:.2f} x the import)"),
+                )
+            )
         wan = over_a_wan(0.1, Path(tempfile.mkdtemp(dir=tmp)))
         rows.append(
             (
