@@ -2,9 +2,9 @@
 
 Starts the fake API on 127.0.0.1 with a simulated round trip and measures, medians over runs:
 time to the menu, the instructions run to reach it (callgrind, where valgrind is installed: the
-one count here that a slow or busy machine does not change), requests and connections of a menu session, --list with 1000 sources, bulk
-rotation of 200 sources sequential versus the default pool, a fleet rotation (40 orgs, one host)
-and the time to draw the overview of 100 orgs. Prints one table.
+one count here that a slow or busy machine does not change), requests and connections of a menu
+session, --list with 1000 sources, bulk rotation of 200 sources sequential versus the default
+pool, a fleet rotation (40 orgs, one host) and the time to draw the overview of 100 orgs. Prints one table.
 """
 
 from __future__ import annotations
