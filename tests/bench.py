@@ -32,7 +32,8 @@ from conftest import SCRIPT, Terminal, child_env, write_env
 from fake_webex import FakeWebex, seed_demo, self_signed_context
 
 RUNS = int(os.environ.get("BENCH_RUNS", "5"))
-FLOOR_IMPORTS = "import requests, dotenv.parser, rich.console, rich.table, rich.panel, rich.text, questionary, jwt.algorithms"
+MENU_IMPORTS = "import requests, dotenv.parser, rich.console, rich.table, rich.panel, rich.text, questionary"
+FLOOR_IMPORTS = MENU_IMPORTS + ", jwt.algorithms"  # pyjwt's crypto: loaded while the startup fetch is awaited
 REQUESTS_IMPORT = "import requests"
 
 
@@ -89,45 +90,51 @@ def menu_budget(measured: dict, latency: float) -> tuple[float, str]:
     return measured["requests_floor"] + latency + 0.120, f"requests floor {measured['requests_floor'] * 1000:.0f} ms + RTT + 120 ms"
 
 
-def callgrind_total(argv: list, out: Path, env=None, at_menu: bool = False) -> int:
-    """Instructions the main thread of a run executed (valgrind's callgrind): the same count on a
-    slow machine as on a fast one, where milliseconds are not. at_menu: the count when the menu's
+def callgrind_dump(argv: list, out: Path, env=None, at_menu: bool = False) -> str:
+    """What valgrind's callgrind counted in the main thread of a run: the same count on a slow
+    machine as on a fast one, where milliseconds are not. at_menu: the count when the menu's
     question is on the screen, taken from the running tool (it then waits for a key)."""
     command = ["valgrind", "--tool=callgrind", "--separate-threads=yes", f"--callgrind-out-file={out}", *argv]
-    if at_menu:
-        child = pexpect.spawn(command[0], command[1:], env=env, dimensions=(60, 200), encoding="utf-8", codec_errors="replace")
-        child.expect("type to filter", timeout=600)
-        subprocess.run(["callgrind_control", "--dump=menu", str(child.pid)], check=True, capture_output=True)
-        dump, deadline = out.with_name(out.name + ".1-01"), time.monotonic() + 120
-        while not (dump.exists() and "\ntotals: " in dump.read_text()):  # written when the tool next runs
-            if time.monotonic() > deadline:
-                raise RuntimeError("callgrind wrote no count at the menu")
-            time.sleep(0.2)
-        child.terminate(force=True)
-    else:
+    if not at_menu:
         subprocess.run(command, check=True, capture_output=True, env=env)
-        dump = out.with_name(out.name + "-01")
-    return int(re.search(r"^totals: (\d+)", dump.read_text(), re.MULTILINE).group(1))
+        return out.with_name(out.name + "-01").read_text()
+    child = pexpect.spawn(command[0], command[1:], env=env, dimensions=(60, 200), encoding="utf-8", codec_errors="replace")
+    child.expect("type to filter", timeout=600)
+    subprocess.run(["callgrind_control", "--dump=menu", str(child.pid)], check=True, capture_output=True)
+    dump, deadline = out.with_name(out.name + ".1-01"), time.monotonic() + 120
+    while not (dump.exists() and "\ntotals: " in dump.read_text()):  # written when the tool next runs
+        if time.monotonic() > deadline:
+            raise RuntimeError("callgrind wrote no count at the menu")
+        time.sleep(0.2)
+    child.terminate(force=True)
+    return dump.read_text()
+
+
+def instructions(dump: str) -> int:
+    return int(re.search(r"^totals: (\d+)", dump, re.MULTILINE).group(1))
 
 
 def instructions_to_menu(sources: int, folder: Path) -> dict | None:
     """The main thread's instructions from start to the menu, with 0 ms round trip; apart, those
     of compiling the script (Python compiles a script it runs on every start: it keeps no
-    bytecode of it) and of importing the five packages. None where valgrind is not installed."""
+    bytecode of it) and of the imports the run made (pyjwt's crypto only if it was loaded while
+    Webex's answer was awaited). None where valgrind is not installed."""
     if not shutil.which("valgrind") or not shutil.which("callgrind_control"):
         return None
     fake = fake_with(sources, 0.0)
     env = env_for(fake, folder)
     try:
-        tool = callgrind_total([sys.executable, str(SCRIPT), "--env-file", str(env)], folder / "cg-tool",
-                               child_env(WEBEX_TIMEOUT=600), at_menu=True)
+        tool = callgrind_dump([sys.executable, str(SCRIPT), "--env-file", str(env)], folder / "cg-tool",
+                              child_env(WEBEX_TIMEOUT=600), at_menu=True)
     finally:
         fake.stop()
+    crypto = "_rust.abi3.so" in tool  # cryptography's extension, which jwt.algorithms loads
     read = f"source = open({str(SCRIPT)!r}).read()"
-    compiled = callgrind_total([sys.executable, "-c", f"{read}; compile(source, 'data-sources.py', 'exec')"], folder / "cg-compile")
-    only_read = callgrind_total([sys.executable, "-c", read], folder / "cg-read")
-    floor = callgrind_total([sys.executable, "-c", FLOOR_IMPORTS], folder / "cg-floor")
-    return {"tool": tool, "compile": compiled - only_read, "floor": floor}
+    compiled = instructions(callgrind_dump([sys.executable, "-c", f"{read}; compile(source, 'data-sources.py', 'exec')"],
+                                           folder / "cg-compile"))
+    only_read = instructions(callgrind_dump([sys.executable, "-c", read], folder / "cg-read"))
+    imports = instructions(callgrind_dump([sys.executable, "-c", FLOOR_IMPORTS if crypto else MENU_IMPORTS], folder / "cg-imports"))
+    return {"tool": instructions(tool), "compile": compiled - only_read, "imports": imports, "crypto": crypto}
 
 
 def menu_session(folder: Path) -> dict:
@@ -429,13 +436,13 @@ def main() -> None:
             ),
         ]
         if counted := instructions_to_menu(500, Path(tempfile.mkdtemp(dir=tmp))):
-            rest = counted["tool"] - counted["compile"] - counted["floor"]
+            rest = counted["tool"] - counted["compile"] - counted["imports"]
             rows.append(
                 (
                     "instructions to the menu, 500 sources, 0 ms (callgrind, main thread)",
                     f"{counted['tool'] / 1e6:,.0f} M",
-                    (f"five-package import {counted['floor'] / 1e6:,.0f} M + compiling the script {counted['compile'] / 1e6:,.0f} M "
-                     f"+ the rest {rest / 1e6:,.0f} M ({counted['tool'] / counted['floor']:.2f} x the import)"),
+                    (f"its imports {counted['imports'] / 1e6:,.0f} M ({'with' if counted['crypto'] else 'without'} pyjwt's crypto) "
+                     f"+ compiling the script {counted['compile'] / 1e6:,.0f} M + the rest {rest / 1e6:,.0f} M"),
                 )
             )
         wan = over_a_wan(0.1, Path(tempfile.mkdtemp(dir=tmp)))
