@@ -4338,16 +4338,20 @@ def warm_menu_imports(awaited) -> None:
 
 def share_key_bindings() -> None:
     """prompt_toolkit builds its 640 default key bindings anew for every application, and
-    questionary makes three of them for each question (two only to borrow their layouts): two
-    thirds of the time a question takes before it is drawn. The bindings keep no state (each
-    asks the application it runs in), so one set serves every question; it is built here,
-    while the startup fetch is awaited. Should prompt_toolkit move the name, questions are only
+    questionary makes three of them for each question (two only to borrow their layouts): three
+    quarters of the time it takes to build a question. The bindings keep no state (each asks
+    the application it runs in), so one set serves every question; it is built here, while the
+    startup fetch is awaited. Should a later prompt_toolkit move the name, questions are only
     slower to build."""
-    from prompt_toolkit.application import application
+    try:
+        from prompt_toolkit.application import application
 
-    if not hasattr(application.load_key_bindings, "cache_info"):
-        application.load_key_bindings = functools.cache(application.load_key_bindings)
-    application.load_key_bindings()
+        build = application.load_key_bindings
+    except (ImportError, AttributeError):
+        return
+    if not hasattr(build, "cache_info"):
+        application.load_key_bindings = build = functools.cache(build)
+    build()
 
 
 GC_YOUNG_OBJECTS = 10_000  # a collection once this many new objects stand (Python's default: 700)

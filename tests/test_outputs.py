@@ -403,6 +403,14 @@ def test_shared_key_bindings_are_one_object_and_still_answer_keys(ds):
         assert questions[1].unsafe_ask() == "b"
 
 
+def test_a_prompt_toolkit_without_the_name_only_builds_questions_slower(ds, monkeypatch):
+    from prompt_toolkit.application import application
+
+    monkeypatch.delattr(application, "load_key_bindings")
+    ds.share_key_bindings()  # no error: the menu opens as before
+    assert not hasattr(application, "load_key_bindings")
+
+
 def write_records(records, count: int, start: datetime, step: timedelta, source_id: str = "src-1") -> list:
     """count rotation records of source_id, one step apart from start (named as the tool names them)."""
     records.mkdir(parents=True, exist_ok=True)
