@@ -4326,9 +4326,9 @@ def fetch_in_background(fleet: Fleet, writing: bool):
 
 
 def warm_menu_imports(awaited) -> None:
-    """questionary always; pyjwt's crypto too while the startup fetch is awaited and has not come
-    (the first signature check needs it, and loading it costs nothing while we wait). The overview
-    from snapshots awaits nothing, and shows no signature."""
+    """questionary and the key bindings its questions share, always; pyjwt's crypto too while the
+    startup fetch is awaited and has not come (the first signature check needs it, and loading it
+    costs nothing while we wait). The overview from snapshots awaits nothing, and shows no signature."""
     import questionary  # noqa: F401
 
     share_key_bindings()
