@@ -1424,6 +1424,13 @@ class Pace:
                 f"through: the run slowed to {self.slowest * 60:.0f} a minute at the slowest and ended at {self.rate * 60:.0f}.")
 
 
+def headers_as_set(request):
+    """A session's auth that changes nothing. requests lets a ~/.netrc entry for the host replace
+    the Authorization header unless the session has an auth of its own: a curl user's entry for
+    webexapis.com would turn the bearer token into Basic credentials, and every answer into a 401."""
+    return request
+
+
 class Connections:
     """What every org's client shares: one session (one connection pool) per API host, one bound
     on the requests in flight across the fleet (--workers), one pace for the Service App's rate
@@ -1445,6 +1452,7 @@ class Connections:
             if host not in self._sessions:
                 session = requests.Session()
                 session.headers["User-Agent"] = f"data-sources.py/{VERSION}"
+                session.auth = headers_as_set  # the token in the header, whatever ~/.netrc says
                 adapter = HTTPAdapter(pool_connections=1, pool_maxsize=max(self.workers, 2), max_retries=0)
                 session.mount("https://", adapter)
                 session.mount("http://", adapter)
@@ -3444,9 +3452,9 @@ def ask(question):
     return answer
 
 
-def menu_title(view: SourceView, now: datetime) -> str:
-    audience, status = clip(safe_text(view.audience or "unknown")), clip(safe_text(view.status or "unknown"), 12)
-    return f"{audience} · {status} · {expiry_text(view, now)} · {safe_text(view.short_id)}"
+def menu_title(row: SourceRow) -> str:
+    audience, status = clip(safe_text(row.audience or "unknown")), clip(safe_text(row.status or "unknown"), 12)
+    return f"{audience} · {status} · {row.expiry} · {safe_text(row.short_id)}"
 
 
 MENU_ACTIONS = (
@@ -3477,11 +3485,12 @@ def menu_lines(sources: int, actions: int, width: int) -> int:
     return question + sources + bool(sources) + actions
 
 
-def prompt_menu(views, now, actions: list[tuple[str, str]], default: str | None = None):
-    """One org's menu: a choice per source, then the actions; default: the action the cursor starts on."""
+def prompt_menu(rows: list[SourceRow], actions: list[tuple[str, str]], default: str | None = None):
+    """One org's menu: a choice per source (its rows, trouble first), then the actions; default:
+    the action the cursor starts on."""
     import questionary
 
-    choices = [questionary.Choice(menu_title(v, now), ("view", v.id)) for v in sort_views(views, now)]
+    choices = [questionary.Choice(menu_title(row), ("view", row.id)) for row in rows]
     if choices:
         choices.append(questionary.Separator())
     choices += [questionary.Choice(label, (kind, None)) for label, kind in actions]
@@ -3514,10 +3523,10 @@ def prompt_overview(org_rows: list[OrgRow], orgs: list[Org]):
     return question.unsafe_ask()
 
 
-def prompt_source(views, now, message, extra_choices=()):
+def prompt_source(rows: list[SourceRow], message, extra_choices=()):
     import questionary
 
-    choices = list(extra_choices) + [questionary.Choice(menu_title(v, now), v.id) for v in sort_views(views, now)]
+    choices = list(extra_choices) + [questionary.Choice(menu_title(row), row.id) for row in rows]
     if not choices:
         raise Cancelled
     return ask(questionary.select(message, choices, use_search_filter=True, use_jk_keys=False))
@@ -3589,11 +3598,11 @@ def show_kept_schema(screen: Screen, schemas: dict, schema_id: str | None) -> st
     return schema_id
 
 
-def prompt_instead_of_duplicate(screen: Screen, duplicate: SourceView, now: datetime) -> bool:
+def prompt_instead_of_duplicate(screen: Screen, duplicate: SourceRow) -> bool:
     """True: update the existing source instead of registering a copy."""
     import questionary
 
-    screen.warning(f"A source with the same URL, schema, audience and subject exists: {menu_title(duplicate, now)}")
+    screen.warning(f"A source with the same URL, schema, audience and subject exists: {menu_title(duplicate)}")
     choices = [questionary.Choice("Update that one instead", True), questionary.Choice("Register another anyway", False)]
     return ask(questionary.select("What now?", choices, default=choices[0]))
 
@@ -4013,7 +4022,7 @@ class Menu:
             for line in lines:
                 screen.print(line, soft_wrap=True)
             refused = isinstance(self.org.problem, TokenRefused)
-            kind, source_id = prompt_menu(self.state.views, now, self.choices, "token" if refused else None)  # Ctrl-C: exit 130
+            kind, source_id = prompt_menu(rows, self.choices, "token" if refused else None)  # Ctrl-C: exit 130
             self.fleet.save_snapshots(in_background=True)  # once the person has the screen: never in the way of drawing it
             if kind in ("quit", "back"):
                 return kind
@@ -4134,7 +4143,7 @@ class Menu:
         def wizard(start):
             payload = source_wizard(screen, schemas, start, updating=False)
             duplicate = find_duplicate(self.state.views, payload)
-            if duplicate and prompt_instead_of_duplicate(screen, duplicate, datetime.now(UTC)):
+            if duplicate and prompt_instead_of_duplicate(screen, source_row(self.org, None, duplicate, None, datetime.now(UTC))):
                 raise UpdateInstead(duplicate)
             screen.print(payload_table(screen, payload, schemas, "What will be registered"))
             if not confirm("Register this data source?", True):  # everything it sends is on screen above
@@ -4163,7 +4172,7 @@ class Menu:
             return
         urgent = [v for v in active if needs_rotation(v, now, 60)]
         extra = [questionary.Choice(f"All {len(urgent)} active sources expiring within the hour", "urgent")] if len(urgent) > 1 else []
-        chosen = prompt_source(active, now, "Rotate which source?", extra)
+        chosen = prompt_source([row for row in self.fleet.rows(now, self.org) if row.active], "Rotate which source?", extra)
         targets = urgent if chosen == "urgent" else [self.state.find(chosen)]
         for view in targets:
             lifetime = view.lifetime_minutes or DEFAULT_LIFETIME
@@ -4182,7 +4191,7 @@ class Menu:
 
     def delete(self, _=None) -> None:
         screen, now = self.screen, datetime.now(UTC)
-        view = self.state.find(prompt_source(self.state.views, now, "Delete which source?"))
+        view = self.state.find(prompt_source(self.fleet.rows(now, self.org), "Delete which source?"))
         screen.print(self.details(view, now, None))
         audience = clip(safe_text(view.audience))
         typed = prompt_text(f"To delete, type its audience ({audience}) or the first 8 characters of its id", "", lambda t: True)

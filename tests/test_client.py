@@ -256,6 +256,21 @@ def test_a_401_with_refresh_credentials_renews_once_and_retries(ds, fake, make_c
     assert fake.requests("GET")[-1].headers["Authorization"] == f"Bearer {fake.access_token}"
 
 
+def test_a_netrc_entry_for_the_host_replaces_neither_the_token_nor_the_renewal_form(fake, make_client, tmp_path, monkeypatch):
+    """requests lets a netrc entry for the host override an Authorization header (and add one to the
+    renewal's form) unless the session has an auth of its own; curl users keep such entries."""
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine 127.0.0.1 login someone password not-the-token\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))  # where requests looks before ~/.netrc
+    client = make_client(client_id=fake.client_id, client_secret=fake.client_secret, refresh_token=fake.refresh_token)
+    fake.expire_access_token()
+    assert client.list_sources() == []
+    assert "Authorization" not in fake.requests("POST", "/v1/access_token")[0].headers
+    assert [seen.headers["Authorization"].split()[0] for seen in fake.requests("GET")] == ["Bearer", "Bearer"]
+    assert fake.requests("GET")[-1].headers["Authorization"] == f"Bearer {fake.access_token}"
+
+
 def test_concurrent_401s_renew_the_token_only_once(ds, fake, make_client):
     client = make_client(client_id=fake.client_id, client_secret=fake.client_secret, refresh_token=fake.refresh_token)
     fake.expire_access_token()

@@ -61,6 +61,12 @@ def test_a_fleet_of_one_names_no_org_in_its_rows(ds):
     assert ds.tsv_text([row]).splitlines()[0] == "id\taudience\tsubject\tschema\turl\tstatus\texpires_at\texpires"
 
 
+def test_the_menu_lists_an_orgs_rows_trouble_first_with_their_expiry(ds, fleet):
+    acme = fleet.orgs[0]
+    titles = [ds.menu_title(row) for row in fleet.rows(NOW, acme)]
+    assert titles == ["Acme Old · active · expired 10m ago · 11111111", "Acme · active · in 2h 0m · 7791dc84"]
+
+
 def test_the_table_at_200_columns_shows_every_column_whole(ds, fleet):
     lines = render(ds, lambda screen: ds.sources_table(screen, fleet.rows(NOW)), 200)
     assert lines[5] == ("│ globex │ 7791dc84 │ Globex   │ transcripts │ Voice Virtual Agent │ https://dap.example.com/globex/hook   "
