@@ -615,6 +615,8 @@ class Integration:
 
 @dataclass
 class Settings:
+    """One org's settings, from its env file and the environment (see load_settings)."""
+
     access_token: str
     env_file: Path
     base_url: str = DEFAULT_BASE_URL
@@ -1241,6 +1243,8 @@ def parse_body(response: requests.Response):
 
 @dataclass(frozen=True)
 class Timeouts:
+    """How long a request may take, in seconds: to connect, between two pieces of the answer, in all."""
+
     connect: float = DEFAULT_CONNECT_TIMEOUT
     read: float = DEFAULT_READ_TIMEOUT  # between two pieces of the answer
     total: float = DEFAULT_TOTAL_TIMEOUT  # the whole exchange
@@ -1338,6 +1342,8 @@ def retry_after_seconds(response: requests.Response) -> float | None:
 
 @dataclass
 class Reply:
+    """Webex's answer to one request: its status, TrackingID and parsed JSON body."""
+
     status: int
     tracking_id: str | None
     body: object
@@ -1781,6 +1787,9 @@ def claim_text(value) -> str | None:
 
 @dataclass
 class SourceView:
+    """One data source as Webex lists it, with what its token's claims tell (audience, subject,
+    lifetime, expiry); raw keeps the API's dict."""
+
     id: str
     status: str | None = None
     schema_id: str | None = None
@@ -2032,6 +2041,8 @@ class KeysUnreachable(Exception):
 
 @dataclass
 class Verdict:
+    """What checking a source token's signature found."""
+
     state: str  # valid, expired, invalid, untrusted, unreachable, missing
     reason: str = ""
     by_trial: bool = False  # no key had the token's kid: the key was found by trying each one
@@ -2353,6 +2364,8 @@ def list_record(trail: Trail, views: list[SourceView]) -> dict:
 
 @dataclass
 class History:
+    """What --history (or the menu's History) shows: the chosen records, with what else was found."""
+
     entries: list[dict]  # newest first
     skipped: int  # files among those read that are not records of ours
     total: int  # how many records there are to show (read or not)
@@ -2429,6 +2442,8 @@ def history_entry(record, org_name: str, path: Path) -> dict | None:
 
 @dataclass
 class WriteResult:
+    """What one write (a registration, an update, a rotation or a delete) came to, and its record."""
+
     operation: str
     source_id: str | None
     ok: bool
@@ -2447,6 +2462,8 @@ class WriteResult:
 
 @dataclass
 class State:
+    """What was read of one org: its sources, the schemas, and the warnings to show with them."""
+
     views: list[SourceView]
     schemas: dict[str, dict]
     warnings: list[str] = field(default_factory=list)
@@ -2843,12 +2860,17 @@ class Fleet:
     def fetch(self, writing: bool = False) -> Fleet:
         """Every org side by side; the requests in flight stay within --workers. The schemas are
         the Service App's, the same for every org: read once per run (not for a rotation or an
-        offboarding), beside the first org's list, with its token."""
+        offboarding), beside the first org's list, with its token. That list is asked first: for
+        one org it is the answer the menu waits for, and the longer one."""
         readers = [org for org in self.orgs if org.client]
         with ThreadPoolExecutor(max_workers=max(1, min(len(self.orgs) + 1, MAX_WORKERS))) as pool:
             self._reading = pool
+            known = self.schemas or {}
+            reads = [pool.submit(org.fetch, writing, known) for org in self.orgs[:1]]
             asked = pool.submit(readers[0].client.list_schemas) if readers and not writing and self.schemas is None else None
-            list(pool.map(lambda org: org.fetch(writing, self.schemas or {}), self.orgs))
+            reads += [pool.submit(org.fetch, writing, known) for org in self.orgs[1:]]
+            for read in reads:
+                read.result()
             if asked:
                 try:
                     self.schemas = {schema["id"]: schema for schema in asked.result()}

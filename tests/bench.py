@@ -32,6 +32,7 @@ from conftest import SCRIPT, Terminal, child_env, write_env
 from fake_webex import FakeWebex, seed_demo, self_signed_context
 
 RUNS = int(os.environ.get("BENCH_RUNS", "5"))
+BASE = os.environ.get("BENCH_BASE")  # a git revision whose script the time-to-menu lines also time, in turn with this one
 MENU_IMPORTS = "import requests, dotenv.parser, rich.console, rich.table, rich.panel, rich.text, questionary"
 FLOOR_IMPORTS = MENU_IMPORTS + ", jwt.algorithms"  # pyjwt's crypto: loaded while the startup fetch is awaited
 REQUESTS_IMPORT = "import requests"
@@ -48,12 +49,12 @@ def env_for(fake: FakeWebex, folder: Path) -> Path:
     return write_env(folder / ".env", {**fake.env(), "WEBEX_RECORDS_DIR": folder / "records"})
 
 
-def menu_shown_after(args, env) -> float:
+def menu_shown_after(args, env, script: Path = SCRIPT) -> float:
     """Seconds from starting the tool until the menu's question reaches the terminal. Read off the
     raw stream: emulating the screen in Python (pyte) would add the harness's own 10-17 ms."""
     started = time.perf_counter()
     child = pexpect.spawn(
-        sys.executable, [str(SCRIPT), *map(str, args)], env=env, dimensions=(60, 200), encoding="utf-8", codec_errors="replace"
+        sys.executable, [str(script), *map(str, args)], env=env, dimensions=(60, 200), encoding="utf-8", codec_errors="replace"
     )
     child.expect("type to filter", timeout=60)
     seconds = time.perf_counter() - started
@@ -68,14 +69,29 @@ def timed_import(code: str) -> float:
     return time.perf_counter() - started
 
 
+def base_script(folder: Path) -> Path | None:
+    """BENCH_BASE's data-sources.py, timed in turn with this one: a regression is then a
+    difference seen on one machine at one speed, however fast or slow the machine is that day."""
+    if not BASE:
+        return None
+    shown = subprocess.run(["git", "show", f"{BASE}:data-sources.py"], cwd=SCRIPT.parent, check=True, capture_output=True)
+    (folder / "base").mkdir(exist_ok=True)
+    script = folder / "base" / "data-sources.py"
+    script.write_bytes(shown.stdout)
+    return script
+
+
 def time_to_menu(sources: int, latency: float, folder: Path) -> dict:
-    """Medians of the tool's time to menu and of both import floors, measured in turn, so that
-    all three see the same machine (its speed drifts by several ms between minutes)."""
+    """Medians of the tool's time to menu and of both import floors (and of BENCH_BASE's script),
+    measured in turn, so that all see the same machine (its speed drifts by several ms between minutes)."""
     fake = fake_with(sources, latency)
     env = env_for(fake, folder)
-    times = {"tool": [], "floor": [], "requests_floor": []}
+    base = base_script(folder)
+    times = {"tool": [], "floor": [], "requests_floor": [], **({"base": []} if base else {})}
     for _ in range(RUNS):
         times["tool"].append(menu_shown_after(["--env-file", env], child_env()))
+        if base:
+            times["base"].append(menu_shown_after(["--env-file", env], child_env(), base))
         times["floor"].append(timed_import(FLOOR_IMPORTS))
         times["requests_floor"].append(timed_import(REQUESTS_IMPORT))
     fake.stop()
@@ -114,7 +130,7 @@ def instructions(dump: str) -> int:
     return int(re.search(r"^totals: (\d+)", dump, re.MULTILINE).group(1))
 
 
-def instructions_to_menu(sources: int, folder: Path) -> dict | None:
+def instructions_to_menu(sources: int, folder: Path, script: Path = SCRIPT) -> dict | None:
     """The main thread's instructions from start to the menu, with 0 ms round trip; apart, those
     of compiling the script (Python compiles a script it runs on every start: it keeps no
     bytecode of it) and of the imports the run made (pyjwt's crypto only if it was loaded while
@@ -124,12 +140,12 @@ def instructions_to_menu(sources: int, folder: Path) -> dict | None:
     fake = fake_with(sources, 0.0)
     env = env_for(fake, folder)
     try:
-        tool = callgrind_dump([sys.executable, str(SCRIPT), "--env-file", str(env)], folder / "cg-tool",
+        tool = callgrind_dump([sys.executable, str(script), "--env-file", str(env)], folder / "cg-tool",
                               child_env(WEBEX_TIMEOUT=600), at_menu=True)
     finally:
         fake.stop()
     crypto = "_rust.abi3.so" in tool  # cryptography's extension, which jwt.algorithms loads
-    read = f"source = open({str(SCRIPT)!r}).read()"
+    read = f"source = open({str(script)!r}).read()"
     compiled = instructions(callgrind_dump([sys.executable, "-c", f"{read}; compile(source, 'data-sources.py', 'exec')"],
                                            folder / "cg-compile"))
     only_read = instructions(callgrind_dump([sys.executable, "-c", read], folder / "cg-read"))
@@ -403,48 +419,57 @@ def big_fleet_rows(tmp: str) -> list:
     return rows
 
 
+def counted_text(counted: dict) -> str:
+    rest = counted["tool"] - counted["compile"] - counted["imports"]
+    return (f"its imports {counted['imports'] / 1e6:,.0f} M ({'with' if counted['crypto'] else 'without'} pyjwt's crypto) "
+            f"+ compiling the script {counted['compile'] / 1e6:,.0f} M + the rest {rest / 1e6:,.0f} M")
+
+
+def menu_rows(folder: Path) -> tuple[list[tuple[str, str, str]], float]:
+    """The time-to-menu lines with their import floors, and the instructions to the menu; with
+    BENCH_BASE, the base's script measured the same way beside each. And the five-package floor."""
+    rows, measurements = [], []
+    for sources, latency in ((5, 0.0), (500, 0.0), (5, 0.2), (500, 0.2)):
+        measured = time_to_menu(sources, latency, folder)
+        measurements.append(measured)
+        budget, rule = menu_budget(measured, latency)
+        rows.append(
+            (
+                f"time to menu, {sources} sources, {latency * 1000:.0f} ms round trip",
+                f"{measured['tool'] * 1000:.0f} ms",
+                f"{rule} = {budget * 1000:.0f} ms: {'met' if measured['tool'] <= budget else 'NOT met'}"
+                + (f"; {BASE}'s script, in turn: {measured['base'] * 1000:.0f} ms" if BASE else ""),
+            )
+        )
+    floor = statistics.median(m["floor"] for m in measurements)
+    rows[:0] = [
+        ("import floor, all five packages (python -c)", f"{floor * 1000:.0f} ms", "median over the four lines below"),
+        ("import floor, requests alone (python -c)", f"{statistics.median(m['requests_floor'] for m in measurements) * 1000:.0f} ms", ""),
+    ]
+    if counted := instructions_to_menu(500, Path(tempfile.mkdtemp(dir=folder))):
+        rows.append(("instructions to the menu, 500 sources, 0 ms (callgrind, main thread)", f"{counted['tool'] / 1e6:,.0f} M",
+                     counted_text(counted)))
+        if base := base_script(folder):
+            counted = instructions_to_menu(500, Path(tempfile.mkdtemp(dir=folder)), base)
+            rows.append((f"the same for {BASE}'s script", f"{counted['tool'] / 1e6:,.0f} M", counted_text(counted)))
+    return rows, floor
+
+
+def print_rows(rows: list[tuple[str, str, str]]) -> None:
+    width = max(len(r[0]) for r in rows)
+    for name, value, note in rows:
+        print(f"{name:<{width}}  {value:>22}  {note}")
+
+
 def main() -> None:
-    rows = []
-    if os.environ.get("BENCH_ONLY") == "big":  # the big-fleet lines alone: they take a few minutes
+    only = os.environ.get("BENCH_ONLY")  # "big" or "menu": those lines alone (the big fleet takes a few minutes)
+    if only in ("big", "menu"):
         with tempfile.TemporaryDirectory() as tmp:
-            rows = big_fleet_rows(tmp)
-        width = max(len(r[0]) for r in rows)
-        for name, value, note in rows:
-            print(f"{name:<{width}}  {value:>22}  {note}")
+            print_rows(big_fleet_rows(tmp) if only == "big" else menu_rows(Path(tmp))[0])
         return
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        measurements = []
-        for sources, latency in ((5, 0.0), (500, 0.0), (5, 0.2), (500, 0.2)):
-            measured = time_to_menu(sources, latency, folder)
-            measurements.append(measured)
-            budget, rule = menu_budget(measured, latency)
-            rows.append(
-                (
-                    f"time to menu, {sources} sources, {latency * 1000:.0f} ms round trip",
-                    f"{measured['tool'] * 1000:.0f} ms",
-                    f"{rule} = {budget * 1000:.0f} ms: {'met' if measured['tool'] <= budget else 'NOT met'}",
-                )
-            )
-        floor = statistics.median(m["floor"] for m in measurements)
-        rows[:0] = [
-            ("import floor, all five packages (python -c)", f"{floor * 1000:.0f} ms", "median over the four lines below"),
-            (
-                "import floor, requests alone (python -c)",
-                f"{statistics.median(m['requests_floor'] for m in measurements) * 1000:.0f} ms",
-                "",
-            ),
-        ]
-        if counted := instructions_to_menu(500, Path(tempfile.mkdtemp(dir=tmp))):
-            rest = counted["tool"] - counted["compile"] - counted["imports"]
-            rows.append(
-                (
-                    "instructions to the menu, 500 sources, 0 ms (callgrind, main thread)",
-                    f"{counted['tool'] / 1e6:,.0f} M",
-                    (f"its imports {counted['imports'] / 1e6:,.0f} M ({'with' if counted['crypto'] else 'without'} pyjwt's crypto) "
-                     f"+ compiling the script {counted['compile'] / 1e6:,.0f} M + the rest {rest / 1e6:,.0f} M"),
-                )
-            )
+        rows, floor = menu_rows(folder)
         wan = over_a_wan(0.1, Path(tempfile.mkdtemp(dir=tmp)))
         rows.append(
             (
@@ -507,10 +532,8 @@ def main() -> None:
             )
         )
         rows += big_fleet_rows(tmp)
-    width = max(len(r[0]) for r in rows)
     print(f"data-sources.py benchmark, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, median of {RUNS} runs\n")
-    for name, value, note in rows:
-        print(f"{name:<{width}}  {value:>22}  {note}")
+    print_rows(rows)
     print(json.dumps({"rows": rows}), file=sys.stderr)
 
 
