@@ -74,19 +74,20 @@ def base_script(folder: Path) -> Path | None:
     difference seen on one machine at one speed, however fast or slow the machine is that day."""
     if not BASE:
         return None
-    shown = subprocess.run(["git", "show", f"{BASE}:data-sources.py"], cwd=SCRIPT.parent, check=True, capture_output=True)
+    shown = subprocess.run(["git", "show", f"{BASE}:data-sources.py"], check=False, cwd=SCRIPT.parent, capture_output=True)
+    if shown.returncode:
+        raise SystemExit(f"BENCH_BASE={BASE}: git has no data-sources.py there ({shown.stderr.decode().strip()}).")
     (folder / "base").mkdir(exist_ok=True)
     script = folder / "base" / "data-sources.py"
     script.write_bytes(shown.stdout)
     return script
 
 
-def time_to_menu(sources: int, latency: float, folder: Path) -> dict:
-    """Medians of the tool's time to menu and of both import floors (and of BENCH_BASE's script),
+def time_to_menu(sources: int, latency: float, folder: Path, base: Path | None = None) -> dict:
+    """Medians of the tool's time to menu and of both import floors (and of the base's script),
     measured in turn, so that all see the same machine (its speed drifts by several ms between minutes)."""
     fake = fake_with(sources, latency)
     env = env_for(fake, folder)
-    base = base_script(folder)
     times = {"tool": [], "floor": [], "requests_floor": [], **({"base": []} if base else {})}
     for _ in range(RUNS):
         times["tool"].append(menu_shown_after(["--env-file", env], child_env()))
@@ -428,9 +429,9 @@ def counted_text(counted: dict) -> str:
 def menu_rows(folder: Path) -> tuple[list[tuple[str, str, str]], float]:
     """The time-to-menu lines with their import floors, and the instructions to the menu; with
     BENCH_BASE, the base's script measured the same way beside each. And the five-package floor."""
-    rows, measurements = [], []
+    rows, measurements, base = [], [], base_script(folder)
     for sources, latency in ((5, 0.0), (500, 0.0), (5, 0.2), (500, 0.2)):
-        measured = time_to_menu(sources, latency, folder)
+        measured = time_to_menu(sources, latency, folder, base)
         measurements.append(measured)
         budget, rule = menu_budget(measured, latency)
         rows.append(
@@ -449,7 +450,7 @@ def menu_rows(folder: Path) -> tuple[list[tuple[str, str, str]], float]:
     if counted := instructions_to_menu(500, Path(tempfile.mkdtemp(dir=folder))):
         rows.append(("instructions to the menu, 500 sources, 0 ms (callgrind, main thread)", f"{counted['tool'] / 1e6:,.0f} M",
                      counted_text(counted)))
-        if base := base_script(folder):
+        if base:
             counted = instructions_to_menu(500, Path(tempfile.mkdtemp(dir=folder)), base)
             rows.append((f"the same for {BASE}'s script", f"{counted['tool'] / 1e6:,.0f} M", counted_text(counted)))
     return rows, floor
