@@ -439,7 +439,7 @@ def menu_rows(folder: Path) -> tuple[list[tuple[str, str, str]], float]:
                 f"time to menu, {sources} sources, {latency * 1000:.0f} ms round trip",
                 f"{measured['tool'] * 1000:.0f} ms",
                 f"{rule} = {budget * 1000:.0f} ms: {'met' if measured['tool'] <= budget else 'NOT met'}"
-                + (f"; {BASE}'s script, in turn: {measured['base'] * 1000:.0f} ms" if BASE else ""),
+                + (f"; {BASE}'s script, in turn: {measured['base'] * 1000:.0f} ms" if base else ""),
             )
         )
     floor = statistics.median(m["floor"] for m in measurements)
