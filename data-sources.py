@@ -45,11 +45,14 @@ if sys.version_info < (3, 11):  # noqa: UP036 (an older Python gets a sentence, 
 import argparse
 import base64
 import binascii
+import difflib
 import fcntl
 import functools
 import gc
+import glob
 import hashlib
 import heapq
+import importlib.util
 import io
 import ipaddress
 import json
@@ -60,8 +63,10 @@ import shlex
 import signal
 import stat
 import tempfile
+import textwrap
 import threading
 import time
+import unicodedata
 from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -73,6 +78,13 @@ from urllib.parse import quote, urlsplit
 
 if __name__ == "__main__":
     gc.disable()  # until the startup fetch is in: see the chapter "Startup tuning"
+PACKAGES = {"requests": "requests", "dotenv": "python-dotenv", "rich": "rich", "questionary": "questionary", "jwt": "pyjwt"}
+if missing := [package for module, package in PACKAGES.items() if not importlib.util.find_spec(module)]:
+    # a new shell, or cron, without the virtual environment: one sentence, not a traceback
+    print(f"data-sources.py needs {', '.join(missing)}, which this Python ({sys.executable}) does not have. Set it up "
+          "once: python3 -m venv .venv && .venv/bin/pip install -r requirements.txt, then run it with .venv/bin/python "
+          "data-sources.py (or first: . .venv/bin/activate).", file=sys.stderr)
+    sys.exit(2)
 import requests
 import urllib3.exceptions as u3
 from dotenv.parser import parse_stream
@@ -109,14 +121,11 @@ MAX_KEY_SET_BYTES, MAX_KEYS = 1024 * 1024, 100
 MAX_JSON_DEPTH = 100
 EXPIRING_SOON_SECONDS = 3600
 REFRESH_TOKEN_WARNING_DAYS = 14
-# The table above the menu shows the most urgent and the menu lists them all. The table is printed
-# again each time the menu comes back, so it stays short enough to read whole on a 24-row terminal.
-MENU_TABLE_ROWS = 18
 MAX_TEXT_LENGTH = 1024
 CELL_WIDTH = 60  # a table cell or menu line shows this much of a value; details show it whole
 MAX_SHOWN_MESSAGE = 500  # an error message from outside, on screen, in a pipe or in cron mail
 MAX_RECORDED_MESSAGE = 64 * 1024  # ... and in a record
-MIN_CUT_WIDTH = 8  # a column that gives way to fit the terminal keeps at least this much (or its title)
+MIN_CUT_WIDTH = 16  # a column that gives way keeps this much (or its title), else it is left out: "https:/…" helps no one
 
 # Retries: 429/423/502-504 are retried, bounded in count and in total time. A POST is retried
 # only where the server said it did not process it, because a lost answer may hide a new source.
@@ -195,10 +204,14 @@ def safe_text(value) -> str:
     return _UNSAFE_CHARS.sub(lambda match: _visible_escape(match[0]), scrub(text))
 
 
+def safe_lines(text: str) -> str:
+    """Text of several lines, each made safe: its own line breaks kept."""
+    return "\n".join(safe_text(line) for line in text.split("\n"))
+
+
 def safe_json(value) -> str:
     """Indented JSON to show: its own line breaks kept, everything inside the values made safe."""
-    text = json.dumps(value, indent=2, ensure_ascii=False, default=str)
-    return "\n".join(safe_text(line) for line in text.split("\n"))
+    return safe_lines(json.dumps(value, indent=2, ensure_ascii=False, default=str))
 
 
 def has_space(text: str) -> bool:
@@ -356,6 +369,8 @@ class UpdateInstead(Exception):
 class Screen:
     """Where output goes: one console for results, one for messages (stderr). rich is imported on
     first use (load), once the startup fetch is on its way, so its import overlaps Webex's answer.
+    At a terminal, messages wrap at spaces; piped, they are never wrapped (one line each in cron
+    mail). It counts what it shows, so the menu knows whether an action left something to read.
     Tests make one that writes into a buffer at a chosen width."""
 
     def __init__(self, file=None, width: int | None = None):
@@ -363,6 +378,8 @@ class Screen:
         self._lock = threading.Lock()
         self.out = self.err = None
         self.live = threading.Lock()  # rich shows one live display at a time; other waits are silent
+        self.shown = 0  # how many things were shown: the menu waits for a key when an action showed any
+        self.asked_at = 0  # what had been shown when the last question was answered
 
     def load(self) -> Screen:
         """Import rich and make the two consoles, once; safe from any thread."""
@@ -380,23 +397,66 @@ class Screen:
         return self
 
     def print(self, *renderables, **options) -> None:
+        self.shown += 1
         self.load().out.print(*renderables, **options)
 
-    # Messages are never wrapped by the tool: a terminal wraps them where it must, so a path or a
-    # command in one is never broken inside a word, and cron mail gets one line per message.
-    def tell(self, message: str, style: str = "") -> None:
-        """A plain note on stderr, from any thread."""
-        self.load().err.print(self.Text(message, style=style), soft_wrap=True)
+    def _message(self, console, text) -> None:
+        self.shown += 1
+        console.print(text, soft_wrap=not console.is_terminal)
 
-    def say(self, message: str) -> None:
-        """One line of what was done, on stdout, its outside parts made safe."""
-        self.load().out.print(self.Text(safe_text(message)), soft_wrap=True)
+    def tell(self, message: str, style: str = "") -> None:
+        """A note on stderr, from any thread; each of its lines made safe."""
+        self._message(self.load().err, self.Text(safe_lines(message), style=style))
+
+    def say(self, message: str, lead: str = "", style: str = "") -> None:
+        """What was done, on stdout; each of its lines made safe. lead: a word before it, in style ("Done: ")."""
+        self._message(self.load().out, self.Text(lead, style=style) + self.Text(safe_lines(message)))
+
+    def lines(self, renderable) -> int:
+        """How many lines a renderable takes on this terminal."""
+        return len(self.load().out.render_lines(renderable, pad=False))
 
     def error(self, error) -> None:
-        self.load().err.print(self.Text("Error: ", style="bold red") + self.Text(safe_text(shown(error))), soft_wrap=True)
+        self._message(self.load().err, self.Text("Error: ", style="bold red") + self.Text(safe_text(shown(error))))
 
     def warning(self, message: str) -> None:
-        self.load().err.print(self.Text("Warning: ", style="yellow") + self.Text(safe_text(message)), soft_wrap=True)
+        self._message(self.load().err, self.Text("Warning: ", style="yellow") + self.Text(safe_text(message)))
+
+    @functools.cached_property
+    def questionary(self):
+        """questionary, imported on first use: --list and the rotation never load it."""
+        import questionary
+
+        return questionary
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """The terminal's columns and rows."""
+        size = self.load().out.size
+        return max(size.width, 20), max(size.height, 8)
+
+    def ask(self, question, cancel: bool = True):
+        """A question's answer. cancel: Ctrl-C (or the end of input) cancels the wizard it is in, and
+        nothing is sent; otherwise it goes up (the menu's own question: exit 130)."""
+        try:
+            answer = question.unsafe_ask()
+        except (KeyboardInterrupt, EOFError):
+            if not cancel:
+                raise
+            raise Cancelled from None
+        finally:
+            self.asked_at = self.shown
+        if answer is None and cancel:
+            raise Cancelled
+        return answer
+
+    def pause(self) -> None:
+        """When something was shown since the last answer: wait for a key before the menu is drawn
+        over it (a long menu would scroll it off the screen)."""
+        if self.shown > self.asked_at:
+            with suppress(KeyboardInterrupt, EOFError):
+                self.questionary.press_any_key_to_continue("Press any key to return to the menu...").unsafe_ask()
+            self.asked_at = self.shown
 
 
 # ---------------------------------------------------------------------------------------------
@@ -424,6 +484,17 @@ def validate_nonce(text: str) -> bool | str:
     if verdict is True and has_space(text):
         return "A nonce has no spaces; keep the generated UUID or type one without spaces."
     return verdict
+
+
+def validate_token(text: str) -> bool | str:
+    """A token or secret as pasted: what an HTTP header and an env file line can carry, and nothing
+    around it (smart quotes, an ellipsis, a space)."""
+    if not text:
+        return "Paste the token: it is required."
+    if odd := next((char for char in text if not "!" <= char <= "~" or char in "\"'`\\$#"), None):
+        what = "a space" if odd.isspace() else f"{safe_text(odd)} (U+{ord(odd):04X} {unicodedata.name(odd, 'a control character')})"
+        return f"It holds {what}, which no token does: paste the token again, whole, without quotes or anything around it."
+    return True
 
 
 def validate_lifetime(text: str) -> bool | str:
@@ -579,6 +650,8 @@ SHARED_KEYS = frozenset({"WEBEX_API_BASE_URL", "WEBEX_TRUSTED_ISSUERS", "WEBEX_S
                          "WEBEX_INTEGRATION_TOKEN", "WEBEX_INTEGRATION_REFRESH_TOKEN", "WEBEX_INTEGRATION_CLIENT_ID",
                          "WEBEX_INTEGRATION_CLIENT_SECRET", "WEBEX_STATE_DIR", "WEBEX_ORGS_DIR", "WEBEX_SOURCE_URL",
                          "WEBEX_SOURCE_AUDIENCE", "WEBEX_SOURCE_SUBJECT", "WEBEX_SOURCE_SCHEMA_ID", "WEBEX_SOURCE_LIFETIME"})
+SENT_KEYS = ("WEBEX_REFRESH_TOKEN", "WEBEX_CLIENT_ID", "WEBEX_CLIENT_SECRET", "WEBEX_INTEGRATION_TOKEN",
+             "WEBEX_INTEGRATION_REFRESH_TOKEN", "WEBEX_INTEGRATION_CLIENT_ID", "WEBEX_INTEGRATION_CLIENT_SECRET")
 MINT_KEYS = ("WEBEX_SERVICE_APP_ID", "WEBEX_CLIENT_ID", "WEBEX_CLIENT_SECRET", "WEBEX_TARGET_ORG_ID", "WEBEX_INTEGRATION_TOKEN")
 SAMPLE_ORG_ID = "ce861fba-6e2f-49f9-9a84-b354008fac9e"  # the API guide's, for examples and for checking the template
 
@@ -850,6 +923,9 @@ def load_settings(env_file: str | Path | None, records_dir: str | None, layered:
         secrets += [integration.token, integration.refresh_token, integration.client_secret]
     for secret in secrets:  # before any check, so no message can show them
         remember_secret(secret)
+    for key in SENT_KEYS:  # each goes into a header or a form: a pasted quote or ellipsis is caught here, named
+        if values.get(key, "").strip() and (verdict := validate_token(value(key))) is not True:
+            raise ConfigError(f"{key} in {origins[key] or 'the environment'} {verdict.removeprefix('It ')}")
     check_access_token(settings, values)
     return settings
 
@@ -884,7 +960,7 @@ def check_access_token(settings: Settings, values: dict[str, str]) -> None:
         settings.access_token = token = re.sub(r"(?i)^bearer\s+", "", token)
         settings.notes.append("WEBEX_ACCESS_TOKEN starts with 'Bearer ': the tool sends that word itself, so it was left out. "
                               f"Remove it from {token_origin(settings)} to silence this.")
-    if token and token != TOKEN_PLACEHOLDER and not has_space(token):
+    if token and token != TOKEN_PLACEHOLDER and validate_token(token) is True:
         return
     settings.access_token = ""
     if settings.can_mint or settings.can_renew:
@@ -898,7 +974,7 @@ def check_access_token(settings: Settings, values: dict[str, str]) -> None:
     elif "WEBEX_ACCESS_TOKEN" in values and not token:
         problem = f"WEBEX_ACCESS_TOKEN in {where} is empty: put the Service App access token after the = sign."
     elif token:
-        problem = f"WEBEX_ACCESS_TOKEN in {where} holds a space, which no token does: paste the token again, whole."
+        problem = f"WEBEX_ACCESS_TOKEN in {where} {validate_token(token).removeprefix('It ')}"
     else:
         problem = (f"No Service App access token. Put it in {settings.env_file} as WEBEX_ACCESS_TOKEN=<token> "
                    "(copy .env.sample to start), or set the WEBEX_ACCESS_TOKEN environment variable.")
@@ -1006,6 +1082,22 @@ def onboarding_profile(org_id: str, name: str | None, records_dir: str | None) -
         raise ConfigError(f"{path} exists and names another org: give this one another name with --org-name.")
     own = None if known else {"WEBEX_ORG_NAME": name, "WEBEX_TARGET_ORG_ID": org_id}
     return load_settings(str(path), records_dir, layered=True, own=own), known is not None
+
+
+def env_file_paths(given: list[str] | None) -> list[str] | None:
+    """--env-file as given, a pattern that no shell expanded (a systemd unit, a quoted argument)
+    expanded here: orgs/*.env means the same wherever it is written."""
+    if given is None:
+        return None
+    paths = []
+    for item in given:
+        if Path(item).exists() or not any(char in item for char in "*?["):
+            paths.append(item)
+        elif not (matches := sorted(glob.glob(item))):
+            raise ConfigError(f"No file matches {item}. Check the folder (onboarding writes org files there), or name the files.")
+        else:
+            paths += matches
+    return paths
 
 
 def load_profiles(env_files: list[str] | None, records_dir: str | None) -> list[tuple[str, Settings | ConfigError]]:
@@ -2624,6 +2716,11 @@ class Org:
         except ToolError as exc:
             self.state, self.problem = None, exc
             return
+        except OSError as exc:  # its records folder (markers, the lock) cannot be used
+            self.state, self.problem = None, RecordError(
+                f"Cannot use {exc.filename or self.trail.dir} ({exc.strerror or exc}): whoever runs the tool must be able to "
+                "read and write the org's records folder. Fix its owner or mode, or choose another with --records-dir.")
+            return
         except Exception as exc:  # noqa: BLE001 (a crash in our code stays this org's failure)
             self.state, self.problem = None, ToolError(f"unexpected {type(exc).__name__} while reading it: {exc}. "
                                                        "Please report it with the command you ran.")
@@ -2778,6 +2875,11 @@ class OrgRow:
     as_of: str | None = None  # how old what is shown is, when it comes from the last run's snapshot
     active: int = 0  # its active sources: none means Webex sends it nothing
     withdrawn: bool = False  # minting its token answered 403: the customer withdrew the Service App
+
+    @property
+    def need(self) -> tuple:
+        """Sort key, most in need first: unreadable, then the most expired, the most due, the soonest."""
+        return (self.readable, -self.expired, -self.soon, self.soonest.seconds_left if self.soonest else math.inf)
 
     @property
     def trouble(self) -> str:
@@ -2981,6 +3083,10 @@ class Fleet:
                 notes.append(("error", f"{self.label(org.name)}{self.problem_text(org)}"))
         return notes
 
+    def read_any(self) -> bool:
+        """Whether any org was read (or left alone because another run was writing to it)."""
+        return any(org.state is not None or isinstance(org.problem, Busy) for org in self.orgs)
+
     def unreadable(self) -> list[str]:
         return [org.name for org in self.orgs if org.state is None and not isinstance(org.problem, Busy)]
 
@@ -3078,6 +3184,21 @@ def result_json(result: WriteResult, org_label: str | None, skipped: bool = Fals
         "record": str(result.record) if result.record else None,
         "record_error": str(result.record_error) if result.record_error else None,
     }
+
+
+def history_result(entry: dict) -> str:
+    result = "ok" if entry["success"] else f"failed ({entry['status_code'] or 'no answer'})"
+    return result + (f", {entry['reconciled']}" if entry["reconciled"] else "")
+
+
+def history_tsv(entries: list[dict], org_column: bool) -> str:
+    """--history when piped: tab-separated with whole values (full ids, tracking ids), as --list is."""
+    keys = ["time", "operation", *(["org"] if org_column else []), "data_source_id", "audience", "result", "tracking_id"]
+    lines = ["\t".join(keys).replace("data_source_id", "id")]
+    for entry in entries:
+        values = {**entry, "result": history_result(entry)}
+        lines.append("\t".join(safe_text(values[key] if values[key] is not None else "-") for key in keys))
+    return "\n".join(lines)
 
 
 def check_line(rows: list[SourceRow], unread: list[str], minutes: int, idle: list[str | None] = ()) -> tuple[int, str]:
@@ -3222,19 +3343,27 @@ def rotation_json(results: list[WriteResult], skipped: int, org_count: int, unre
     }
 
 
-def expiring_notice(rows: list[SourceRow], command: str | None) -> str | None:
-    """What to do about the sources that lapse within the hour; command: how this run was started
-    (with its --env-file), so the suggestion can be copied as it is (None: the short form)."""
-    urgent = [row for row in rows if row.active and (row.seconds_left is None or row.seconds_left <= EXPIRING_SOON_SECONDS)]
-    if not urgent:
-        return None
-    if command is None:
-        return f"{len(urgent)} active source(s) expire within the hour or have expired: choose Rotate."
-    notice = f"{len(urgent)} active source(s) expire within the hour or have expired. Choose Rotate, or run: {command} --rotate-expiring 60"
-    if short := [row for row in urgent if row.lifetime_minutes and row.lifetime_minutes <= 60]:
-        notice += (f" ({len(short)} of them live only {min(r.lifetime_minutes for r in short)} minutes, so they always expire "
-                   "within the hour: Update them with a longer Token lifetime, or rotate with --lifetime 1440.)")
-    return notice
+def is_due(row: SourceRow) -> bool:
+    """Active, and its token lapses within the hour, or within half its lifetime when that is shorter:
+    a source that lives 60 minutes is not due again right after its rotation."""
+    if not row.active or row.seconds_left is None:
+        return False
+    return row.seconds_left <= min(EXPIRING_SOON_SECONDS, (row.lifetime_minutes or math.inf) * 30)
+
+
+def due_notice(rows: list[SourceRow], command: str) -> list[str]:
+    """What to do now, in a few lines: the sources due (and the command that rotates them from a
+    script, whole on its line), and the active sources whose expiry nobody knows."""
+    lines = []
+    if due := [row for row in rows if is_due(row)]:
+        lines += [f"To rotate the {len(due)} expired or expiring within the hour: choose Rotate, or run",
+                  f"{command} --rotate-expiring 60"]
+        if short := sorted(row.lifetime_minutes for row in due if row.lifetime_minutes and row.lifetime_minutes <= 60):
+            lines.append(f"({len(short)} of them live(s) only {short[0]} minutes: Update gives a longer Token lifetime.)")
+    if unknown := [row.short_id for row in rows if row.active and row.seconds_left is None]:
+        lines.append(f"{len(unknown)} active source(s) with an unknown expiry ({', '.join(unknown[:3])}"
+                     f"{', ...' if len(unknown) > 3 else ''}): see the details.")
+    return lines
 
 
 # ---------------------------------------------------------------------------------------------
@@ -3268,9 +3397,9 @@ def fit_widths(headers: list[tuple[str, int]], rows: list[list], width: int) -> 
         shown.remove(cuttable[0])
 
 
-def fitted_table(screen: Screen, title: str, headers: list[tuple[str, int]], rows: list[list], notes: list[str]):
+def fitted_table(screen: Screen, title: str, headers: list[tuple[str, int]], rows: list[list], notes: list[str], whole: str):
     """A table that fits the console, one line per row. notes: the caption's sentences; a column
-    left out to fit adds one that names it and where to see it."""
+    left out to fit adds one that names it and where to see it whole."""
     widths = fit_widths(headers, rows, screen.load().out.width)
     table = screen.Table(title=title, title_justify="left")
     shown = [i for i, w in enumerate(widths) if w is not None]
@@ -3279,66 +3408,34 @@ def fitted_table(screen: Screen, title: str, headers: list[tuple[str, int]], row
     for row in rows:
         table.add_row(*(row[i] for i in shown))
     if left_out := [headers[i][0] for i, w in enumerate(widths) if w is None]:
-        notes = [*notes, f"Left out to fit: {', '.join(left_out)} (see the details, --list piped or --json)."]
+        notes = [*notes, f"Left out to fit: {', '.join(left_out)} (see {whole})."]
     table.caption = " ".join(notes) or None
     return table
 
 
-def sources_table(screen: Screen, rows: list[SourceRow], total: int | None = None,
-                  empty: str = "No data sources yet: choose Register to add one."):
-    """The rows given (trouble on top); total: how many there are when only the most urgent are shown."""
-    total = len(rows) if total is None else total
+def sources_table(screen: Screen, rows: list[SourceRow], empty: str = "No data sources yet: add one with the menu's Register."):
+    """The rows given, trouble on top; a table with no row is never drawn: empty is said instead."""
+    if not rows:
+        return screen.Text(empty)
     columns = [column for column in COLUMNS if column.title and column.wanted(rows)]
     cells = [[cell(screen, column.text(row), column.style(row)) for column in columns] for row in rows]
-    notes = [empty] if not rows else []
-    if len(rows) < total:
-        notes.append(f"The {len(rows)} most urgent, and {total - len(rows)} more: type to find any, or --list.")
-    return fitted_table(screen, f"Data sources ({total})", [(c.title, c.priority) for c in columns], cells, notes)
-
-
-def overview_table(screen: Screen, org_rows: list[OrgRow], total: int | None = None):
-    """One row per org: its sources, what has expired or will within the hour, and its token;
-    total: how many orgs there are when only the most troubled are shown."""
-    total = len(org_rows) if total is None else total
-    Text = screen.load().Text
-    aged = any(org.as_of for org in org_rows)  # some show the last run's snapshot: say how old
-    headers = [("Org", 0), *([("Read", 0)] if aged else []), ("Sources", 0), ("Expired", 0), ("Within 1h", 0),
-               ("Soonest expiry", 0), ("Token", 1)]
-    rows = []
-    for org in org_rows:
-        read = [Text(org.as_of or "now", style="dim" if org.as_of else "")] if aged else []
-        if not org.readable:
-            rows.append([cell(screen, org.name), *read, Text("-"), Text("-"), Text("-"), Text("-"), cell(screen, org.trouble, "red")])
-            continue
-        soonest = org.soonest
-        rows.append([
-            cell(screen, org.name), *read, Text(str(org.sources)),
-            Text(str(org.expired), style="bold red" if org.expired else ""), Text(str(org.soon), style="yellow" if org.soon else ""),
-            cell(screen, soonest.expiry, EXPIRY_STYLES[soonest.urgency]) if soonest else Text("-"),
-            cell(screen, org.token, "green"),
-        ])
-    notes = [f"The {len(org_rows)} orgs most in need, and {total - len(org_rows)} more: type to find any."] if total > len(org_rows) else []
-    if aged:
-        notes.append("Read: the age of a snapshot from the last run, until this run's answer comes (Refresh shows it).")
-    return fitted_table(screen, f"Customer orgs ({total})", headers, rows, notes)
+    return fitted_table(screen, f"Data sources ({len(rows)})", [(c.title, c.priority) for c in columns], cells, [],
+                        "--list piped or --json")
 
 
 def history_table(screen: Screen, entries: list[dict], skipped: int, org_column: bool):
     """The records, newest first: time, operation, org, source, result, tracking id."""
-    headers = [("Time", 0), ("Operation", 2), *([("Org", 0)] if org_column else []), ("Source", 1), ("Result", 0), ("Tracking id", 3)]
-    rows = []
-    for entry in entries:
-        result = "ok" if entry["success"] else f"failed ({entry['status_code'] or 'no answer'})"
-        if entry["reconciled"]:
-            result += f", {entry['reconciled']}"
-        source = f"{entry['audience'] or '-'} {(entry['data_source_id'] or '')[:8]}".strip()
-        rows.append([cell(screen, local_time(parse_iso(entry["time"]))), cell(screen, entry["operation"]),
-                     *([cell(screen, entry["org"])] if org_column else []), cell(screen, source),
-                     cell(screen, result, "" if entry["success"] else "red"), cell(screen, entry["tracking_id"] or "-")])
     notes = [f"{skipped} file(s) in the records folder could not be read as records and were skipped."] if skipped else []
-    if not entries and not skipped:
-        notes.append("No records yet.")
-    return fitted_table(screen, f"History ({len(entries)} operations)", headers, rows, notes)
+    if not entries:
+        return screen.Text(" ".join(["No records yet.", *notes]))
+    headers = [("Time", 0), ("Operation", 2), *([("Org", 0)] if org_column else []), ("Source", 1), ("Result", 0),
+               ("Tracking id", 3)]
+    rows = [[cell(screen, local_time(parse_iso(entry["time"]))), cell(screen, entry["operation"]),
+             *([cell(screen, entry["org"])] if org_column else []),
+             cell(screen, f"{entry['audience'] or '-'} {(entry['data_source_id'] or '')[:8]}".strip()),
+             cell(screen, history_result(entry), "" if entry["success"] else "red"), cell(screen, entry["tracking_id"] or "-")]
+            for entry in entries]
+    return fitted_table(screen, f"History ({len(entries)} operations)", headers, rows, notes, "--history piped or --json")
 
 
 def schemas_table(screen: Screen, schemas: list[dict]):
@@ -3346,11 +3443,14 @@ def schemas_table(screen: Screen, schemas: list[dict]):
     headers = [("Service type", 1), ("Description", 4), ("Protocol", 3), ("App type", 2), ("ID", 0), ("URL", 5)]
     keys = ("serviceType", "description", "protocol", "appType", "id", "url")
     rows = [[cell(screen, s.get(key) or "-") for key in keys] for s in schemas]
-    return fitted_table(screen, f"Schemas ({len(schemas)})", headers, rows, [])
+    return fitted_table(screen, f"Schemas ({len(schemas)})", headers, rows, [], "--schemas piped or --json")
 
 
-def details_panel(screen: Screen, view: SourceView, schemas: dict, now: datetime, verdict: Verdict | None, warnings: tuple[str, ...]):
-    """Every field of one source, whole; warnings: its row's (drift from the template among them)."""
+def details_panel(screen: Screen, view: SourceView, schemas: dict, now: datetime, verdict: Verdict | None,
+                  warnings: tuple[str, ...], claims: bool = True):
+    """Every field of one source, whole, what matters most on top; warnings: its row's (drift from
+    the template among them). claims: the token's claims as JSON too (they repeat the fields, but
+    for the issuer, which has a line of its own)."""
     Text = screen.load().Text
     grid = screen.Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
@@ -3359,17 +3459,18 @@ def details_panel(screen: Screen, view: SourceView, schemas: dict, now: datetime
     rows = [
         ("ID", view.id),
         ("Status", view.status or "unknown"),
-        ("Error message", view.error_message or "-"),
+        *([("Error message", view.error_message)] if view.error_message else []),
+        ("Expires", f"{local_time(view.expires_at)}  ({expiry_text(view, now)})"),
+        ("URL", view.url or "unknown"),
         ("Audience", view.audience or "unknown"),
         ("Subject", view.subject or "unknown"),
-        ("URL", view.url or "unknown"),
         ("Schema", f"{schema_name(schemas, view.schema_id)}  {view.schema_id or ''}"),
         ("Schema description", schema.get("description") or "-"),
         ("Nonce", view.nonce or "unknown"),
         ("Token lifetime", f"{view.lifetime_minutes} minutes" if view.lifetime_minutes else "unknown"),
         ("Issued", local_time(view.issued_at)),
-        ("Expires", f"{local_time(view.expires_at)}  ({expiry_text(view, now)})"),
         ("Signature", verdict.text if verdict else "not checked"),
+        ("Issuer", (view.claims or {}).get("iss") or "unknown"),
         ("Org", view.org_id or "unknown"),
         ("Created", f"{view.raw.get('createdAt', 'unknown')} by {view.raw.get('createdBy', 'unknown')}"),
     ]
@@ -3378,7 +3479,7 @@ def details_panel(screen: Screen, view: SourceView, schemas: dict, now: datetime
     for label, value in rows:
         grid.add_row(label, Text(safe_text(value)))
     if view.claims:
-        grid.add_row("Claims", Text(safe_json(view.claims)))
+        grid.add_row("Claims", Text(safe_json(view.claims) if claims else "left out to fit the terminal (a taller one shows them)"))
     for warning in warnings:
         grid.add_row(Text("Warning", style="yellow"), Text(safe_text(warning), style="yellow"))
     return screen.Panel(grid, title=Text(f"Data source {safe_text(view.short_id)}"), title_align="left")
@@ -3409,17 +3510,15 @@ def payload_table(screen: Screen, payload: dict, schemas: dict, title: str):
 
 
 def show_result(screen: Screen, result: WriteResult, now: datetime) -> None:
-    Text = screen.load().Text
     if result.ok and result.view:
-        done = (f"{result.operation} of {result.view.short_id}; the token now expires "
-                f"{local_time(result.view.expires_at)} ({expiry_text(result.view, now)}).")
-        screen.print(Text("Done: ", style="green") + Text(safe_text(done)))
+        screen.say(f"{result.operation} of {result.view.short_id}; the token now expires {local_time(result.view.expires_at)} "
+                   f"({expiry_text(result.view, now)}).", lead="Done: ", style="green")
     elif result.ok:
-        screen.print(Text("Done: ", style="green") + Text(safe_text(f"{result.operation} of {result.source_id}.")))
+        screen.say(f"{result.operation} of {result.source_id}.", lead="Done: ", style="green")
     else:
         screen.error(result.error)
     if result.record:
-        screen.print(Text(f"Record: {safe_text(result.record)}"), soft_wrap=True)
+        screen.say(f"Record: {result.record}")
     elif result.record_error:
         screen.error(result.record_error)
 
@@ -3463,20 +3562,50 @@ def can_prompt() -> bool:
     return sys.stdin.isatty() and sys.stdout.isatty()
 
 
-def ask(question):
-    """A wizard's question: Ctrl-C cancels the whole wizard, and nothing is sent."""
-    try:
-        answer = question.unsafe_ask()
-    except (KeyboardInterrupt, EOFError):
-        raise Cancelled from None
-    if answer is None:
-        raise Cancelled
-    return answer
+def source_columns(rows: list[SourceRow]) -> tuple[int, int]:
+    """The widths of the status and expiry columns of a list of sources, so that they line up."""
+    return (max((len(row.status or "unknown") + 8 * bool(row.drift) for row in rows), default=6),
+            max((len(row.expiry) for row in rows), default=7))
 
 
-def menu_title(row: SourceRow) -> str:
-    audience, status = clip(safe_text(row.audience or "unknown")), clip(safe_text(row.status or "unknown"), 12)
-    return f"{audience} · {status} · {row.expiry} · {safe_text(row.short_id)}"
+def menu_title(row: SourceRow, columns: tuple[int, int] = (8, 17), width: int = 80) -> str:
+    """One source on one line: its short id, status and expiry whole, then its audience (cut to fit)."""
+    status = (row.status or "unknown") + (" · drift" if row.drift else "")
+    line = f"{safe_text(row.short_id):<8}  {clip(safe_text(status), 24):<{columns[0]}}  {row.expiry:<{columns[1]}}  "
+    return line + clip(safe_text(row.audience or "unknown"), max(8, width - 4 - len(line)))
+
+
+def source_heading(columns: tuple[int, int]) -> str:
+    return f"{'ID':<8}  {'Status':<{columns[0]}}  {'Expires':<{columns[1]}}  Audience"
+
+
+def wrapped(lines: list[str], width: int) -> str:
+    """A question's text over several lines, each wrapped at spaces to the terminal's width
+    (prompt_toolkit would break a long line inside a word); a path or command stays whole."""
+    out = []
+    for line in lines:
+        out += textwrap.wrap(line, width - 3, break_long_words=False, break_on_hyphens=False) or [""]
+    return "\n  ".join(out)
+
+
+def listed_menu(screen: Screen, header: list[str], heading: str, items: list[tuple[str, object]], actions, default=None):
+    """A menu that is itself the list: the header and question, then the items most in need (as
+    many as fit the terminal with the actions below them), the actions, then the rest, which
+    typing finds (or scrolling, or up from the first to the last). Ctrl-C goes up: exit 130."""
+    questionary = screen.questionary
+    width, height = screen.size
+    room = height - len(wrapped(header, width).splitlines()) - len(actions) - 5  # heading, separators, the search line
+    shown = items if len(items) <= max(room, 3) + 1 else items[:max(room, 3)]
+    choices = [questionary.Separator(heading), *(questionary.Choice(title, value) for title, value in shown)] if items else []
+    choices += [questionary.Separator(), *(questionary.Choice(label, value) for label, value in actions)] if items else \
+        [questionary.Choice(label, value) for label, value in actions]
+    if rest := items[len(shown):]:
+        choices.append(questionary.Separator(f"── {len(rest)} more: type to filter, or scroll ──"))
+        choices += [questionary.Choice(title, value) for title, value in rest]
+    start = next((c for c in choices if not isinstance(c, questionary.Separator) and c.value == default), None)
+    question = questionary.select(wrapped(header, width), choices, default=start, instruction=MENU_HINT,
+                                  use_search_filter=True, use_jk_keys=False)
+    return screen.ask(question, cancel=False)
 
 
 MENU_ACTIONS = (
@@ -3489,6 +3618,7 @@ MENU_ACTIONS = (
     ("Refresh", "refresh"),
 )
 ONBOARD_CHOICE = ("Onboard a customer org", "onboard")
+MENU_HINT = "(type to filter)"
 
 
 def menu_actions(onboard: bool, offboard: bool, back: bool) -> list[tuple[str, str]]:
@@ -3498,65 +3628,53 @@ def menu_actions(onboard: bool, offboard: bool, back: bool) -> list[tuple[str, s
             *([("Back to all orgs", "back")] if back else []), ("Quit", "quit")]
 
 
-MENU_QUESTION, MENU_HINT = "Choose a data source or an action (type to filter):", "(arrow keys)"
+def prompt_menu(screen: Screen, header: list[str], rows: list[SourceRow], actions: list[tuple[str, str]], default=None):
+    """One org's menu: a line per source (its rows, trouble first), then the actions; default: the
+    action the cursor starts on (else the most urgent source)."""
+    columns, width = source_columns(rows), screen.size[0]
+    items = [(menu_title(row, columns, width), ("view", row.id)) for row in rows]
+    return listed_menu(screen, header, source_heading(columns), items, [(label, (kind, None)) for label, kind in actions],
+                       (default, None) if default else None)
 
 
-def menu_lines(sources: int, actions: int, width: int) -> int:
-    """How many lines the org's menu takes on screen: the question (maybe wrapped), a line per choice."""
-    question = math.ceil((len(MENU_QUESTION) + len(MENU_HINT) + 3) / max(width, 1))
-    return question + sources + bool(sources) + actions
-
-
-def prompt_menu(rows: list[SourceRow], actions: list[tuple[str, str]], default: str | None = None):
-    """One org's menu: a choice per source (its rows, trouble first), then the actions; default:
-    the action the cursor starts on."""
-    import questionary
-
-    choices = [questionary.Choice(menu_title(row), ("view", row.id)) for row in rows]
-    if choices:
-        choices.append(questionary.Separator())
-    choices += [questionary.Choice(label, (kind, None)) for label, kind in actions]
-    start = next((c for c in choices if isinstance(c, questionary.Choice) and c.value == (default, None)), None)
-    return questionary.select(MENU_QUESTION, choices, default=start, instruction=MENU_HINT, use_search_filter=True,
-                              use_jk_keys=False).unsafe_ask()
-
-
-def overview_title(org: OrgRow) -> str:
-    name = clip(safe_text(org.name), 30)
+def overview_title(org: OrgRow, name_width: int = 30, width: int = 120) -> str:
+    """One org on one line, its name whole (up to 30 characters), cut to the terminal's width."""
+    name = f"{clip(safe_text(org.name), 30):<{name_width}}"
     if not org.readable:
-        return f"{name} · {clip(safe_text(org.trouble), 2 * CELL_WIDTH)}"
-    counts = f"{org.sources} sources · {org.expired} expired · {org.soon} within the hour"
-    return f"{name} · {counts} · token {clip(safe_text(org.token), 20)}" + (f" · read {org.as_of}" if org.as_of else "")
+        return clip(f"{name}  {safe_text(org.trouble)}", width - 4)
+    soonest = org.soonest.expiry if org.soonest else "-"
+    read = f" · read {org.as_of}" if org.as_of else ""
+    line = f"{name}  {org.sources:>7}  {org.expired:>7}  {org.soon:>9}  {soonest:<19}  {safe_text(org.token)}{read}"
+    return clip(line, width - 4)
 
 
-def prompt_overview(org_rows: list[OrgRow], orgs: list[Org]):
-    import questionary
-
-    choices = [questionary.Choice(overview_title(row), ("org", org)) for row, org in zip(org_rows, orgs, strict=True)]
-    choices += [
-        questionary.Separator(),
-        questionary.Choice("Rotate everything expiring within the hour in all orgs", ("rotate", None)),
-        questionary.Choice("History of changes in all orgs", ("history", None)),
-        questionary.Choice(ONBOARD_CHOICE[0], ("onboard", None)),
-        questionary.Choice("Refresh", ("refresh", None)),
-        questionary.Choice("Quit", ("quit", None)),
-    ]
-    question = questionary.select("Choose an org or an action (type to filter):", choices, use_search_filter=True, use_jk_keys=False)
-    return question.unsafe_ask()
+OVERVIEW_ACTIONS = (
+    ("Rotate everything expiring within the hour in all orgs", "rotate"),
+    ("History of changes in all orgs", "history"),
+    ONBOARD_CHOICE,
+    ("Refresh", "refresh"),
+    ("Quit", "quit"),
+)
 
 
-def prompt_source(rows: list[SourceRow], message, extra_choices=()):
-    import questionary
+def prompt_overview(screen: Screen, header: list[str], org_rows: list[OrgRow], orgs: list[Org]):
+    name_width, width = min(30, max((len(row.name) for row in org_rows), default=3)), screen.size[0]
+    heading = f"{'Org':<{name_width}}  {'Sources':>7}  {'Expired':>7}  {'Within 1h':>9}  {'Soonest expiry':<19}  Token"
+    items = [(overview_title(row, name_width, width), ("org", org)) for row, org in zip(org_rows, orgs, strict=True)]
+    return listed_menu(screen, header, heading, items, [(label, (kind, None)) for label, kind in OVERVIEW_ACTIONS])
 
-    choices = list(extra_choices) + [questionary.Choice(menu_title(row), row.id) for row in rows]
+
+def prompt_source(screen: Screen, rows: list[SourceRow], message, extra_choices=()):
+    questionary = screen.questionary
+    columns, width = source_columns(rows), screen.size[0]
+    choices = list(extra_choices) + [questionary.Choice(menu_title(row, columns, width), row.id) for row in rows]
     if not choices:
         raise Cancelled
-    return ask(questionary.select(message, choices, use_search_filter=True, use_jk_keys=False))
+    return screen.ask(questionary.select(message, choices, use_search_filter=True, use_jk_keys=False))
 
 
-def prompt_schema(schemas: dict, current: str | None) -> str:
-    import questionary
-
+def prompt_schema(screen: Screen, schemas: dict, current: str | None) -> str:
+    questionary = screen.questionary
     choices = [
         questionary.Choice(clip(safe_text(f"{s.get('serviceType') or 'unnamed'}: {s.get('description') or 'no description'}"),
                                 2 * CELL_WIDTH), sid)
@@ -3565,44 +3683,45 @@ def prompt_schema(schemas: dict, current: str | None) -> str:
     if current and current not in schemas:
         choices.insert(0, questionary.Choice(f"current: {clip(safe_text(schema_name(schemas, current)))}", current))
     if not choices:
-        return ask(questionary.text("Schema id (no schemas could be listed):", default=current or "", validate=validate_required))
+        return prompt_text(screen, "Schema id (no schemas could be listed)", current, validate_required)
     default = next((c for c in choices if c.value == current), None)
-    return ask(questionary.select("Schema:", choices, default=default))
+    return screen.ask(questionary.select("Schema:", choices, default=default))
 
 
-def prompt_text(label: str, default, validator) -> str:
-    import questionary
-
-    return ask(questionary.text(f"{label}:", default=str(default or ""), validate=validator))
+def prompt_text(screen: Screen, label: str, default, validator) -> str:
+    return screen.ask(screen.questionary.text(f"{label}:", default=str(default or ""), validate=validator))
 
 
-def confirm(message: str, default: bool) -> bool:
-    import questionary
-
-    return ask(questionary.confirm(message, default=default))
+def confirm(screen: Screen, message: str, default: bool) -> bool:
+    return screen.ask(screen.questionary.confirm(message, default=default))
 
 
 def source_wizard(screen: Screen, schemas: dict, start: dict, updating: bool) -> dict:
     """Register and update ask the same fields. Update keeps the schema (the API does not change
     it), may keep a URL that today's rules would refuse, and adds status and error message."""
     payload = {
-        "audience": prompt_text("Audience", start.get("audience"), validate_required),
-        "subject": prompt_text("Subject", start.get("subject"), validate_required),
+        "audience": prompt_text(screen, "Audience", start.get("audience"), validate_required),
+        "subject": prompt_text(screen, "Subject", start.get("subject"), validate_required),
         "url": prompt_url(screen, start.get("url"), keep_as_is=updating),
-        "schemaId": show_kept_schema(screen, schemas, start.get("schemaId")) if updating else prompt_schema(schemas, start.get("schemaId")),
-        "tokenLifetimeMinutes": int(prompt_text("Token lifetime (minutes, 1-1440)", start.get("tokenLifetimeMinutes"), validate_lifetime)),
-        "nonce": prompt_text("Nonce", start.get("nonce"), validate_nonce),
+        "schemaId": show_kept_schema(screen, schemas, start.get("schemaId")) if updating else
+        prompt_schema(screen, schemas, start.get("schemaId")),
+        "tokenLifetimeMinutes": int(prompt_text(screen, "Token lifetime (minutes, 1-1440)", start.get("tokenLifetimeMinutes"),
+                                                validate_lifetime)),
+        "nonce": prompt_text(screen, "Nonce", start.get("nonce"), validate_nonce),
     }
     if updating:
-        import questionary
-
-        status = ask(questionary.select("Status:", ["active", "disabled"], default=start.get("status") or "active"))
+        status = screen.ask(screen.questionary.select("Status:", ["active", "disabled"], default=start.get("status") or "active"))
         payload["status"] = status
         if status == "disabled":
-            payload["errorMessage"] = prompt_text("Error message", start.get("errorMessage"), validate_error_message)
+            payload["errorMessage"] = prompt_error_message(screen, start.get("errorMessage"))
         elif start.get("status") == "disabled":
             payload["errorMessage"] = ""  # re-enabling clears the message Control Hub showed
     return payload
+
+
+def prompt_error_message(screen: Screen, default) -> str:
+    screen.tell("Disabling needs an error message: Control Hub shows it to the customer's admin.")
+    return prompt_text(screen, "Error message", default, validate_error_message)
 
 
 def prompt_url(screen: Screen, current: str | None, keep_as_is: bool) -> str:
@@ -3610,8 +3729,8 @@ def prompt_url(screen: Screen, current: str | None, keep_as_is: bool) -> str:
     verdict = validate_url(current or "")
     if keep_as_is and current and verdict is not True:
         screen.warning(f"The current URL would not be accepted for a new source: {verdict} Enter keeps it unchanged.")
-        return prompt_text("URL", current, lambda text: text == current or validate_url(text))
-    return prompt_text("URL", current, validate_url)
+        return prompt_text(screen, "URL", current, lambda text: text == current or validate_url(text))
+    return prompt_text(screen, "URL", current, validate_url)
 
 
 def show_kept_schema(screen: Screen, schemas: dict, schema_id: str | None) -> str | None:
@@ -3622,41 +3741,38 @@ def show_kept_schema(screen: Screen, schemas: dict, schema_id: str | None) -> st
 
 def prompt_instead_of_duplicate(screen: Screen, duplicate: SourceRow) -> bool:
     """True: update the existing source instead of registering a copy."""
-    import questionary
-
+    questionary = screen.questionary
     screen.warning(f"A source with the same URL, schema, audience and subject exists: {menu_title(duplicate)}")
     choices = [questionary.Choice("Update that one instead", True), questionary.Choice("Register another anyway", False)]
-    return ask(questionary.select("What now?", choices, default=choices[0]))
+    return screen.ask(questionary.select("What now?", choices, default=choices[0]))
 
 
-def prompt_onboarding() -> tuple[str, str | None]:
+def prompt_onboarding(screen: Screen) -> tuple[str, str | None]:
     """The customer org's id, and a name for it unless it was onboarded before (its file names it)."""
-    org_id = prompt_text("The customer's org id", "", validate_org_id)
+    org_id = prompt_text(screen, "The customer's org id", "", validate_org_id)
     if onboarded_as(org_id):
         return org_id, None
-    return org_id, prompt_text("Org name (it names the org's file and records folder)", f"org-{org_id[:8]}", validate_org_name)
+    return org_id, prompt_text(screen, "Org name (it names the org's file and records folder)", f"org-{org_id[:8]}",
+                               validate_org_name)
 
 
-def prompt_offboarding() -> tuple[bool, str]:
+def prompt_offboarding(screen: Screen) -> tuple[bool, str]:
     """Delete every source (True), or disable them with the message Control Hub shows the customer's admin."""
-    import questionary
-
+    questionary = screen.questionary
     choices = [questionary.Choice("Disable every source (Control Hub shows its admin a message)", False),
                questionary.Choice("Delete every source", True)]
-    if ask(questionary.select("Offboard how?", choices, default=choices[0])):
+    if screen.ask(questionary.select("Offboard how?", choices, default=choices[0])):
         return True, ""
-    return False, prompt_text("Error message", offboarding_message(), validate_error_message)
+    return False, prompt_error_message(screen, offboarding_message())
 
 
-def typed_name(name: str) -> bool:
+def typed_name(screen: Screen, name: str) -> bool:
     """An org is offboarded only once its name is typed: a slip of a key cannot do it."""
-    return prompt_text(f"To offboard it, type the org's name ({safe_text(name)})", "", lambda text: True) == name
+    return prompt_text(screen, f"To offboard it, type the org's name ({safe_text(name)})", "", lambda text: True) == name
 
 
-def prompt_token() -> str:
-    import questionary
-
-    return ask(questionary.password("New Service App access token (input hidden):", validate=validate_nonce)).strip()
+def prompt_token(screen: Screen) -> str:
+    return screen.ask(screen.questionary.password("New Service App access token (input hidden):", validate=validate_token))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -3822,6 +3938,8 @@ def rotation_targets(entries, selector, within_minutes, now) -> tuple[list, list
 def resolve_id(entries, wanted: str):
     """An id or a unique prefix (4+ characters) across the fleet: its (org, view)."""
     matches = [(o, v) for o, v in entries if v.id == wanted] or [(o, v) for o, v in entries if v.id.startswith(wanted) and len(wanted) >= 4]
+    if not matches and len(wanted) < 4:
+        raise ConfigError(f"{wanted!r} is too short a prefix: give 4 or more characters of the id (--list shows them).")
     if len(matches) != 1:
         problem = "matches several data sources" if matches else "is not a data source in any org that could be read"
         raise ConfigError(f"{wanted!r} {problem}. Run --list to see the ids (a unique prefix of 4+ characters works).")
@@ -3906,7 +4024,7 @@ def preview_onboarding(screen: Screen, fleet: Fleet, org_id: str, name: str | No
     payload = {**onboarding_payload(settings.template, org_id, settings.org_name, fleet.schemas or {}), "nonce": "(a new UUID)"}
     title = f"What onboarding {safe_text(settings.org_name)} registers (unless it is registered already)"
     screen.print(payload_table(screen, payload, fleet.schemas or {}, title))
-    if not confirm(f"Onboard {safe_text(settings.org_name)} now?", True):
+    if not confirm(screen, f"Onboard {safe_text(settings.org_name)} now?", True):
         raise Cancelled
 
 
@@ -3990,23 +4108,23 @@ def offboard_org(screen: Screen, org: Org, delete: bool, message: str, confirmed
 
 
 def show_history(screen: Screen, folders: list[tuple[str, Path]], command: str) -> None:
-    """The menu's History: the newest operations first, as many as fit a screen or two; an Org
-    column when the records of more than one org are shown."""
-    history = read_history(folders, limit=MENU_TABLE_ROWS)
+    """The menu's History: the newest operations first, as many as fit the terminal with what is
+    said under them; an Org column when the records of more than one org are shown."""
+    fits = max(3, screen.size[1] - 10)  # title, header, borders, a caption, the line under it, the key to go back
+    history = read_history(folders, limit=fits)
     screen.print(history_table(screen, history.entries, history.skipped, org_column=len(folders) > 1))
-    if history.total > MENU_TABLE_ROWS:
-        screen.print(screen.Text(f"The {MENU_TABLE_ROWS} newest of {history.total}; all of them: {command} --history --limit 0"),
-                     soft_wrap=True)
+    if history.total > fits:
+        screen.tell(f"The {fits} newest of {history.total}; all of them:\n{command} --history --limit 0")
 
 
 class Menu:
-    """One org's menu: the sources on screen and the actions on them. In a fleet it ends with
-    Back to all orgs."""
+    """One org's menu: the sources are its choices, then the actions on them. In a fleet it ends
+    with Back to all orgs. What an action shows stays on screen until a key is pressed."""
 
     def __init__(self, screen: Screen, fleet: Fleet, org: Org, back: bool = False):
         self.screen, self.fleet, self.org, self.back = screen, fleet, org, back
         if org.state is None:
-            org.state = State([], {}, ["The data sources could not be listed: choose Refresh to try again."])
+            org.state = State([], {}, [])
         self.actions = {
             "view": self.view,
             "register": self.register,
@@ -4033,69 +4151,58 @@ class Menu:
         """Until Quit ("quit") or, in a fleet, Back to all orgs ("back")."""
         screen = self.screen
         if isinstance(self.org.problem, TokenRefused):  # the one thing to do first: a new token, then the sources
+            screen.error(self.org.problem)
             self.start_with_a_new_token()
         while True:
-            now = datetime.now(UTC)
-            rows = self.fleet.rows(now, self.org)
-            shown, lines = self.layout(rows)
-            empty = ("The data sources could not be listed (see above): choose Refresh, or Replace the access token."
-                     if self.org.problem else "No data sources yet: choose Register to add one.")
-            screen.print(sources_table(screen, shown, total=len(rows), empty=empty))
-            for line in lines:
-                screen.print(line, soft_wrap=True)
+            rows = self.fleet.rows(datetime.now(UTC), self.org)
             refused = isinstance(self.org.problem, TokenRefused)
-            kind, source_id = prompt_menu(rows, self.choices, "token" if refused else None)  # Ctrl-C: exit 130
+            kind, source_id = prompt_menu(screen, self.header(rows), rows, self.choices, "token" if refused else None)
             self.fleet.save_snapshots(in_background=True)  # once the person has the screen: never in the way of drawing it
             if kind in ("quit", "back"):
                 return kind
             try:
                 self.with_token_recovery(self.actions[kind], source_id)
             except Cancelled:
-                screen.print("Cancelled: nothing was sent.")
+                screen.say("Cancelled: nothing was sent.")
             except ToolError as exc:
                 screen.error(exc)
             if self.org.retired:  # offboarded: nothing is left to do in it
                 return "back" if self.back else "quit"
+            screen.pause()
 
-    def table_rows(self, total: int, lines: list) -> int:
-        """How many of the sources the table above the menu shows, so that the table's title and
-        header stay on screen with the menu below (on 80x24 too). When even the menu does not fit,
-        the table is scrollback anyway: the most urgent MENU_TABLE_ROWS."""
-        size = self.screen.load().out.size
-        width = max(size.width, 1)
-        chrome = 5 + 2  # title, three borders, header; a caption of up to two lines saying what is left out
-        words = sum(math.ceil(max(self.screen.out.measure(line).maximum, 1) / width) for line in lines)
-        menu = menu_lines(total, len(self.choices), width)
-        if menu + chrome >= size.height:
-            return MENU_TABLE_ROWS
-        return max(0, min(MENU_TABLE_ROWS, total, size.height - menu - chrome - words))
-
-    def layout(self, rows: list[SourceRow]) -> tuple[list[SourceRow], list]:
-        """The rows the table shows and the lines under it (the org, warnings, what to do). On a
-        small terminal the notice leaves out the command, so that some rows stay on screen."""
-        screen = self.screen
-        head = [screen.Text(f"Org: {safe_text(self.org.name)}", style="bold")] if self.back else []
-        head += [screen.Text(f"Warning: {safe_text(w)}", style="yellow") for w in self.state.warnings]
+    def header(self, rows: list[SourceRow]) -> list[str]:
+        """The menu's question: the count and what is due, what to do about it, the org's warnings."""
+        org, width = self.org, self.screen.size[0]
+        counts = Counter("disabled" if not row.active else "expired" if row.urgency == 0 else
+                         "expiring within the hour" if is_due(row) else "" for row in rows)
+        title = (f"{org.name} · " if self.back else "") + f"Data sources ({len(rows)})"
+        title += "".join(f" · {counts[kind]} {kind}" for kind in ("expired", "expiring within the hour", "disabled")
+                         if counts[kind])
+        lines = [title]
+        if org.problem:
+            fix = "Replace the access token" if isinstance(org.problem, TokenRefused) else "Refresh to try again"
+            lines.append(clip(f"They could not be listed: {safe_text(shown(org.problem))}", 3 * width) + f" Choose {fix}.")
+        elif not rows:
+            lines.append("No data sources yet: choose Register to add one.")
+        lines += due_notice(rows, self.fleet.command)
         if drifted := sum(bool(row.drift) for row in rows):
-            head.append(screen.Text(f"{drifted} source(s) differ from the onboarding template (see its details): python data-sources.py "
-                                    f"--onboard {safe_text(self.org.trail.org_id)} brings it back.", style="yellow"))
-        for command in (self.fleet.command, None):
-            notice = expiring_notice(rows, command)
-            lines = [*head, *([screen.Text(notice, style="bold yellow")] if notice else [])]
-            count = self.table_rows(len(rows), lines)
-            if count >= min(len(rows), 3) or not notice:
-                break
-        return rows[:count], lines
+            lines.append(f"{drifted} source(s) differ from the onboarding template (see its details):")
+            lines.append(f"python data-sources.py --onboard {safe_text(org.trail.org_id)}")  # it reads the orgs folder
+        warnings = (org.settings.notes if org.settings else []) + org.state.warnings
+        lines += [clip(f"Warning: {safe_text(warning)}", width - 4) for warning in warnings[:3]]
+        if len(warnings) > 3:
+            lines.append(f"... and {len(warnings) - 3} more warnings: {self.fleet.command} --list shows them all.")
+        return [*lines, "Choose a data source or an action"]
 
     def start_with_a_new_token(self) -> None:
         """The token was refused at startup (said above): offer to paste one now; a token that works
         reloads the sources."""
         try:
-            if confirm("Paste a new access token now?", True):
+            if confirm(self.screen, "Paste a new access token now?", True):
                 self.replace_token()
                 self.refresh()
         except Cancelled:
-            self.screen.print("Cancelled: the menu opens without the sources; choose Replace the access token to try again.")
+            self.screen.say("Cancelled: the menu opens without the sources; choose Replace the access token to try again.")
         except ToolError as exc:
             self.screen.error(exc)
 
@@ -4109,7 +4216,7 @@ class Menu:
                 action(*args)
 
     def recover_token(self) -> bool:
-        if not confirm("Paste a new access token now?", True):
+        if not confirm(self.screen, "Paste a new access token now?", True):
             return False
         self.replace_token()
         return True
@@ -4130,7 +4237,7 @@ class Menu:
             payload = wizard(start)
             result = self.write(send, payload)
             refused = result.error and (result.error.status is not None or result.reconciled == "not_created")
-            if not refused or not confirm("Edit and try again?", True):
+            if not refused or not confirm(self.screen, "Edit and try again?", True):
                 return
             start = payload
 
@@ -4138,12 +4245,17 @@ class Menu:
         view = self.state.find(source_id)
         now = datetime.now(UTC)
         self.screen.print(self.details(view, now, self.fleet.verdict(self.org, view, now)))
-        if confirm("Update this data source?", False):
+        if confirm(self.screen, "Update this data source?", False):
             self.update(view)
 
     def details(self, view: SourceView, now: datetime, verdict: Verdict | None):
+        """The details panel, short enough to leave the question under it on screen: the claims
+        (which repeat the fields above, but for the issuer) go first when it would not be."""
         warnings = next(row.warnings for row in self.fleet.rows(now, self.org) if row.id == view.id)
-        return details_panel(self.screen, view, self.state.schemas, now, verdict, warnings)
+        panel = details_panel(self.screen, view, self.state.schemas, now, verdict, warnings)
+        if self.screen.lines(panel) + 2 > self.screen.size[1]:
+            panel = details_panel(self.screen, view, self.state.schemas, now, verdict, warnings, claims=False)
+        return panel
 
     def update(self, view: SourceView) -> None:
         screen, schemas = self.screen, self.state.schemas
@@ -4151,7 +4263,7 @@ class Menu:
         def wizard(start):
             payload = source_wizard(screen, schemas, start, updating=True)
             screen.print(changes_table(screen, changed_fields(payload_from_view(view), payload), "What will change"))
-            if not confirm(f"Send this update to {safe_text(view.short_id)}?", False):
+            if not confirm(screen, f"Send this update to {safe_text(view.short_id)}?", True):  # what it sends is on screen above
                 raise Cancelled
             return payload
 
@@ -4168,7 +4280,7 @@ class Menu:
             if duplicate and prompt_instead_of_duplicate(screen, source_row(self.org, None, duplicate, None, datetime.now(UTC))):
                 raise UpdateInstead(duplicate)
             screen.print(payload_table(screen, payload, schemas, "What will be registered"))
-            if not confirm("Register this data source?", True):  # everything it sends is on screen above
+            if not confirm(screen, "Register this data source?", True):  # everything it sends is on screen above
                 raise Cancelled
             return payload
 
@@ -4185,40 +4297,38 @@ class Menu:
             self.update(instead.view)
 
     def rotate(self, _=None) -> None:
-        import questionary
-
         screen, now = self.screen, datetime.now(UTC)
-        active = [v for v in self.state.views if v.active]
-        if not active:
-            screen.print("No active data source to rotate.")
+        rows = [row for row in self.fleet.rows(now, self.org) if row.active]
+        if not rows:
+            screen.say("No active data source to rotate.")
             return
-        urgent = [v for v in active if needs_rotation(v, now, 60)]
-        extra = [questionary.Choice(f"All {len(urgent)} active sources expiring within the hour", "urgent")] if len(urgent) > 1 else []
-        chosen = prompt_source([row for row in self.fleet.rows(now, self.org) if row.active], "Rotate which source?", extra)
-        targets = urgent if chosen == "urgent" else [self.state.find(chosen)]
+        due = [row for row in rows if is_due(row)]
+        extra = [screen.questionary.Choice(f"All {len(due)} active sources expiring within the hour", "due")]
+        chosen = prompt_source(screen, rows, "Rotate which source?", extra if len(due) > 1 else ())
+        targets = [self.state.find(row.id) for row in due] if chosen == "due" else [self.state.find(chosen)]
         for view in targets:
             lifetime = view.lifetime_minutes or DEFAULT_LIFETIME
-            what = f"{clip(safe_text(view.short_id))} {clip(safe_text(view.audience or ''))}"
-            screen.print(screen.Text(f"{what}: new nonce, lifetime {lifetime} minutes, everything else as it is."))
-        if not confirm(f"Rotate {len(targets)} token(s) now?", True):
+            screen.say(f"{view.short_id} {clip(view.audience or '')}: new nonce, lifetime {lifetime} minutes, everything else as it is.")
+        if not confirm(screen, f"Rotate {len(targets)} token(s) now?", True):
             raise Cancelled
         if len(targets) == 1:
             self.write(rotate_source, targets[0])
             return
         results = run_bulk_rotation(screen, [(self.org, view) for view in targets], None, self.client.workers, "bar")
-        screen.print(screen.Text(rotation_summary(results, Counter(), datetime.now(UTC))))
+        screen.say(rotation_summary(results, Counter(), datetime.now(UTC)))
         for result in results:
             if result.ok and result.view:
                 self.state.put(result.view)
 
     def delete(self, _=None) -> None:
         screen, now = self.screen, datetime.now(UTC)
-        view = self.state.find(prompt_source(self.fleet.rows(now, self.org), "Delete which source?"))
+        view = self.state.find(prompt_source(screen, self.fleet.rows(now, self.org), "Delete which source?"))
         screen.print(self.details(view, now, None))
         audience = clip(safe_text(view.audience))
-        typed = prompt_text(f"To delete, type its audience ({audience}) or the first 8 characters of its id", "", lambda t: True)
+        typed = prompt_text(screen, f"To delete, type its audience ({audience}) or the first 8 characters of its id", "",
+                            lambda t: True)
         if not typed or typed not in (view.audience, view.short_id):
-            screen.print("That does not match: nothing was deleted.")
+            screen.say("That does not match: nothing was deleted.")
             return
         result = run_to_completion(screen, delete_source, self.client, self.org.trail, view)
         show_result(screen, result, now)
@@ -4226,21 +4336,19 @@ class Menu:
             self.state.drop(view.id)
 
     def schemas(self, _=None) -> None:
-        import questionary
-
-        screen = self.screen
+        screen, questionary = self.screen, self.screen.questionary
         schemas = self.client.list_schemas()
         self.state.schemas = {s["id"]: s for s in schemas}
         screen.print(schemas_table(screen, schemas))
         choices = [questionary.Choice(clip(safe_text(s.get("serviceType") or s["id"])), s["id"]) for s in schemas]
-        schema_id = ask(questionary.select("Show which schema?", [*choices, questionary.Choice("Back", None)]))
+        schema_id = screen.ask(questionary.select("Show which schema?", [*choices, questionary.Choice("Back", None)]), cancel=False)
         if schema_id:
             screen.print(json_panel(screen, self.client.get_schema(schema_id), f"Schema {schema_id}"))
 
     def replace_token(self, _=None) -> None:
         """Check a pasted token with one list call before it replaces the one in the org's file."""
         while True:
-            token = prompt_token()
+            token = prompt_token(self.screen)
             try:
                 self.client.check_token(token)
                 break
@@ -4249,22 +4357,22 @@ class Menu:
         self.client.use_token(token)
         with self.org.trail.lock.held("saving the new token"):
             where = save_tokens(self.org.settings, {"WEBEX_ACCESS_TOKEN": token})
-        self.screen.print(self.screen.Text(f"The new access token works and was {where}."), soft_wrap=True)
+        self.screen.say(f"The new access token works and was {where}.")
 
     def history(self, _=None) -> None:
         show_history(self.screen, [(self.org.name, self.org.trail.dir)], self.fleet.command)
 
     def onboard(self, _=None) -> None:
         """Another customer org joins: it gets a file of its own, and this menu stays on this org."""
-        org_id, name = prompt_onboarding()
+        org_id, name = prompt_onboarding(self.screen)
         preview_onboarding(self.screen, self.fleet, org_id, name)
-        org, _ = onboard_org(self.screen, self.fleet, org_id, name, lambda question: confirm(question, True))
+        org, _ = onboard_org(self.screen, self.fleet, org_id, name, lambda question: confirm(self.screen, question, True))
         folder = shlex.quote(str(org.settings.env_file.parent))
-        self.screen.say(f"To see it beside the others: python data-sources.py --env-file {folder}/*.env")
+        self.screen.say(f"To see it beside the others:\npython data-sources.py --env-file {folder}/*.env")
 
     def offboard(self, _=None) -> None:
-        delete, message = prompt_offboarding()
-        offboard_org(self.screen, self.org, delete, message, lambda: typed_name(self.org.name))
+        delete, message = prompt_offboarding(self.screen)
+        offboard_org(self.screen, self.org, delete, message, lambda: typed_name(self.screen, self.org.name))
 
     def refresh(self, _=None) -> None:
         self.org.state, self.org.problem = fetch_state(self.client, self.state.schemas or None), None
@@ -4281,9 +4389,8 @@ class FleetMenu:
         screen, fleet = self.screen, self.fleet
         while True:
             org_rows = fleet.org_rows(datetime.now(UTC))
-            urgent = sorted(org_rows, key=lambda o: (o.readable, -o.expired, -o.soon, o.soonest.seconds_left if o.soonest else math.inf))
-            screen.print(overview_table(screen, urgent[:MENU_TABLE_ROWS], total=len(org_rows)))
-            kind, org = prompt_overview(org_rows, fleet.orgs)  # Ctrl-C here exits with 130
+            order = sorted(range(len(org_rows)), key=lambda i: org_rows[i].need)
+            kind, org = prompt_overview(screen, self.header(org_rows), [org_rows[i] for i in order], [fleet.orgs[i] for i in order])
             fleet.save_snapshots(in_background=True)  # once the person has the screen: never in the way of drawing it
             if kind == "quit":
                 return 0
@@ -4291,7 +4398,7 @@ class FleetMenu:
                 if kind == "org" and self.open(org) == "quit":
                     return 0
                 if kind == "rotate":
-                    self.rotate_urgent(datetime.now(UTC))
+                    self.rotate_due(datetime.now(UTC))
                 if kind == "history":
                     show_history(screen, fleet.history_folders(), fleet.command)
                 if kind == "onboard":
@@ -4299,10 +4406,22 @@ class FleetMenu:
                 if kind == "refresh" and all(org.fresh.is_set() for org in fleet.orgs):
                     fleet.fetch()  # while the first read is still coming in, Refresh shows what has come
             except Cancelled:
-                screen.print("Cancelled: nothing was sent.")
+                screen.say("Cancelled: nothing was sent.")
             except ToolError as exc:
                 screen.error(exc)
             fleet.orgs = [org for org in fleet.orgs if not org.retired]  # offboarded from its menu
+            screen.pause()
+
+    def header(self, org_rows: list[OrgRow]) -> list[str]:
+        trouble = [(sum(bool(o.expired) for o in org_rows), "with an expired source"),
+                   (sum(bool(o.soon) for o in org_rows), "with a source expiring within the hour"),
+                   (sum(not o.readable and o.problem is not None for o in org_rows), "unreadable")]
+        lines = [f"Customer orgs ({len(org_rows)})" + "".join(f" · {count} {what}" for count, what in trouble if count)]
+        if waiting := sum(not o.readable and o.problem is None for o in org_rows):
+            lines.append(f"{waiting} still being read from Webex: Refresh shows what has come.")
+        if any(org.as_of for org in org_rows):
+            lines.append("Some orgs show what the last run read ('read ... ago') until this run's answer comes.")
+        return [*lines, "Choose an org or an action"]
 
     def open(self, org: Org) -> str:
         if org.client is None:  # its settings could not be read: nothing to open
@@ -4311,30 +4430,32 @@ class FleetMenu:
         if not org.fresh.is_set():  # an org's own menu always shows a fresh read
             self.screen.tell(f"Reading {org.name} from Webex...")
             org.fresh.wait()
+        self.screen.asked_at = self.screen.shown  # the overview's own note needs no key
         return Menu(self.screen, self.fleet, org, back=True).run()
 
     def onboard(self) -> None:
         """A customer org joins, and takes its place in the overview."""
-        org_id, name = prompt_onboarding()
+        org_id, name = prompt_onboarding(self.screen)
         preview_onboarding(self.screen, self.fleet, org_id, name)
-        org, _ = onboard_org(self.screen, self.fleet, org_id, name, lambda question: confirm(question, True))
+        org, _ = onboard_org(self.screen, self.fleet, org_id, name, lambda question: confirm(self.screen, question, True))
         self.fleet.orgs = [other for other in self.fleet.orgs if other.name != org.name] + [org]
 
-    def rotate_urgent(self, now: datetime) -> None:
+    def rotate_due(self, now: datetime) -> None:
         screen, fleet = self.screen, self.fleet
         if not all(org.fresh.is_set() for org in fleet.orgs):  # a rotation sends what Webex has now, never a snapshot
             screen.tell("Reading every org from Webex first...")
             for org in fleet.orgs:
                 org.fresh.wait()
             now = datetime.now(UTC)
-        pairs = [(org, v) for org, v in fleet.entries(now) if v.active and needs_rotation(v, now, 60)]
+        due = {(row.org, row.id) for row in fleet.rows(now) if is_due(row)}
+        pairs = [(org, v) for org, v in fleet.entries(now) if (org.name, v.id) in due]
         if not pairs:
-            screen.print("Nothing active expires within the hour in any org.")
+            screen.say("Nothing active expires within the hour in any org.")
             return
-        if not confirm(f"Rotate {len(pairs)} token(s) in {len({org.name for org, _ in pairs})} org(s) now?", True):
+        if not confirm(screen, f"Rotate {len(pairs)} token(s) in {len({org.name for org, _ in pairs})} org(s) now?", True):
             raise Cancelled
         results = run_bulk_rotation(screen, pairs, None, self.workers, "bar", fleet.label_of)
-        screen.print(screen.Text(rotation_summary(results, Counter(), datetime.now(UTC), fleet.org_rows(now))))
+        screen.say(rotation_summary(results, Counter(), datetime.now(UTC), fleet.org_rows(now)))
         by_name = {org.name: org for org in fleet.orgs}
         for result in results:
             if result.ok and result.view:
@@ -4414,10 +4535,16 @@ class Parser(argparse.ArgumentParser):
     one UNKNOWN line and exit 3 (to Nagios, exit 2 would read as CRITICAL)."""
 
     def error(self, message: str):
+        """One sentence, with the nearest flag for a typo, instead of the whole usage."""
+        if unknown := re.fullmatch(r"unrecognized arguments: (.*)", message):
+            flags = re.findall(r"--[a-z][a-z-]*", self.format_usage())
+            typo = next((arg for arg in unknown[1].split() if arg.startswith("-")), "")
+            near = difflib.get_close_matches(typo.split("=")[0], flags, n=1)
+            message = (f"unknown flag {typo}" if typo else f"unexpected {unknown[1]}") + (f": did you mean {near[0]}?" if near else "")
         if any(arg == "--check" or arg.startswith("--check=") for arg in self.probe_argv):
             print(safe_text(f"UNKNOWN - bad usage: {message} (see --help)"))
             raise SystemExit(3)
-        super().error(message)
+        self.exit(2, f"{self.prog}: error: {message} (--help lists every flag)\n")
 
 
 def parse_args(argv) -> argparse.Namespace:
@@ -4560,7 +4687,9 @@ def save_lists(screen: Screen, fleet: Fleet) -> None:
 def run_list(screen: Screen, fleet: Fleet, args) -> int:
     now = datetime.now(UTC)
     rows = fleet.verify(now).rows(now)
-    if args.json:
+    if not fleet.read_any():  # nothing that a script could take for an empty list
+        pass
+    elif args.json:
         print(json_text([source_json(row) for row in rows]))
     elif sys.stdout.isatty():
         screen.print(sources_table(screen, rows))
@@ -4583,7 +4712,7 @@ def run_rotation(screen: Screen, fleet: Fleet, args) -> int:
     for org, view in skipped:
         where = fleet.label_of(org.name)
         say(safe_text(f"skipped  {where + '  ' if where else ''}{view.id}  disabled"))
-    show_notes(screen, fleet.notes(summarized=True))
+    show_notes(screen, fleet.notes(summarized=fleet.read_any()))  # no summary: the reasons here
     everything = args.rotate_expiring is not None or args.rotate == ["all"]
     unjudged = [result for org in fleet.orgs for result in unnamed_results(org)] if everything else []
     for result in unjudged:
@@ -4601,7 +4730,9 @@ def run_rotation(screen: Screen, fleet: Fleet, args) -> int:
     for result in results:  # the snapshots then show the new expiries
         if result.ok and result.view:
             orgs[result.org].state.put(result.view)
-    if args.json:
+    if not fleet.read_any():  # no summary that reads as "nothing to do": the reasons are on stderr
+        pass
+    elif args.json:
         skips = [result_json(WriteResult("rotation", view.id, False, org.name), fleet.label_of(org.name), skipped=True)
                  for org, view in skipped]
         summary = rotation_json(results, len(skipped), len(fleet.orgs), fleet.unreadable(), fleet.connections.pace)
@@ -4622,11 +4753,13 @@ def run_history(screen: Screen, fleet: Fleet, args) -> int:
     entries, skipped = history.entries, history.skipped
     if args.json:
         print(json_text(entries))
-    elif entries or not args.history:
+    elif sys.stdout.isatty() and (entries or not args.history):
         screen.print(history_table(screen, entries, skipped, org_column=len(folders) > 1))
+    elif entries or not args.history:
+        print(history_tsv(entries, org_column=len(folders) > 1))
     if history.total > len(entries):
         screen.tell(f"The newest {len(entries)} of {history.total}: --limit N shows more (0: all), --since 7d only the last week.")
-    if skipped and args.json:  # the table says it in its caption
+    if skipped and not (sys.stdout.isatty() and not args.json):  # the table says it in its caption
         screen.warning(f"{skipped} file(s) in the records folder could not be read as records and were skipped.")
     if args.history and not entries:
         screen.error(f"No record names a data source whose id starts with {clip(safe_text(args.history), 40)!r}: "
@@ -4647,7 +4780,7 @@ def run_metrics(screen: Screen, fleet: Fleet, args) -> int:
     now = datetime.now(UTC)
     sys.stdout.write(metrics_text(fleet.verify(now).rows(now), fleet.org_rows(now), now))
     show_notes(screen, fleet.notes())
-    return fleet.exit_code()
+    return min(fleet.exit_code(), 1)  # an org that cannot be read, whatever the reason: byods_org_up says which
 
 
 def run_onboard(screen: Screen, fleet: Fleet, args) -> int:
@@ -4656,7 +4789,7 @@ def run_onboard(screen: Screen, fleet: Fleet, args) -> int:
         if args.yes:
             return True
         if can_prompt():
-            return confirm(question, True)
+            return confirm(screen, question, True)
         raise ConfigError("Its data source differs from the template: without a terminal to ask on, run again with --yes "
                           "to update it. Nothing was sent.")
 
@@ -4668,7 +4801,8 @@ def run_offboard(screen: Screen, fleet: Fleet, args) -> int:
     """--offboard ORG: at a terminal the org's name is typed to confirm, unless --yes."""
     org = fleet.orgs[0]
     try:
-        return offboard_org(screen, org, args.delete, args.message or offboarding_message(), lambda: args.yes or typed_name(org.name))
+        confirmed = lambda: args.yes or typed_name(screen, org.name)
+        return offboard_org(screen, org, args.delete, args.message or offboarding_message(), confirmed)
     except Cancelled:
         raise ConfigError(f"That is not {org.name}: nothing was sent.") from None
     finally:
@@ -4678,7 +4812,6 @@ def run_offboard(screen: Screen, fleet: Fleet, args) -> int:
 def run_menu(screen: Screen, fleet: Fleet, args) -> int:
     if (org := fleet.alone) is None:
         return FleetMenu(screen, fleet, args.workers).run()
-    show_notes(screen, fleet.notes())
     Menu(screen, fleet, org).run()
     return 0
 
@@ -4698,6 +4831,7 @@ MODES = {
 
 def run(args, screen: Screen) -> int:
     mode = settle_mode(args)
+    args.env_file = env_file_paths(args.env_file)
     wait = countdown if mode == "menu" else announce_wait
     connections, sleeper = Connections(args.workers, screen.tell, args.rate), lambda s, why: wait(screen, s, why)
     if mode == "onboard":  # the org may have no file yet: it joins an empty fleet

@@ -134,6 +134,9 @@ def load_record(path: Path) -> dict:
     return json.loads(path.read_text())
 
 
+PAUSE = "Press any key to return to the menu"
+
+
 class Terminal:
     """The tool in a pseudo-terminal: keys in, a rendered screen out (pyte), no sleeps."""
 
@@ -198,9 +201,18 @@ class Terminal:
         self.last_key_at = len(self.transcript)
         self.child.send(text)
 
+    def menu(self) -> str:
+        """The menu, drawn since the last key; when the tool waits for a key to return to it (what an
+        action showed stays on screen until then), that key first."""
+        self.wait_for(f"type to filter|{PAUSE}", after_last_key=True)
+        since = self.plain_transcript(self.last_key_at)
+        if since.rfind(PAUSE) > since.rfind("type to filter"):
+            self.press("enter")
+        return self.wait_for(r"type to filter", after_last_key=True)
+
     def choose(self, label: str) -> None:
         """Pick a menu entry by typing part of its label into the select's filter."""
-        self.wait_for(r"type to filter", after_last_key=True)
+        self.menu()
         self.type(label)
         self.wait_for(re.escape(label))
         self.press("enter")
@@ -219,6 +231,7 @@ class Terminal:
 def menu_ready(term):
     """The whole menu (or the org overview), drawn since the last key: a terminal may deliver a
     redraw in pieces."""
+    term.menu()
     return term.wait_for(r"type to filter[\s\S]*Quit", after_last_key=True)
 
 

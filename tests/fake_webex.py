@@ -33,8 +33,11 @@ import hmac
 import io
 import ipaddress
 import json
+import os
+import random
 import re
 import secrets
+import shutil
 import signal
 import ssl
 import subprocess
@@ -159,8 +162,9 @@ class FakeWebex:
         "integration_client_secret",
     )
 
-    def __init__(self, latency: float = 0.0, tls_context=None, serve: bool = True, tls_keys: bool = False):
+    def __init__(self, latency: float = 0.0, tls_context=None, serve: bool = True, tls_keys: bool = False, seed: int | None = None):
         self.latency = latency
+        self.random = random.Random(seed)  # ids, nonces and URLs: the same on every run for one seed (the demo's)
         self.secrets_held: set[str] = set()  # every token and secret this fake ever had
         self.access_token = "fake-access-" + secrets.token_hex(16)
         self.client_id = "fake-client-id"
@@ -168,8 +172,8 @@ class FakeWebex:
         self.refresh_token = "fake-refresh-" + secrets.token_hex(16)
         self.scopes = {"read", "write"}
         self.kid = "fake-kid-1"
-        self.org_id = str(uuid.uuid4())
-        self.application_id = "C" + secrets.token_hex(32)
+        self.org_id = self.new_id()
+        self.application_id = "C" + self.random.getrandbits(256).to_bytes(32).hex()
         self.created_status = 200
         self.jwks_down = False
         self.tenants: list[FakeWebex] = []  # the other orgs this server answers for
@@ -190,7 +194,7 @@ class FakeWebex:
             ("Voice Virtual Agent", "Connects Webex calls to a virtual agent"),
             ("Contact Center Transcripts", None),
         ):
-            schema_id = str(uuid.uuid4())
+            schema_id = self.new_id()
             schema = {
                 "id": schema_id,
                 "serviceType": service,
@@ -227,10 +231,13 @@ class FakeWebex:
             self.secrets_held.add(value)
         super().__setattr__(name, value)
 
+    def new_id(self) -> str:
+        return str(uuid.UUID(int=self.random.getrandbits(128), version=4))
+
     def add_org(self) -> FakeWebex:
         """Another customer org on this server: its own token, org id and sources; the same
         Service App (client id and secret, schemas) and the same identity broker."""
-        org = FakeWebex(serve=False)
+        org = FakeWebex(serve=False, seed=self.random.getrandbits(64))
         org.base_url, org.issuer, org.schemas = self.base_url, self.issuer, self.schemas
         org.client_id, org.client_secret = self.client_id, self.client_secret
         self.tenants.append(org)
@@ -363,17 +370,17 @@ class FakeWebex:
         now = int(time.time())
         exp = now + (lifetime * 60 if expires_in is None else int(expires_in))
         source = {
-            "id": source_id or str(uuid.uuid4()),
+            "id": source_id or self.new_id(),
             "schemaId": schema_id or next(iter(self.schemas)),
-            "url": url or f"https://dap.example.com/{re.sub('[^a-z0-9]+', '-', audience.lower())}/{secrets.token_hex(3)}",
+            "url": url or f"https://dap.example.com/{re.sub('[^a-z0-9]+', '-', audience.lower())}/{self.random.getrandbits(24):06x}",
             "audience": audience,
             "subject": subject,
-            "nonce": nonce or str(uuid.uuid4()),
+            "nonce": nonce or self.new_id(),
             "lifetime": lifetime,
             "status": status,
             "iat": exp - lifetime * 60,
             "exp": exp,
-            "createdBy": str(uuid.uuid4()),
+            "createdBy": self.new_id(),
             "createdAt": iso(now - 3600),
         }
         if issuer:
@@ -623,7 +630,7 @@ class FakeWebex:
             return self.error(handler, 409, "The nonce has already been used")
         now = int(time.time())
         lifetime = int(payload["tokenLifetimeMinutes"])
-        updated = dict(source or {"id": str(uuid.uuid4()), "createdBy": str(uuid.uuid4()), "createdAt": iso(now), "status": "active"})
+        updated = dict(source or {"id": self.new_id(), "createdBy": self.new_id(), "createdAt": iso(now), "status": "active"})
         updated.update({k: payload[k] for k in ("schemaId", "url", "audience", "subject", "nonce")})
         updated.update(lifetime=lifetime, iat=now, exp=now + lifetime * 60)
         updated.pop("issuer", None)
@@ -688,47 +695,77 @@ class FakeWebex:
         self.send_tokens(handler, org.access_token, org.refresh_token, org.refresh_expires_in, token_type="Bearer")
 
 
+DEMO_SEED = 2024  # the demo's ids and URLs are the same on every run, so the README shows its real output
+
+
 def seed_demo(fake: FakeWebex, count: int = 5) -> None:
-    """A few sources that walk every menu path: fine, expiring soon, expired, disabled."""
-    fake.add_source(audience="Acme Contact Center", subject="transcripts", expires_in=20 * 3600)
-    fake.add_source(audience="Globex Voice", subject="virtual agent", lifetime=60, expires_in=20 * 60)
-    fake.add_source(audience="Initech", subject="call data", expires_in=-2 * 3600)
-    fake.add_source(audience="Umbrella", subject="paused", status="disabled", error_message="Contract paused until renewal")
+    """A few sources that walk every menu path: fine, expiring soon, expired, disabled. Each expiry
+    is half a minute past a whole minute, so what the tool says of it holds for that long."""
+    fake.add_source(audience="Acme Contact Center", subject="transcripts", expires_in=20 * 3600 + 30)
+    fake.add_source(audience="Globex Voice", subject="virtual agent", lifetime=60, expires_in=20 * 60 + 30)
+    fake.add_source(audience="Initech", subject="call data", expires_in=-2 * 3600 - 15)
+    fake.add_source(audience="Umbrella", subject="paused", status="disabled", error_message="Contract paused until renewal",
+                    expires_in=12 * 3600 + 30)
     for number in range(5, count + 1):
-        fake.add_source(audience=f"Customer {number:04d}", subject="BYODS", expires_in=(2 + number % 22) * 3600)
+        fake.add_source(audience=f"Customer {number:04d}", subject="BYODS", expires_in=(2 + number % 22) * 3600 + 30)
 
 
-def run_demo(fake: FakeWebex, tool_args: list[str]) -> int:
-    """The tool in this terminal, on this fake; the fake stops when the tool exits. Its records
-    stay in a temporary folder, named at the end."""
+def demo_settings(fake: FakeWebex) -> dict:
+    """The demo's .env: the org's token, the fake's addresses, and what onboarding needs (the
+    minting keys and a source template), so every part of the tool can be tried."""
+    minting = {key: value for key, value in fake.mint_env(fake).items() if key != "WEBEX_TARGET_ORG_ID"}
+    return {**fake.env(), **minting, "WEBEX_SOURCE_URL": "https://dap.example.com/byods/{org_name}",
+            "WEBEX_SOURCE_SCHEMA_ID": next(iter(fake.schemas))}
+
+
+def demo_orgs(fake: FakeWebex) -> dict[str, FakeWebex]:
+    """Two customer orgs with files of their own (the first is the .env's), for --env-file 'orgs/*.env'."""
+    hooli = fake.add_org()
+    hooli.add_source(audience="Hooli Search", subject="queries", expires_in=5 * 3600 + 30)
+    return {"acme": fake, "hooli": hooli}
+
+
+def run_demo(fake: FakeWebex, orgs: dict[str, FakeWebex], tool_args: list[str]) -> int:
+    """The tool in this terminal, on this fake: a copy of it in a folder of its own, with its .env
+    beside it and orgs/*.env, and none of your WEBEX_ settings; the fake stops and the folder is
+    removed when the tool exits. Only the tool writes to stdout, so `--demo --list --json | jq` works."""
     folder = Path(tempfile.mkdtemp(prefix="byods-demo-"))
-    env = folder / "demo.env"
-    env.write_text("".join(f"{key}={value}\n" for key, value in {**fake.env(), "WEBEX_RECORDS_DIR": folder / "records"}.items()))
-    # Ctrl-C belongs to the tool (it finishes a write in flight before it exits); a handler, unlike
-    # SIG_IGN, is not inherited, so the tool still gets its KeyboardInterrupt.
-    signal.signal(signal.SIGINT, lambda *_: None)
     try:
-        code = subprocess.call([sys.executable, str(SCRIPT), "--env-file", str(env), *tool_args])
+        script = folder / SCRIPT.name
+        shutil.copy(SCRIPT, script)
+        (folder / ".env").write_text("".join(f"{key}={value}\n" for key, value in demo_settings(fake).items()))
+        (folder / "orgs").mkdir()
+        for name, org in orgs.items():
+            (folder / "orgs" / f"{name}.env").write_text(f"WEBEX_ACCESS_TOKEN={org.access_token}\nWEBEX_TARGET_ORG_ID={org.org_id}\n")
+        env = {key: value for key, value in os.environ.items() if not key.startswith("WEBEX_")}
+        # Ctrl-C belongs to the tool (it finishes a write in flight before it exits); a handler, unlike
+        # SIG_IGN, is not inherited, so the tool still gets its KeyboardInterrupt.
+        signal.signal(signal.SIGINT, lambda *_: None)
+        return subprocess.call([sys.executable, str(script), *tool_args], env=env, cwd=folder)
     finally:
         fake.stop()
-    print(f"The fake Webex API has stopped. This demo's records are in {folder / 'records'}.")
-    return code
+        shutil.rmtree(folder, ignore_errors=True)
+        print("The fake Webex API has stopped, and the demo's files are gone.", file=sys.stderr)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="Run the fake Webex BYODS API on 127.0.0.1.")
     parser.add_argument("--sources", type=int, default=5, help="how many data sources to seed (at least 4)")
     parser.add_argument("--latency-ms", type=float, default=0, help="simulated round trip per request")
-    parser.add_argument("--demo", action="store_true", help="open data-sources.py on this fake in this terminal; stop when it exits")
+    parser.add_argument("--demo", action="store_true", help="run data-sources.py on this fake in this terminal; stop when it exits")
     args, tool_args = parser.parse_known_args()
-    fake = FakeWebex(latency=args.latency_ms / 1000).start()
+    fake = FakeWebex(latency=args.latency_ms / 1000, seed=DEMO_SEED).start()
     seed_demo(fake, args.sources)
+    orgs = demo_orgs(fake)
+    newcomer = fake.add_org()  # authorized the Service App, nothing registered yet: --onboard it
     if args.demo:
-        sys.exit(run_demo(fake, tool_args))
+        print(f"The fake Webex API is up: a customer org to onboard is {newcomer.org_id}.", file=sys.stderr)
+        sys.exit(run_demo(fake, orgs, tool_args))
     print("Fake Webex API running. Put these in a .env file (or export them):\n")
-    for key, value in fake.env().items():
+    for key, value in demo_settings(fake).items():
         print(f"{key}={value}")
-    print("\nThen: python data-sources.py --env-file that-file      Ctrl-C here stops the fake.", flush=True)
+    print(f"\nThen: python data-sources.py --env-file that-file. A customer org to onboard: {newcomer.org_id}. "
+          "Ctrl-C here stops the fake.", flush=True)
     try:
         threading.Event().wait()
     except KeyboardInterrupt:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import load_record, record_files, register_in_menu, run_cli
+from conftest import load_record, menu_ready, record_files, register_in_menu, run_cli
 
 CLEAR_SCREEN = "\x1b[2J"
 OSC_TITLE = "\x1b]0;PWNED\x07"
@@ -201,7 +201,7 @@ def test_in_the_menu_a_lost_answer_that_created_the_source_puts_it_in_the_table(
     term.wait_for("created as")
     [created] = fake.sources
     assert f"created as {created}" in term.text().replace("\n", "")
-    screen = term.wait_for(r"type to filter[\s\S]*Quit", after_last_key=True)
+    screen = menu_ready(term)
     assert created[:8] in screen
     assert load_record(record_files(records, "data_source_registration_failed_*.json")[0])["reconciled"] == "created"
     term.choose("Quit")

@@ -248,7 +248,7 @@ def test_history_skips_and_counts_corrupt_and_foreign_files(fake, env_file, reco
     (records / "data_sources_list_20260101.json").write_text('{"count": 0}')  # a snapshot, not an operation
     result = run_cli("--history", env_file=env_file, COLUMNS="200")
     assert result.returncode == 0
-    assert "Kept" in result.stdout and "3 file(s) in the records folder could not be read" in " ".join(result.stdout.split())
+    assert "\tKept\t" in result.stdout and "3 file(s) in the records folder could not be read" in result.stderr
     as_json = run_cli("--history", "--json", env_file=env_file)
     assert len(json.loads(as_json.stdout)) == 1 and "3 file(s)" in as_json.stderr
     assert len(record_files(records)) == 5
@@ -308,9 +308,9 @@ def test_the_demo_opens_the_tool_on_the_fake_and_stops_the_fake_when_the_tool_ex
         screen = term.wait_for(r"type to filter[\s\S]*Quit")
         assert "Initech" in screen and "Globex Voice" in screen and "Umbrella" in screen
         term.choose("Quit")
-        term.wait_for(r"The fake Webex API has stopped\. This demo's records are in")
+        term.wait_for(r"The fake Webex API has stopped, and the demo's files are gone\.")
         assert term.exit_code() == 0  # the demo process, and with it the fake's servers, ended with the tool
-        assert [p.name[:11] for p in tmp_path.iterdir()] == ["byods-demo-"]  # nothing left in the system's temp folder
+        assert list(tmp_path.iterdir()) == []  # nothing left in the system's temp folder
     finally:
         OUTPUTS.append(term.transcript)
         if term.child.isalive():

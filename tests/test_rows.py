@@ -63,8 +63,9 @@ def test_a_fleet_of_one_names_no_org_in_its_rows(ds):
 
 def test_the_menu_lists_an_orgs_rows_trouble_first_with_their_expiry(ds, fleet):
     acme = fleet.orgs[0]
-    titles = [ds.menu_title(row) for row in fleet.rows(NOW, acme)]
-    assert titles == ["Acme Old · active · expired 10m ago · 11111111", "Acme · active · in 2h 0m · 7791dc84"]
+    rows = fleet.rows(NOW, acme)
+    titles = [ds.menu_title(row, ds.source_columns(rows), 80) for row in rows]
+    assert titles == ["11111111  active  expired 10m ago  Acme Old", "7791dc84  active  in 2h 0m         Acme"]
 
 
 def test_the_table_at_200_columns_shows_every_column_whole(ds, fleet):
@@ -111,9 +112,9 @@ def test_the_metrics_give_each_org_its_own_signature_verdict(ds, fleet):
 
 def test_the_overview_at_80_columns_keeps_every_org_name_whole(ds, fleet):
     fleet.orgs.append(ds.Org("a-long-customer-name", problem=ds.ConfigError("x " * 80)))
-    lines = render(ds, lambda screen: ds.overview_table(screen, fleet.org_rows(NOW)), 80)
-    assert any(line.startswith("│ a-long-customer-name │ - ") for line in lines)
-    assert all(len(line) <= 80 for line in lines)
+    lines = [ds.overview_title(row, 20, 80) for row in fleet.org_rows(NOW)]
+    assert lines[0].startswith("acme                        2        1          0  expired 10m ago")
+    assert lines[2].startswith("a-long-customer-name  refused: x x") and all(len(line) <= 76 for line in lines)
 
 
 def test_two_orgs_that_list_the_same_id_keep_their_own_signature_verdicts(fake, tmp_path):
