@@ -3,6 +3,7 @@ run the tool as people do: a plain subprocess (cron, pipes) and a pseudo-termina
 
 from __future__ import annotations
 
+import atexit
 import importlib.util
 import json
 import os
@@ -10,6 +11,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import ClassVar
 
@@ -22,7 +24,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fake_webex import FakeWebex
 
 ROOT = Path(__file__).resolve().parent.parent
-SCRIPT = ROOT / "data-sources.py"
+# The tests run a copy of the script in a folder of their own, with a home folder of their own:
+# nothing of the user's (the .env beside the repository's script, ~/.netrc) is ever read.
+HERMETIC = Path(tempfile.mkdtemp(prefix="byods-tests-"))
+SCRIPT = HERMETIC / "data-sources.py"
+HOME = HERMETIC / "home"
+shutil.copy(ROOT / "data-sources.py", SCRIPT)
+HOME.mkdir()
+atexit.register(shutil.rmtree, HERMETIC, True)
 
 
 def load_script():
@@ -37,6 +46,14 @@ def load_script():
 def ds():
     """The script as a module, for its pure helpers and its client."""
     return load_script()
+
+
+@pytest.fixture(autouse=True)
+def no_user_settings(monkeypatch):
+    """In-process tests too: the test home folder, and none of the developer's WEBEX_ settings."""
+    monkeypatch.setenv("HOME", str(HOME))
+    for key in [key for key in os.environ if key.startswith("WEBEX_")]:
+        monkeypatch.delenv(key)
 
 
 OUTPUTS: list[str] = []  # everything the tool printed during the current test
@@ -64,15 +81,9 @@ def waits():
 def make_client(ds, fake, waits):
     """A client for the fake; the sleeper records each wait (5xx backoff) instead of sleeping."""
 
-    def make(read_timeout=5.0, base_url=None, **settings):
-        conf = ds.Settings(
-            access_token=fake.access_token,
-            env_file=None,
-            base_url=base_url or fake.base_url,
-            connect_timeout=2.0,
-            read_timeout=read_timeout,
-            **settings,
-        )
+    def make(read_timeout=5.0, base_url=None, total_timeout=30.0, refresh_token="", **settings):
+        conf = ds.Settings(env_file=None, tokens=ds.Tokens(fake.access_token, refresh_token), base_url=base_url or fake.base_url,
+                           timeouts=ds.Timeouts(2.0, read_timeout, total_timeout), **settings)
         return ds.WebexClient(conf, sleeper=lambda seconds, reason: waits.append((seconds, reason)))
 
     return make
@@ -81,6 +92,14 @@ def make_client(ds, fake, waits):
 @pytest.fixture
 def client(make_client):
     return make_client()
+
+
+@pytest.fixture
+def org(ds, fake, waits, records):
+    """An org on the fake, its records in the test's folder; waits recorded instead of slept."""
+    settings = ds.Settings(env_file=None, tokens=ds.Tokens(fake.access_token), base_url=fake.base_url, records_dir=records,
+                           timeouts=ds.Timeouts(2.0, 5.0, 30.0))
+    return ds.Org("default", settings, ds.Connections(), sleeper=lambda seconds, reason: waits.append((seconds, reason)))
 
 
 @pytest.fixture
@@ -111,7 +130,7 @@ def env_file(tmp_path, fake, records) -> Path:
 def child_env(**extra) -> dict:
     """The environment of a run: none of the developer's WEBEX_ settings leak in."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("WEBEX_")}
-    env.update(PYTHONIOENCODING="utf-8", LANG="C.UTF-8", COLUMNS="200", PROMPT_TOOLKIT_NO_CPR="1", TERM="xterm")
+    env.update(PYTHONIOENCODING="utf-8", LANG="C.UTF-8", COLUMNS="200", PROMPT_TOOLKIT_NO_CPR="1", TERM="xterm", HOME=str(HOME))
     env.update({k: str(v) for k, v in extra.items()})
     return env
 

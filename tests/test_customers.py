@@ -270,10 +270,10 @@ def test_offboarding_twice_keeps_the_earlier_file_and_an_unknown_org_is_bad_usag
 
 def test_usage_errors_of_the_new_flags(app, fake):
     for args, words in ((["--list", "--org-name", "x"], "--org-name goes with --onboard"),
-                        (["--list", "--delete"], "--delete and --message go with --offboard"),
+                        (["--list", "--delete"], "--delete goes with --offboard"),
                         (["--offboard", "a", "--delete", "--message", "bye"], "a deleted one shows nothing"),
                         (["--list", "--yes"], "--yes goes with --onboard or --offboard"),
-                        (["--onboard", "abc", "--env-file", "x.env"], "--env-file and --save-list do not go with it"),
+                        (["--onboard", "abc", "--env-file", "x.env"], "--env-file does not go with it"),
                         (["--onboard", "a b"], "customer org's id"),
                         (["--onboard", "abc", "--org-name", ".."], "letters, digits")):
         result = command(app, *args)
@@ -313,7 +313,7 @@ def test_an_org_that_withdrew_is_named_in_check_the_rotation_summary_and_the_ove
     fake.add_source(audience="Fine", expires_in=600)
     app.org("acme", fake)
     check = app.run("--check", "60")
-    assert check.returncode == 3 and "gone: not authorized (--offboard gone if the customer left)" in check.stdout
+    assert check.returncode == 3 and "gone: not authorized (403): --offboard gone if the customer left" in check.stdout
     rotation = app.run("--rotate-expiring", "60")
     said = " ".join(rotation.stdout.split())
     assert rotation.returncode == 1 and "gone: could not be read:" in said

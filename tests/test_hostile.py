@@ -160,36 +160,36 @@ def register_payload(fake, url="https://dap.example.com/lost"):
     }
 
 
-def test_a_register_whose_answer_is_lost_after_creation_is_found_and_recorded_as_created(ds, fake, client, records):
+def test_a_register_whose_answer_is_lost_after_creation_is_found_and_recorded_as_done(ds, fake, org, records):
     fake.fail("POST", "/v1/dataSources", None, drop=True)
-    result = ds.register_source(client, ds.Trail(records), register_payload(fake))
+    result = ds.register_source(org, register_payload(fake))
     [created] = fake.sources
-    assert not result.ok and result.reconciled == "created" and result.view.id == created
-    assert f"created as {created}" in str(result.error)
+    assert result.ok and result.reconciled == "created" and result.view.id == created and result.error is None
     record = load_record(result.record)
-    assert record["reconciled"] == "created" and record["data_source_id"] == created and record["success"] is False
+    assert record["reconciled"] == "created" and record["data_source_id"] == created and record["success"] is True
+    assert result.record.name.startswith(f"data_source_registration_{created}_")
     assert len(fake.requests("POST")) == 1 and len(fake.requests("GET")) == 1
 
 
-def test_a_register_whose_answer_is_lost_before_creation_is_safe_to_send_again(ds, fake, client, records):
+def test_a_register_whose_answer_is_lost_before_creation_is_safe_to_send_again(ds, fake, org, records):
     fake.fail("POST", "/v1/dataSources", 500, drop=True)
-    result = ds.register_source(client, ds.Trail(records), register_payload(fake))
+    result = ds.register_source(org, register_payload(fake))
     assert result.reconciled == "not_created" and result.view is None and fake.sources == {}
     assert "not created: safe to register again" in str(result.error)
     assert load_record(result.record)["reconciled"] == "not_created"
 
 
-def test_a_register_whose_answer_is_lost_and_the_list_fails_too_is_unknown(ds, fake, client, records):
+def test_a_register_whose_answer_is_lost_and_the_list_fails_too_is_unknown(ds, fake, org, records):
     fake.fail("POST", "/v1/dataSources", 500, drop=True)
     fake.fail("GET", "/v1/dataSources/", 400)
-    result = ds.register_source(client, ds.Trail(records), register_payload(fake))
+    result = ds.register_source(org, register_payload(fake))
     assert result.reconciled == "unknown" and "unknown" in str(result.error)
     assert load_record(result.record)["reconciled"] == "unknown"
 
 
-def test_a_refused_register_is_not_reconciled(ds, fake, client, records):
+def test_a_refused_register_is_not_reconciled(ds, fake, org, records):
     fake.allowed_domains = {"elsewhere.example"}
-    result = ds.register_source(client, ds.Trail(records), register_payload(fake))
+    result = ds.register_source(org, register_payload(fake))
     assert result.reconciled is None and "reconciled" not in load_record(result.record)
     assert fake.requests("GET") == []
 
@@ -198,12 +198,12 @@ def test_in_the_menu_a_lost_answer_that_created_the_source_puts_it_in_the_table(
     fake.fail("POST", "/v1/dataSources", None, drop=True)
     term = terminal()
     register_in_menu(term, "https://dap.example.com/lost-but-made")
-    term.wait_for("created as")
+    term.wait_for("Done: registration")
     [created] = fake.sources
-    assert f"created as {created}" in term.text().replace("\n", "")
+    assert "reading the source again shows the registration went through" in " ".join(term.text().split())
     screen = menu_ready(term)
     assert created[:8] in screen
-    assert load_record(record_files(records, "data_source_registration_failed_*.json")[0])["reconciled"] == "created"
+    assert load_record(record_files(records, f"data_source_registration_{created}_*.json")[0])["reconciled"] == "created"
     term.choose("Quit")
     assert term.exit_code() == 0
 

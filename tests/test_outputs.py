@@ -85,8 +85,8 @@ def test_the_unknown_line_says_why_each_org_could_not_be_read(fake, env_file):
 
 @pytest.mark.parametrize(("args", "message"), [
     (["--list", "--lifetime", "60"], "--lifetime goes with --rotate or --rotate-expiring"),
-    (["--history", "--workers", "4"], "--workers, --rate and --save-list do nothing there"),
-    (["--history", "--save-list"], "--workers, --rate and --save-list do nothing there"),
+    (["--history", "--workers", "4"], "--workers goes with the menu, --list, --rotate"),
+    (["--history", "--save-list"], "--save-list goes with the menu, --list, --rotate"),
 ])
 def test_a_flag_that_does_nothing_in_the_chosen_mode_is_bad_usage(fake, env_file, args, message):
     result = run_cli(*args, env_file=env_file)
@@ -320,95 +320,30 @@ def test_the_demo_opens_the_tool_on_the_fake_and_stops_the_fake_when_the_tool_ex
 # -- a start ahead ------------------------------------------------------------------------------
 
 
-def startup_driver(tmp_path):
-    """The script as `python data-sources.py` runs it, watched: when rich's import begins it
-    reports the startup fetch's worker thread, the heavy imports done and whether the garbage
-    collector runs; at the end, whether the collector runs and startup's objects were frozen."""
+def test_the_startup_fetch_is_on_its_way_before_rich_is_imported(fake, env_file, tmp_path):
+    """When rich's import begins, the script waits (up to 10 s) for the fake to have the list
+    request: it comes only if the fetch was sent before, and the run goes on either way."""
     from conftest import SCRIPT
 
+    arrived = tmp_path / "arrived"
+    fake.fail("GET", "/v1/dataSources/", None, on_arrival=arrived.touch)
     driver = tmp_path / "driver.py"
     driver.write_text(
-        "import atexit, gc, runpy, sys, threading\n"
+        "import pathlib, runpy, sys, time\n"
         "seen = []\n"
         "def hook(event, args):\n"
         "    if event == 'import' and args[0] == 'rich' and not seen:\n"
         "        seen.append(1)\n"
-        "        workers = [t.name for t in threading.enumerate() if t.name.startswith('ThreadPoolExecutor')]\n"
-        "        done = sorted(m for m in ('requests', 'questionary', 'jwt') if m in sys.modules)\n"
-        "        print('when rich began:', workers, done, 'collector on:', gc.isenabled(), file=sys.stderr, flush=True)\n"
+        f"        deadline, marker = time.monotonic() + 10, pathlib.Path({str(arrived)!r})\n"
+        "        while not marker.exists() and time.monotonic() < deadline:\n"
+        "            time.sleep(0.01)\n"
+        "        print('list request in when rich began:', marker.exists(), file=sys.stderr, flush=True)\n"
         "sys.addaudithook(hook)\n"
-        "def bindings():\n"
-        "    application = sys.modules.get('prompt_toolkit.application.application')\n"
-        "    built = getattr(application, 'load_key_bindings', None)\n"
-        "    return built.cache_info()[:2] if hasattr(built, 'cache_info') else 'each their own'\n"
-        "atexit.register(lambda: print('at the end: collector on:', gc.isenabled(), 'frozen:', gc.get_freeze_count() > 0,\n"
-        "                              'young:', gc.get_threshold()[0], 'key bindings (used, built):', bindings(),\n"
-        "                              file=sys.stderr, flush=True))\n"
         f"sys.argv = [{str(SCRIPT)!r}, *sys.argv[1:]]\n"
         f"runpy.run_path({str(SCRIPT)!r}, run_name='__main__')\n"
     )
-    return driver
-
-
-def test_the_startup_fetch_is_on_its_way_before_rich_is_imported(fake, env_file, tmp_path):
-    """By the time rich's import begins, the fetch's worker thread must exist (submit starts it)
-    and requests must be the only heavy import done."""
-    result = run_cli("--list", env_file=env_file, script=startup_driver(tmp_path))
-    assert re.search(r"when rich began: \['ThreadPoolExecutor-\d+_0'\] \['requests'\]", result.stderr), result.stderr
-    assert result.returncode == 0 and len(fake.requests("GET")) == 2
-
-
-def test_the_collector_rests_during_startup_and_works_again_after_it(fake, env_file, tmp_path):
-    result = run_cli("--list", env_file=env_file, script=startup_driver(tmp_path))
-    assert result.returncode == 0
-    assert "collector on: False" in result.stderr
-    assert "at the end: collector on: True frozen: True" in result.stderr
-
-
-def test_the_collector_works_again_in_the_menu(fake, env_file, tmp_path):
-    from conftest import Terminal, child_env
-
-    seed_demo(fake)
-    term = Terminal(["--env-file", env_file], child_env(), script=startup_driver(tmp_path))
-    term.choose("Quit")
-    assert term.exit_code() == 0
-    assert "collector on: False" in term.plain_transcript()
-    assert "at the end: collector on: True frozen: True young: 10000" in term.plain_transcript()
-
-
-def test_the_menus_questions_share_one_set_of_key_bindings_built_while_webex_answers(fake, env_file, tmp_path):
-    """prompt_toolkit builds its default key bindings for every application, and questionary makes
-    three for each question: built once during the startup fetch, every question after uses them."""
-    from conftest import Terminal, child_env
-
-    seed_demo(fake)
-    term = Terminal(["--env-file", env_file], child_env(), script=startup_driver(tmp_path))
-    term.choose("Refresh")
-    term.choose("Quit")
-    assert term.exit_code() == 0
-    # two menus, three applications each: six uses of the one set, built once
-    assert "key bindings (used, built): (6, 1)" in term.plain_transcript(), term.plain_transcript()[-400:]
-
-
-def test_shared_key_bindings_are_one_object_and_still_answer_keys(ds):
-    import questionary
-    from prompt_toolkit.input import create_pipe_input
-    from prompt_toolkit.output import DummyOutput
-
-    ds.share_key_bindings()
-    with create_pipe_input() as keys:
-        questions = [questionary.select("Q", ["a", "b"], input=keys, output=DummyOutput()) for _ in range(2)]
-        assert questions[0].application._default_bindings is questions[1].application._default_bindings
-        keys.send_text("\x1b[B\r")  # down, enter
-        assert questions[1].unsafe_ask() == "b"
-
-
-def test_a_prompt_toolkit_without_the_name_only_builds_questions_slower(ds, monkeypatch):
-    from prompt_toolkit.application import application
-
-    monkeypatch.delattr(application, "load_key_bindings")
-    ds.share_key_bindings()  # no error: the menu opens as before
-    assert not hasattr(application, "load_key_bindings")
+    result = run_cli("--list", env_file=env_file, script=driver)
+    assert "list request in when rich began: True" in result.stderr and result.returncode == 0
 
 
 def write_records(records, count: int, start: datetime, step: timedelta, source_id: str = "src-1") -> list:
@@ -448,4 +383,4 @@ def test_history_since_a_duration_and_of_one_source_reads_only_what_it_shows(fak
 
 def test_limit_and_since_go_with_history_only(fake, env_file):
     result = run_cli("--list", "--since", "7d", env_file=env_file)
-    assert result.returncode == 2 and "--limit and --since go with --history" in result.stderr
+    assert result.returncode == 2 and "--since goes with --history" in result.stderr

@@ -23,7 +23,9 @@ def view(ds, source_id, audience, seconds_left, status="active"):
 
 
 def org(ds, name, *views):
-    return ds.Org(name, state=ds.State(list(views), {SCHEMA: {"id": SCHEMA, "serviceType": "Voice Virtual Agent"}}))
+    made = ds.Org(name, ds.ToolError("not read"), ds.Connections())
+    made.state, made.problem = ds.State(list(views), {SCHEMA: {"id": SCHEMA, "serviceType": "Voice Virtual Agent"}}), None
+    return made
 
 
 @pytest.fixture
@@ -111,10 +113,10 @@ def test_the_metrics_give_each_org_its_own_signature_verdict(ds, fleet):
 
 
 def test_the_overview_at_80_columns_keeps_every_org_name_whole(ds, fleet):
-    fleet.orgs.append(ds.Org("a-long-customer-name", problem=ds.ConfigError("x " * 80)))
+    fleet.orgs.append(ds.Org("a-long-customer-name", ds.ConfigError("x " * 80), ds.Connections()))
     lines = [ds.overview_title(row, 20, 80) for row in fleet.org_rows(NOW)]
     assert lines[0].startswith("acme                        2        1          0  expired 10m ago")
-    assert lines[2].startswith("a-long-customer-name  refused: x x") and all(len(line) <= 76 for line in lines)
+    assert lines[2].startswith("a-long-customer-name  unreadable: bad settings") and all(len(line) <= 76 for line in lines)
 
 
 def test_two_orgs_that_list_the_same_id_keep_their_own_signature_verdicts(fake, tmp_path):

@@ -326,17 +326,17 @@ def test_a_refused_token_prints_nothing_on_stdout_that_reads_as_an_empty_success
 
 
 def test_a_records_folder_the_user_cannot_read_is_that_orgs_failure_in_a_sentence(ds, fake, tmp_path, monkeypatch):
-    def denied(trail):  # what a folder of another user's gives (root, which runs the tests, reads every folder)
-        raise PermissionError(13, "Permission denied", str(trail.pending_dir))
+    def denied(org):  # what a folder of another user's gives (root, which runs the tests, reads every folder)
+        raise PermissionError(13, "Permission denied", str(org.pending_dir))
 
-    settings = ds.Settings(access_token=fake.access_token, env_file=tmp_path / ".env", base_url=fake.base_url,
+    settings = ds.Settings(env_file=tmp_path / ".env", tokens=ds.Tokens(fake.access_token), base_url=fake.base_url,
                            records_dir=tmp_path / "records")
     org = ds.Fleet([], ds.Connections()).org_for("default", settings)
-    (org.trail.pending_dir / "x.json").parent.mkdir(parents=True)
-    monkeypatch.setattr(ds.Trail, "pending", denied)
+    (org.pending_dir / "x.json").parent.mkdir(parents=True)
+    monkeypatch.setattr(ds.Org, "pending", denied)
     org.fetch()
     assert isinstance(org.problem, ds.RecordError) and "unexpected" not in org.problem.message
-    assert f"Cannot use {org.trail.pending_dir} (Permission denied): whoever runs the tool must be able to read" in org.problem.message
+    assert f"Cannot use {org.pending_dir} (Permission denied): whoever runs the tool must be able to read" in org.problem.message
 
 
 def test_the_url_column_at_80_columns_is_left_out_rather_than_cut_to_nothing(fake, env_file):

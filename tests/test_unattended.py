@@ -76,7 +76,7 @@ def test_sixteen_processes_saving_one_env_file_under_the_orgs_lock_keep_all_sixt
         f"spec = importlib.util.spec_from_file_location('ds', {str(SCRIPT)!r})\n"
         "ds = sys.modules['ds'] = importlib.util.module_from_spec(spec); spec.loader.exec_module(ds)\n"
         "from pathlib import Path\n"
-        "with ds.Trail(Path(sys.argv[1])).lock.held('saving'):\n"
+        "with ds.OrgLock(Path(sys.argv[1])).held('saving'):\n"
         "    ds.save_env_values(Path(sys.argv[2]), {f'WEBEX_KEY_{sys.argv[3]}': 'saved-value-' + sys.argv[3]})\n"
     )
     runs = [subprocess.Popen([sys.executable, "-c", saver, str(tmp_path / "records"), str(env), str(n)], env=child_env())
@@ -134,9 +134,9 @@ def test_after_a_sigkill_the_next_run_records_what_was_sent_as_applied(fake, env
 
 def test_a_marker_whose_write_never_arrived_is_recorded_as_not_applied(ds, fake, env_file, records):
     source = fake.add_source(audience="Never sent", expires_in=20 * 3600)
-    trail = ds.Trail(records)
+    org = ds.Fleet.load([env_file], None, ds.Connections(), None).orgs[0]
     ds.make_private_folder(records)
-    trail.mark_pending("rotation", source["id"], {"nonce": "a-nonce-webex-never-saw", "url": source["url"]})
+    org.mark_pending("rotation", source["id"], {"nonce": "a-nonce-webex-never-saw", "url": source["url"]})
     result = run_cli("--rotate-expiring", "60", env_file=env_file)
     assert result.returncode == 0 and fake.requests("PUT") == []
     [record] = record_files(records, "data_source_rotation_failed_*.json")
