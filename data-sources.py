@@ -44,12 +44,12 @@ if sys.version_info < (3, 11):  # noqa: UP036 (an older Python gets a sentence, 
 
 import argparse
 import difflib
+import errno
 import fcntl
 import functools
 import gc
 import glob
 import hashlib
-import heapq
 import http.cookiejar
 import importlib.util
 import io
@@ -74,10 +74,12 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
-PACKAGES = {"requests": "requests", "dotenv": "python-dotenv", "rich": "rich", "questionary": "questionary", "jwt": "pyjwt"}
+PACKAGES = {"requests": "requests", "dotenv": "python-dotenv", "rich": "rich", "questionary": "questionary",
+            "jwt": "pyjwt"}
 if missing := [package for module, package in PACKAGES.items() if not importlib.util.find_spec(module)]:
     # a new shell, or cron, without the virtual environment: one sentence, not a traceback
     print(f"data-sources.py needs {', '.join(missing)}, which this Python ({sys.executable}) does not have. Set it up "
@@ -124,13 +126,17 @@ DEFAULT_LOCK_WAIT = 60.0  # how long a write waits for another run that writes t
 MAX_ANSWER_BYTES = 16 * 1024 * 1024
 MAX_KEY_SET_BYTES, MAX_KEYS = 1024 * 1024, 100
 MAX_JSON_DEPTH = 100
+MAX_FILE_BYTES = 1024 * 1024  # an env file, a marker, a record: more is not one of them
+MAX_SNAPSHOT_BYTES = 64 * 1024 * 1024
 EXPIRING_SOON_SECONDS = 3600
+MAX_CLOCK_SKEW = 300  # seconds: a signature check allows this much; beyond it, the local clock is said to be wrong
 REFRESH_TOKEN_WARNING_DAYS = 14
 MAX_TEXT_LENGTH = 1024
+MAX_SHOWN_ID = 100  # a rotation's line in cron mail (real ids are 36 characters)
 CELL_WIDTH = 60  # a table cell or menu line shows this much of a value; details show it whole
 MAX_SHOWN_MESSAGE = 500  # an error message from outside, on screen, in a pipe or in cron mail
-MAX_RECORDED_MESSAGE = 64 * 1024  # ... and in a record
-MIN_CUT_WIDTH = 16  # a column that gives way keeps this much (or its title), else it is left out: "https:/…" helps no one
+MAX_RECORDED_MESSAGE = 64 * 1024  # ... and in a record, as an answer's body is
+MIN_CUT_WIDTH = 16  # a column that gives way keeps this much (or its title), else it goes: "https:/…" helps no one
 
 # Retries: 429/423/502-504 are retried, bounded in count and in total time. A POST is retried
 # only where the server said it did not process it, because a lost answer may hide a new source.
@@ -145,6 +151,7 @@ PACE_UNDER = 0.9  # after a 429 the run goes on at this share of what Webex let 
 PACE_RECOVERY = 5.0  # requests a second regained each second, up to just under the limit learned
 PACE_PROBE = 0.005  # above that, this share a second: probing, in case Webex raised its limit
 PACE_MEMORY = 60.0  # seconds: how far back what went through is kept (a Retry-After is at most a minute)
+PACE_SPANS = (1.0, 2.0, 5.0, 10.0, 30.0, PACE_MEMORY)  # seconds over which what went through is measured
 PACE_EVIDENCE = 20  # requests: fewer through before a 429 teach nothing of the limit (others may be using it up)
 
 TOKEN_PLACEHOLDER = "paste-your-service-app-access-token-here"
@@ -383,6 +390,17 @@ class UpdateInstead(Exception):
 # ---------------------------------------------------------------------------------------------
 
 
+@contextmanager
+def reader_gone(stream):
+    """A pipe whose reader left (| head -1) stops no run: what follows goes nowhere, and the writes
+    in flight still finish and are recorded."""
+    try:
+        yield
+    except (BrokenPipeError, ValueError):
+        with suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
+
+
 class Screen:
     """One console for results (stdout), one for messages (stderr). At a terminal, messages wrap at
     spaces; piped, they are never wrapped (one line each in cron mail). It counts what it shows, so
@@ -426,11 +444,14 @@ class Screen:
     def print(self, renderable) -> None:
         """A table or a panel (built from safe texts), on stdout."""
         self.shown += 1
-        self.out.print(renderable)
+        with reader_gone(sys.stdout):
+            self.out.print(renderable)
 
     def message(self, console, lead: str, style: str, message: str) -> None:
         self.shown += 1
-        console.print(self.Text(lead, style=style) + self.Text(safe_lines(message)), soft_wrap=not console.is_terminal)
+        with reader_gone(console.file):
+            text = self.Text(lead, style=style) + self.Text(safe_lines(message))
+            console.print(text, soft_wrap=not console.is_terminal)
 
     def say(self, message: str, lead: str = "", style: str = "") -> None:
         """What was done, on stdout; lead: a word before it, in style ("Done: ")."""
@@ -448,8 +469,9 @@ class Screen:
 
     def data(self, text: str) -> None:
         """Output for other tools, as its formatter made it: never wrapped, never styled."""
-        sys.stdout.write(text if text.endswith("\n") else text + "\n")
-        sys.stdout.flush()
+        with reader_gone(sys.stdout):
+            sys.stdout.write(text if text.endswith("\n") else text + "\n")
+            sys.stdout.flush()
 
     def lines(self, renderable) -> int:
         """How many lines a renderable takes on this terminal."""
@@ -664,9 +686,8 @@ def validate_workers(text: str) -> bool | str:
 #    beside the script, then the environment; per-org keys come only from the org's own file.
 # ---------------------------------------------------------------------------------------------
 
-PER_ORG_KEYS = frozenset({"WEBEX_ORG_NAME", "WEBEX_ACCESS_TOKEN", "WEBEX_REFRESH_TOKEN", "WEBEX_REFRESH_TOKEN_EXPIRES_AT",
-                          "WEBEX_TARGET_ORG_ID"})
-TOKEN_KEYS = ("WEBEX_ACCESS_TOKEN", "WEBEX_REFRESH_TOKEN", "WEBEX_REFRESH_TOKEN_EXPIRES_AT")  # what the tool writes back
+TOKEN_KEYS = ("WEBEX_ACCESS_TOKEN", "WEBEX_REFRESH_TOKEN", "WEBEX_REFRESH_TOKEN_EXPIRES_AT")  # what the tool writes
+PER_ORG_KEYS = frozenset({"WEBEX_ORG_NAME", "WEBEX_TARGET_ORG_ID", *TOKEN_KEYS})
 # Keys that decide where secrets and customers' data go, or that are the Service App's own: never
 # from an org's file.
 SHARED_KEYS = frozenset({"WEBEX_API_BASE_URL", "WEBEX_TRUSTED_ISSUERS", "WEBEX_SERVICE_APP_ID", "WEBEX_CLIENT_ID",
@@ -677,7 +698,8 @@ SHARED_KEYS = frozenset({"WEBEX_API_BASE_URL", "WEBEX_TRUSTED_ISSUERS", "WEBEX_S
 # Each goes into a header or a form: a pasted quote or ellipsis in one is caught and named at start.
 SENT_KEYS = ("WEBEX_REFRESH_TOKEN", "WEBEX_CLIENT_ID", "WEBEX_CLIENT_SECRET", "WEBEX_INTEGRATION_TOKEN",
              "WEBEX_INTEGRATION_REFRESH_TOKEN", "WEBEX_INTEGRATION_CLIENT_ID", "WEBEX_INTEGRATION_CLIENT_SECRET")
-MINT_KEYS = ("WEBEX_SERVICE_APP_ID", "WEBEX_CLIENT_ID", "WEBEX_CLIENT_SECRET", "WEBEX_TARGET_ORG_ID", "WEBEX_INTEGRATION_TOKEN")
+MINT_KEYS = ("WEBEX_SERVICE_APP_ID", "WEBEX_CLIENT_ID", "WEBEX_CLIENT_SECRET", "WEBEX_TARGET_ORG_ID",
+             "WEBEX_INTEGRATION_TOKEN")
 SAMPLE_ORG_ID = "ce861fba-6e2f-49f9-9a84-b354008fac9e"  # the API guide's, for examples and for checking the template
 
 
@@ -791,16 +813,38 @@ logging.getLogger("dotenv").addHandler(DOTENV_COMPLAINTS)
 logging.getLogger("dotenv").propagate = False  # said once, in our sentence
 
 
+def read_file(path: Path, limit: int = MAX_FILE_BYTES) -> bytes:
+    """A file's bytes, if it is a regular file of at most limit bytes: a FIFO, a device or a folder
+    where a file is expected would hang or flood the run. OSError otherwise, saying which."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        found = os.fstat(fd)
+        if not stat.S_ISREG(found.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file (a folder, a FIFO or a device)", str(path))
+        if found.st_size > limit:
+            raise OSError(errno.EFBIG, f"larger than {limit // 1024} KiB", str(path))
+        with os.fdopen(os.dup(fd), "rb") as handle:
+            return handle.read(limit + 1)[:limit]
+    finally:
+        os.close(fd)
+
+
 def read_env_file(path: Path, required: bool = False) -> dict[str, str]:
     """KEY=value pairs of an env file, as python-dotenv reads them (none when it is missing, unless
     required); a line it cannot read is an error with its number."""
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        text = read_file(path).decode("utf-8-sig")
     except FileNotFoundError:
+        if path.is_symlink():
+            raise ConfigError(f"{path} is a symbolic link to a file that does not exist: point it at the org's file, "
+                              "or remove it.") from None
         if required:
-            raise ConfigError(f"The env file {path} does not exist. Copy .env.sample to it, or drop --env-file.") from None
+            raise ConfigError(f"The env file {path} does not exist. Copy .env.sample to it, or drop --env-file.") \
+                from None
         return {}
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
+        raise ConfigError(f"Cannot read {path} ({exc.strerror or exc}): an env file is a readable text file.") from None
+    except UnicodeDecodeError as exc:
         raise ConfigError(f"Cannot read {path}: {exc}. Make it a readable UTF-8 text file.") from None
     DOTENV_COMPLAINTS.found.lines = []
     values = dotenv_values(stream=io.StringIO(text), interpolate=False)
@@ -841,6 +885,20 @@ def read_seconds(name: str, value: str, default: float, least: float = 0.1, most
     if not least <= seconds <= most:
         raise ConfigError(f"{name} must be a number of seconds from {least:g} to {most:g}; got {value!r}.")
     return seconds
+
+
+SECRET_KEYS = ("WEBEX_ACCESS_TOKEN", "WEBEX_REFRESH_TOKEN", "WEBEX_CLIENT_SECRET", "WEBEX_INTEGRATION_TOKEN",
+               "WEBEX_INTEGRATION_REFRESH_TOKEN", "WEBEX_INTEGRATION_CLIENT_SECRET")
+
+
+def readable_by_others(path: Path, values: dict[str, str]) -> str | None:
+    """A warning for a file of secrets that other users of the machine can read (as `cp .env.sample .env` makes it)."""
+    with suppress(OSError):
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077 and any(values.get(key) for key in SECRET_KEYS):
+            return (f"{path} holds secrets, and other users of this machine can read it (mode {mode:04o}): "
+                    f"chmod 600 {shlex.quote(str(path))}")
+    return None
 
 
 def org_name_for(path: Path) -> str:
@@ -908,8 +966,10 @@ def load_settings(path: Path, own: dict[str, str], records_dir: str | None, laye
     def value(key: str) -> str:
         return values.get(key, "").strip()
 
-    for key in ("WEBEX_ACCESS_TOKEN", "WEBEX_CLIENT_SECRET", "WEBEX_REFRESH_TOKEN", "WEBEX_INTEGRATION_TOKEN",
-                "WEBEX_INTEGRATION_REFRESH_TOKEN", "WEBEX_INTEGRATION_CLIENT_SECRET"):
+    def seconds(key: str, default: float, least: float = 0.1, most: float = 600) -> float:
+        return read_seconds(key, value(key), default, least, most)
+
+    for key in SECRET_KEYS:
         remember_secret(value(key))  # before any check, so that no message can show them
     for key in SENT_KEYS:
         if value(key) and (verdict := validate_token(value(key))) is not True:
@@ -918,9 +978,11 @@ def load_settings(path: Path, own: dict[str, str], records_dir: str | None, laye
     if validate_org_name(name) is not True:
         raise ConfigError(f"WEBEX_ORG_NAME in {path} must be letters, digits, -, _ and . only (and not . or ..), "
                           f"because it names the org's records folder; got {clip(safe_text(name), 40)!r}.")
+    notes = [note] if (note := readable_by_others(path, own)) else []
     state_dir = Path(value("WEBEX_STATE_DIR")) if value("WEBEX_STATE_DIR") else None
     if state_dir:  # tokens saved there when the org's file could not be written, unless that file changed since
         saved = read_env_file(state_dir / f"{name}.env")
+        notes += [note] if (note := readable_by_others(state_dir / f"{name}.env", saved)) else []
         if saved.get("WEBEX_STATE_OF") == file_digest(path):
             values.update({key: saved[key] for key in TOKEN_KEYS if saved.get(key)})
             origins.update({key: state_dir for key in TOKEN_KEYS if saved.get(key)})
@@ -942,15 +1004,16 @@ def load_settings(path: Path, own: dict[str, str], records_dir: str | None, laye
         trusted_issuers=tuple(check_service_url("WEBEX_TRUSTED_ISSUERS", issuer) for issuer in
                               [i.strip() for i in value("WEBEX_TRUSTED_ISSUERS").split(",") if i.strip()]
                               or DEFAULT_TRUSTED_ISSUERS),
-        timeouts=Timeouts(read_seconds("WEBEX_CONNECT_TIMEOUT", value("WEBEX_CONNECT_TIMEOUT"), DEFAULT_CONNECT_TIMEOUT),
-                          read_seconds("WEBEX_READ_TIMEOUT", value("WEBEX_READ_TIMEOUT"), DEFAULT_READ_TIMEOUT),
-                          read_seconds("WEBEX_TIMEOUT", value("WEBEX_TIMEOUT"), DEFAULT_TOTAL_TIMEOUT)),
-        backoff=read_seconds("WEBEX_RETRY_BACKOFF", value("WEBEX_RETRY_BACKOFF"), DEFAULT_BACKOFF, least=0.01, most=60),
-        lock_wait=read_seconds("WEBEX_LOCK_WAIT", value("WEBEX_LOCK_WAIT"), DEFAULT_LOCK_WAIT, least=0, most=3600),
+        timeouts=Timeouts(seconds("WEBEX_CONNECT_TIMEOUT", DEFAULT_CONNECT_TIMEOUT),
+                          seconds("WEBEX_READ_TIMEOUT", DEFAULT_READ_TIMEOUT),
+                          seconds("WEBEX_TIMEOUT", DEFAULT_TOTAL_TIMEOUT)),
+        backoff=seconds("WEBEX_RETRY_BACKOFF", DEFAULT_BACKOFF, least=0.01, most=60),
+        lock_wait=seconds("WEBEX_LOCK_WAIT", DEFAULT_LOCK_WAIT, least=0, most=3600),
         target_org_id=value("WEBEX_TARGET_ORG_ID"),
         service_app_id=value("WEBEX_SERVICE_APP_ID"),
         integration=integration,
         from_environment=frozenset(key for key, origin in origins.items() if origin is None),
+        notes=tuple(notes),
         state_dir=state_dir,
         template=source_template(value) if value("WEBEX_SOURCE_URL") else None,
         own_file=layered,
@@ -988,14 +1051,14 @@ def checked_token(settings: Settings, values: dict[str, str]) -> Settings:
         token = re.sub(r"(?i)^bearer\s+", "", token)
         note = ("WEBEX_ACCESS_TOKEN starts with 'Bearer ': the tool sends that word itself, so it was left out. "
                 f"Remove it from {settings.token_origin} to silence this.")
-        settings = replace(settings, tokens=Tokens(token, settings.tokens.refresh), notes=(note,))
+        settings = replace(settings, tokens=Tokens(token, settings.tokens.refresh), notes=(*settings.notes, note))
     if token and token != TOKEN_PLACEHOLDER and validate_token(token) is True:
         return settings
     settings.tokens.access = ""
     if settings.can_mint or settings.can_renew:
         return settings  # the first request renews or mints one
     missing = [key for key in MINT_KEYS if not values.get(key, "").strip()]
-    minting = f" Or let the tool mint one: set {', '.join(missing)} (see the README)." if len(missing) < len(MINT_KEYS) else ""
+    minting = f" Or let the tool mint one: set {', '.join(missing)} (see the README)." if len(missing) < 5 else ""
     where = settings.token_origin
     portal = f"Get it from the developer portal: your Service App, Org authorizations.{minting}"
     if token == TOKEN_PLACEHOLDER:
@@ -1029,7 +1092,8 @@ def env_file_paths(given: list[str] | None) -> list[Path] | None:
 
 def org_profiles(env_files: list[Path] | None, records_dir: str | None) -> list[tuple[str, Settings | ConfigError]]:
     """(org name, profile) per env file; a profile that cannot be read is its error, so the others
-    go on. A missing file or two files naming the same org stop everything (bad usage)."""
+    go on. A missing file, or two files for one org (its name, its id or its token), stop
+    everything (bad usage): nothing may be sent twice."""
     paths = env_files or [SHARED_ENV_FILE]
     profiles, environment = [], webex_environment()
     for path in paths:
@@ -1040,11 +1104,18 @@ def org_profiles(env_files: list[Path] | None, records_dir: str | None) -> list[
             settings = load_settings(path, own, records_dir, layered, environment)
             profiles.append((settings.org_name, settings))
         except ConfigError as exc:
-            if not path.is_file() and env_files:
+            if not os.path.lexists(path) and env_files:  # a file that is not there stops everything; a bad one, its org
                 raise
             profiles.append((org_name_for(path), exc))
     if duplicate := next((name for name, count in Counter(name for name, _ in profiles).items() if count > 1), None):
         raise ConfigError(f"Two env files name the org {duplicate!r}: give each its own WEBEX_ORG_NAME or file name.")
+    for what, key in (("WEBEX_TARGET_ORG_ID", lambda s: s.target_org_id), ("access token", lambda s: s.tokens.access)):
+        seen = {}
+        for settings in (profile for _, profile in profiles if isinstance(profile, Settings)):
+            if (value := key(settings)) and value in seen:
+                raise ConfigError(f"{seen[value]} and {settings.env_file} have the same {what}: they are one org, "
+                                  "whose sources would be written twice. Keep one of the files. Nothing was sent.")
+            seen[value] = settings.env_file
     return profiles
 
 
@@ -1059,8 +1130,8 @@ def save_env_values(path: Path, updates: dict[str, str]) -> None:
     none of these (the contract's "Saving tokens"). A value a token cannot hold is never written:
     a line break or a quote in it could smuggle a line into the file, or change what is read back."""
     if bad := [key for key, value in updates.items() if validate_token(value) is not True]:
-        raise ConfigError(f"Refused to write {', '.join(bad)} to {path}: the value holds a control character or a space, "
-                          "or another character no token holds.")
+        raise ConfigError(f"Refused to write {', '.join(bad)} to {path}: the value holds a control character or a "
+                          "space, or another character no token holds.")
     target = path.resolve()
     try:
         raw = target.read_bytes()
@@ -1069,7 +1140,8 @@ def save_env_values(path: Path, updates: dict[str, str]) -> None:
     except OSError as exc:
         raise ConfigError(f"Could not read {path} ({exc.strerror or exc}) to save the new token in it.") from None
     lines = raw.decode("utf-8-sig", errors="surrogateescape").splitlines(keepends=True)
-    last = {match[2]: number for number, line in enumerate(lines) if (match := ENV_KEY_LINE.match(line)) and match[2] in updates}
+    last = {match[2]: number for number, line in enumerate(lines)
+            if (match := ENV_KEY_LINE.match(line)) and match[2] in updates}
     for key, number in last.items():
         body = lines[number].rstrip("\r\n")
         lines[number] = f"{ENV_KEY_LINE.match(body)[1]}{key}={updates[key]}{lines[number][len(body):]}"
@@ -1082,7 +1154,8 @@ def save_env_values(path: Path, updates: dict[str, str]) -> None:
     try:
         write_file_atomically(target, content, keep_owner=bool(raw) or target.exists())
     except OSError as exc:
-        raise ConfigError(f"Could not save {path} ({exc.strerror or exc}): make it writable, or update it by hand.") from None
+        raise ConfigError(f"Could not save {path} ({exc.strerror or exc}): make it writable, or update it by "
+                          "hand.") from None
 
 
 def save_tokens(settings: Settings, values: dict[str, str]) -> str:
@@ -1185,7 +1258,8 @@ def token_env_values(body: dict) -> dict[str, str]:
         values["WEBEX_REFRESH_TOKEN"] = body["refresh_token"]
     lasts = body.get("refresh_token_expires_in")
     if isinstance(lasts, (int, float)) and not isinstance(lasts, bool) and 0 < lasts < 10**9:
-        values["WEBEX_REFRESH_TOKEN_EXPIRES_AT"] = (datetime.now(UTC) + timedelta(seconds=lasts)).isoformat(timespec="seconds")
+        ends = datetime.now(UTC) + timedelta(seconds=lasts)
+        values["WEBEX_REFRESH_TOKEN_EXPIRES_AT"] = ends.isoformat(timespec="seconds")
     return values
 
 
@@ -1215,6 +1289,7 @@ class Answer:
 
     response: requests.Response
     content: bytes
+    after_lost: bool = False  # an earlier attempt of the same request got no answer, and may have arrived
 
     @property
     def status(self) -> int:
@@ -1237,11 +1312,11 @@ class Answer:
             if self.status >= 400:
                 return None  # the status speaks; its body does not matter
             looks_like = "an HTML page" if b"<html" in self.content[:512].lower() else "text"
-            raise ApiError(f"Webex answered with {looks_like}, not JSON. This is usually a proxy or an outage: try again "
-                           "later.", status=self.status, tracking_id=self.tracking_id) from None
+            raise ApiError(f"Webex answered with {looks_like}, not JSON. This is usually a proxy or an outage: try "
+                           "again later.", status=self.status, tracking_id=self.tracking_id) from None
         if body is None or json_depth(body) > MAX_JSON_DEPTH:
-            raise ApiError(f"Webex's answer nests deeper than {MAX_JSON_DEPTH} levels, which no Webex answer does: it was "
-                           "not read. Try again later, or report it to Webex support.", status=self.status,
+            raise ApiError(f"Webex's answer nests deeper than {MAX_JSON_DEPTH} levels, which no Webex answer does: it "
+                           "was not read. Try again later, or report it to Webex support.", status=self.status,
                            tracking_id=self.tracking_id)
         return body
 
@@ -1301,8 +1376,9 @@ def exchange(session: requests.Session, method: str, url: str, timeouts: Timeout
                 return Answer(response, bytes(body))
             body += chunk
             if len(body) > limit:
-                raise ApiError(f"Webex's answer was larger than {limit // (1024 * 1024) or 1} MiB, which no Webex answer is: "
-                               "it was not read. Try again later, or report it to Webex support.",
+                raise ApiError(f"Webex's answer was larger than {limit // (1024 * 1024) or 1} MiB, which no Webex "
+                               "answer is: it was not read. Try again later, or report it to Webex support.",
+
                                status=response.status_code, tracking_id=response.headers.get("TrackingID"))
     raise TooSlow(f"no whole answer within {timeouts.total:g} s")
 
@@ -1317,7 +1393,8 @@ def causes(exc: BaseException):
         seen.add(id(item))
         yield item
         stack.extend(a for a in getattr(item, "args", ()) if isinstance(a, BaseException))
-        stack.extend(x for x in (getattr(item, "reason", None), item.__cause__, item.__context__) if isinstance(x, BaseException))
+        stack.extend(x for x in (getattr(item, "reason", None), item.__cause__, item.__context__)
+                     if isinstance(x, BaseException))
 
 
 def network_error(exc: requests.RequestException, method: str, host: str, timeouts: Timeouts) -> ApiError:
@@ -1326,7 +1403,8 @@ def network_error(exc: requests.RequestException, method: str, host: str, timeou
     if isinstance(exc, requests.exceptions.SSLError):
         message, sent = f"TLS failed with {host}: check the system clock, any proxy, or REQUESTS_CA_BUNDLE.", False
     elif isinstance(exc, requests.exceptions.ConnectTimeout):
-        message, sent = f"Could not connect to {host} within {timeouts.connect:g} s: check the network or WEBEX_API_BASE_URL.", False
+        message, sent = (f"Could not connect to {host} within {timeouts.connect:g} s: check the network or "
+                         "WEBEX_API_BASE_URL."), False
     elif isinstance(exc, TooSlow):
         message, sent = f"{host} did not send its whole answer within {timeouts.total:g} s (WEBEX_TIMEOUT).", True
     elif isinstance(exc, requests.exceptions.ReadTimeout):
@@ -1339,7 +1417,8 @@ def network_error(exc: requests.RequestException, method: str, host: str, timeou
         message, sent = f"The connection to {host} dropped before an answer came.", True
     else:
         message, sent = f"The request to {host} failed: {type(exc).__name__}.", False
-    hint = "The data source may have been created: Refresh and check before registering again." if sent and method == "POST" else ""
+    created = "The data source may have been created: Refresh and check before registering again."
+    hint = created if sent and method == "POST" else ""
     return ApiError(message, hint=hint, maybe_processed=sent)
 
 
@@ -1348,8 +1427,6 @@ def retry_after_seconds(response: requests.Response) -> float | None:
     if re.fullmatch(r"[0-9]+(\.[0-9]+)?", value):
         return float(value)
     try:
-        from email.utils import parsedate_to_datetime
-
         return max(0.0, (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds())
     except (TypeError, ValueError):
         return None
@@ -1404,17 +1481,22 @@ class Pace:
             time.sleep(at - now)
 
     def slow_down(self, pause: float) -> None:
-        """A 429: everyone pauses, and the pace goes under what Webex let through, once a burst."""
+        """A 429: everyone pauses, and the pace goes under what Webex let through, once a burst.
+        Webex does not say whether it counts a bucket or a rolling window of some seconds, so what
+        went through is measured over several spans since the run last flowed freely, and the
+        slowest of them is the limit: a window's limit shows in the span of its length."""
         with self._lock:
             now = time.monotonic()
             self.throttled += 1
             if now < self._paused_until:  # the same burst: already slowed
                 self._paused_until = max(self._paused_until, now + pause)
                 return
+            flowing = max(1.0, now - max(self._started, self._paused_until))
             self._paused_until = now + pause
-            span = max(1.0, min(pause, PACE_MEMORY, now - self._started))
-            if (let_through := sum(1 for moment in self._through if moment > now - span)) >= PACE_EVIDENCE:
-                self.limit = let_through / span
+            rates = [let_through / span for span in PACE_SPANS if span <= flowing
+                     if (let_through := sum(1 for moment in self._through if moment > now - span)) >= PACE_EVIDENCE]
+            if rates:
+                self.limit = min(rates)
                 self.rate = max(MIN_PACE, min(self.rate or math.inf, self.limit) * PACE_UNDER)
                 self.slowest = min(self.slowest or self.rate, self.rate)
 
@@ -1428,7 +1510,8 @@ class Pace:
                 self._through.popleft()
             if self.rate and self.limit:
                 near = self.limit * (1 + PACE_UNDER) / 2
-                self.rate = min(self.rate + (PACE_RECOVERY / self.rate if self.rate < near else PACE_PROBE), self.cap or math.inf)
+                step = PACE_RECOVERY / self.rate if self.rate < near else PACE_PROBE
+                self.rate = min(self.rate + step, self.cap or math.inf)
 
     def summary(self) -> str | None:
         """For the run's summary: the 429s met, the limit learned and the pace reached, when it was limited at all."""
@@ -1436,8 +1519,9 @@ class Pace:
             return f"Paced at {self.cap * 60:g} requests a minute (--rate)." if self.cap else None
         if not self.limit:
             return f"Webex limited the rate {self.throttled} time(s); the run paused each time as it asked."
-        return (f"Webex limited the rate {self.throttled} time(s), letting about {self.limit * 60:.0f} requests a minute "
-                f"through: the run slowed to {self.slowest * 60:.0f} a minute at the slowest and ended at {self.rate * 60:.0f}.")
+        return (f"Webex limited the rate {self.throttled} time(s), letting about {self.limit * 60:.0f} requests a "
+                f"minute through: the run slowed to {self.slowest * 60:.0f} a minute at the slowest and ended at "
+                f"{self.rate * 60:.0f}.")
 
 
 def keep_headers(request):
@@ -1457,7 +1541,8 @@ class Connections:
     flight across the fleet (--workers); one pace for the Service App's rate limit; one minter per
     integration token; and one pool for the run's writes."""
 
-    def __init__(self, workers: int = DEFAULT_WORKERS, notify: Callable[[str], None] = print, rate: float | None = None):
+    def __init__(self, workers: int = DEFAULT_WORKERS, notify: Callable[[str], None] = print,
+                 rate: float | None = None):
         self.workers = workers
         self.notify = notify  # one line for the user, from any thread (Screen.tell)
         self.gate = threading.BoundedSemaphore(workers)
@@ -1466,6 +1551,7 @@ class Connections:
         self.sessions: dict[tuple, requests.Session] = {}  # by (scheme, host)
         self.minters: dict[tuple, Minter] = {}
         self.lock = threading.Lock()
+        self.skew: float | None = None  # seconds Webex's clock (its answers' Date) is ahead of this machine's
 
     @functools.cached_property
     def writes(self) -> ThreadPoolExecutor:
@@ -1500,8 +1586,9 @@ class Connections:
         """One request to Webex, in turn with the run's pace and within --workers, retried as it
         allows: after no answer (not a POST, which may have arrived), and for the statuses in
         retry_on, with Retry-After honoured, within MAX_ATTEMPTS and RETRY_BUDGET. The last answer
-        comes back whatever its status; ApiError when none came."""
-        started, path = time.monotonic(), urlsplit(url).path
+        comes back whatever its status (after_lost: an earlier attempt may have arrived unanswered,
+        so a refusal may be of a write that went through); ApiError when none came."""
+        started, path, lost = time.monotonic(), urlsplit(url).path, False
         for attempt in range(1, MAX_ATTEMPTS + 1):
             self.pace.turn()
             try:
@@ -1515,8 +1602,13 @@ class Connections:
                 fits = time.monotonic() - started + wait <= RETRY_BUDGET
                 if not (error.maybe_processed and method != "POST" and attempt < MAX_ATTEMPTS and fits) or STOP:
                     raise error from None
+                lost = True
                 sleeper(wait, error.message)
                 continue
+            answer.after_lost = lost
+            with suppress(TypeError, ValueError):
+                webex_time = parsedate_to_datetime(answer.response.headers.get("Date"))
+                self.skew = (webex_time - datetime.now(UTC)).total_seconds()
             if answer.status == 429:
                 asked = retry_after_seconds(answer.response)
                 self.pace.slow_down(min(RETRY_WAIT_CAP, backoff if asked is None else asked))
@@ -1533,6 +1625,7 @@ class Connections:
             error = answer.error(method, path)
             if asked is not None:
                 error.hint = f"Webex asked to wait {asked:g} s: try again after that."
+            error.maybe_processed = lost
             raise error
         raise AssertionError("unreachable: the last attempt returns or raises")
 
@@ -1548,8 +1641,8 @@ def checked_token_answer(answer: Answer, what: str) -> dict:
         raise ApiError(f"The answer to {what} had no access_token: try again later.", status=answer.status)
     if any(token is not None and (not isinstance(token, str) or validate_token(token) is not True) for token in tokens):
         raise ApiError(f"The answer to {what} held a token with a control character, a space or a quote, which no "
-                       "token holds, so it was refused and nothing was saved. Check WEBEX_API_BASE_URL: that is not how "
-                       "Webex answers.")
+                       "token holds, so it was refused and nothing was saved. Check WEBEX_API_BASE_URL: that is not "
+                       "how Webex answers.")
     return body
 
 
@@ -1579,7 +1672,8 @@ class Minter:
         self.renewed = False
 
     def mint(self, settings: Settings) -> dict:
-        body = {"clientId": settings.client_id, "clientSecret": settings.client_secret, "targetOrgId": settings.target_org_id}
+        body = {"clientId": settings.client_id, "clientSecret": settings.client_secret,
+                "targetOrgId": settings.target_org_id}
         url = f"{settings.base_url}/applications/{quote(settings.service_app_id, safe='')}/token"
         for attempt in (1, 2):
             token = self.token
@@ -1597,17 +1691,18 @@ class Minter:
         where = self.integration.file or "the environment"
         if answer.status == 401:
             error.message = f"The integration token (WEBEX_INTEGRATION_TOKEN in {where}) was refused ({error.message})"
-            error.hint = ("It must be a personal or integration token with the scope spark:applications_token: get a new "
-                          "one from the developer portal (a personal token lives 12 hours), or set "
+            error.hint = ("It must be a personal or integration token with the scope spark:applications_token: get a "
+                          "new one from the developer portal (a personal token lives 12 hours), or set "
                           "WEBEX_INTEGRATION_REFRESH_TOKEN, WEBEX_INTEGRATION_CLIENT_ID and "
                           "WEBEX_INTEGRATION_CLIENT_SECRET so it renews itself.")
         elif answer.status == 403:
             return NotAuthorized(error.message, status=403, tracking_id=error.tracking_id, body=error.body,
-                                 hint=f"Org {settings.target_org_id} has not authorized the Service App: a Full Admin of "
-                                 "that org authorizes it in Control Hub.")
+                                 hint=f"Org {settings.target_org_id} has not authorized the Service App: a Full Admin "
+                                 "of that org authorizes it in Control Hub.")
         elif answer.status == 404:
             error.hint = (f"Webex would not mint a token for org {settings.target_org_id}: WEBEX_SERVICE_APP_ID, "
-                          "WEBEX_CLIENT_ID or WEBEX_TARGET_ORG_ID is wrong, or the org has not authorized the Service App.")
+                          "WEBEX_CLIENT_ID or WEBEX_TARGET_ORG_ID is wrong, or the org has not authorized the Service "
+                          "App.")
         return error
 
     def renew(self, rejected: str) -> bool:
@@ -1708,7 +1803,8 @@ class WebexClient:
                 return  # another worker already has a new one
             if self.settings.can_renew and not self.renew_failed:
                 s = self.settings
-                form = {"client_id": s.client_id, "client_secret": s.client_secret, "refresh_token": self.tokens.refresh}
+                form = {"client_id": s.client_id, "client_secret": s.client_secret,
+                        "refresh_token": self.tokens.refresh}
                 try:
                     return self.take_tokens(renewed_tokens(self.connections, s, self.sleeper, form, "the access token",
                                                            "Create a new refresh token for the Service App in the "
@@ -1744,7 +1840,9 @@ class WebexClient:
                 raise self.renew_failed  # every worker gives the same reason: why the renewal failed
             if answer.status >= 300:
                 error = answer.error(method, path)
-                if isinstance(error, TokenRefused) and token is None and "WEBEX_ACCESS_TOKEN" in self.settings.from_environment:
+                error.maybe_processed = answer.after_lost
+                exported = "WEBEX_ACCESS_TOKEN" in self.settings.from_environment
+                if isinstance(error, TokenRefused) and token is None and exported:
                     error.hint += (" The token in use comes from the WEBEX_ACCESS_TOKEN environment variable, which "
                                    f"overrides {self.settings.env_file}: update or unset the variable.")
                 raise error
@@ -1769,7 +1867,7 @@ def decode_claims(token) -> tuple[dict | None, str | None]:
 
 def epoch_to_datetime(value) -> datetime | None:
     """An epoch claim as a moment, or None when it is not one (a 400-digit number is not a date)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or abs(value) > 10**11 or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, int | float) or abs(value) > 10**11 or not math.isfinite(value):
         return None
     try:
         return datetime.fromtimestamp(value, UTC)
@@ -1836,7 +1934,8 @@ def source_view(item: dict) -> SourceView:
     c = claims or {}
     issued, expires = epoch_to_datetime(c.get("iat")), epoch_to_datetime(c.get("exp"))
     api_lifetime = str(item.get("tokenLifetimeMinutes"))
-    lifetime = int(api_lifetime) if re.fullmatch(r"[1-9][0-9]{0,4}", api_lifetime) else lifetime_minutes(issued, expires)
+    lifetime = int(api_lifetime) if re.fullmatch(r"[1-9][0-9]{0,4}", api_lifetime) else \
+        lifetime_minutes(issued, expires)
     view = SourceView(
         id=item_id(item),
         status=claim_text(item.get("status")) or ("disabled" if item.get("errorMessage") else "active"),
@@ -1856,12 +1955,13 @@ def source_view(item: dict) -> SourceView:
     )
     view.warnings = claim_mismatches(view)
     if c.get("exp") is not None and expires is None:
-        view.warnings.append(f"its token's exp claim ({clip(safe_text(c.get('exp')), 24)}) is not a date, so its expiry comes "
-                             "from Webex's tokenExpiryTime, if any")
+        view.warnings.append(f"its token's exp claim ({clip(safe_text(c.get('exp')), 24)}) is not a date, so its "
+                             "expiry comes from Webex's tokenExpiryTime, if any")
     if not claim_text(item.get("status")):  # as Cisco's gateway reads it: no status and no error message is active
         view.warnings.append(f"Webex did not give its status: taken as {view.status}")
     if not plain_id(view.id):
-        view.warnings.append("its id is not a plain identifier (letters, digits, -, _, =, .): it is never sent to Webex")
+        view.warnings.append("its id is not a plain identifier (letters, digits, -, _, =, .): it is never sent to "
+                             "Webex")
     return view
 
 
@@ -1980,15 +2080,16 @@ def find_duplicate(views: list[SourceView], payload: dict) -> SourceView | None:
 
 def registered_as(views: list[SourceView], payload: dict) -> SourceView | None:
     """The source a register with this payload made, if any: its URL, and the nonce in its token."""
-    return next((v for v in views if (v.url, (v.claims or {}).get("jti")) == (payload.get("url"), payload.get("nonce"))), None)
+    sent = (payload.get("url"), payload.get("nonce"))
+    return next((v for v in views if (v.url, (v.claims or {}).get("jti")) == sent), None)
 
 
 def template_fields(template: SourceTemplate, org_id: str, org_name: str, schemas: dict) -> dict:
     """What the template says one org's source is; schemaId None when the template names none and
     the Service App has more than one schema (or none could be listed)."""
     only = next(iter(schemas)) if len(schemas) == 1 else None
-    return {"schemaId": template.schema_id or only, "url": template.url_for(org_id, org_name), "audience": template.audience,
-            "subject": template.subject}
+    return {"schemaId": template.schema_id or only, "url": template.url_for(org_id, org_name),
+            "audience": template.audience, "subject": template.subject}
 
 
 def template_source(views: list[SourceView], wanted: dict) -> SourceView | None:
@@ -1999,7 +2100,7 @@ def template_source(views: list[SourceView], wanted: dict) -> SourceView | None:
     return at_url[0] if at_url else alike[0] if len(alike) == 1 else None
 
 
-TEMPLATE_FIELDS = {"url": "url", "audience": "audience", "subject": "subject", "schemaId": "schema_id"}  # payload key: view field
+TEMPLATE_FIELDS = {"url": "url", "audience": "audience", "subject": "subject", "schemaId": "schema_id"}  # payload: view
 
 
 def template_drift(view: SourceView, wanted: dict) -> list[tuple[str, object, object]]:
@@ -2009,7 +2110,8 @@ def template_drift(view: SourceView, wanted: dict) -> list[tuple[str, object, ob
 
 
 def drift_warning(changes: list[tuple[str, object, object]]) -> str:
-    differences = "; ".join(f"{name} {clip(str(have))!r}, the template {clip(str(want))!r}" for name, have, want in changes)
+    differences = "; ".join(f"{name} {clip(str(have))!r}, the template {clip(str(want))!r}"
+                            for name, have, want in changes)
     return f"differs from the template (WEBEX_SOURCE_*): {differences}. --onboard with the org's id updates it."
 
 
@@ -2077,7 +2179,8 @@ class TokenVerifier:
 
     def _fetch(self, issuer: str) -> list:
         try:
-            answer = exchange(self.session_for(issuer), "GET", issuer + JWKS_PATH, self.timeouts, limit=MAX_KEY_SET_BYTES)
+            answer = exchange(self.session_for(issuer), "GET", issuer + JWKS_PATH, self.timeouts,
+                              limit=MAX_KEY_SET_BYTES)
             body = answer.json() if answer.status == 200 else None
         except requests.RequestException:
             raise KeysUnreachable from None
@@ -2123,7 +2226,8 @@ class TokenVerifier:
         by_kid = [k for k in keys if kid and k.key_id == kid]
         for key in by_kid or keys:
             try:
-                claims = jwt.decode(token, key.key, algorithms=["RS256"], leeway=60, options={"verify_aud": False, "verify_exp": False})
+                claims = jwt.decode(token, key.key, algorithms=["RS256"], leeway=MAX_CLOCK_SKEW,
+                                    options={"verify_aud": False, "verify_exp": False})
             except jwt.InvalidSignatureError:
                 continue
             except jwt.PyJWTError as exc:
@@ -2132,7 +2236,8 @@ class TokenVerifier:
             if expires is None:
                 return Verdict("invalid", "the token has no expiry")
             state = "expired" if expires <= now else "valid"
-            return Verdict(state, "the signature is valid but the token has expired" if state == "expired" else "", by_trial=not by_kid)
+            reason = "the signature is valid but the token has expired" if state == "expired" else ""
+            return Verdict(state, reason, by_trial=not by_kid)
         if by_kid:
             return Verdict("invalid", "the signature does not match")
         return Verdict("invalid", f"no key in the issuer's set verifies it (none has kid {kid!r})")
@@ -2216,7 +2321,7 @@ class OrgLock:
                 return True
             try:
                 make_private_folder(self.path.parent)
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)  # a link there is nobody's lock
             except OSError as exc:
                 raise unwritable(self.path.parent, exc) from None
             deadline = time.monotonic() + wait
@@ -2244,8 +2349,8 @@ class OrgLock:
     def held(self, what: str, wait: float | None = None):
         """Hold the lock for a write, or raise Busy: another run is writing to this org."""
         if not self.acquire(wait):
-            raise Busy(f"Another run is writing to this org ({what} waited {self.wait if wait is None else wait:g} s for "
-                       f"{self.path}): nothing was sent. Try again in a minute; WEBEX_LOCK_WAIT sets how long to wait.")
+            raise Busy(f"Another run is writing to this org ({what} waited {self.wait if wait is None else wait:g} s "
+                       f"for {self.path}): nothing was sent. Try again in a minute; WEBEX_LOCK_WAIT sets how long.")
         try:
             yield
         finally:
@@ -2266,14 +2371,22 @@ class History:
     total: int  # how many records there are to show (read or not)
 
 
-def read_history(folders: list[tuple[str, Path]], wanted: str = "", limit: int = 0, since: datetime | None = None) -> History:
+STAMP = "%Y%m%d_%H%M%S_%f"  # a record's name: the local time of the run that wrote it
+OFFSET_SPREAD = timedelta(hours=26)  # two local times of one moment differ by at most this (UTC-12 to UTC+14)
+
+
+def read_history(folders: list[tuple[str, Path]], wanted: str = "", limit: int = 0,
+                 since: datetime | None = None) -> History:
     """The operation records in these (org name, folder) pairs, newest first: those of one id or
     prefix when wanted, the newest limit of them (0: all), none older than since. The file names
     say enough to choose (data_source_{operation}_{id}_{TS}.json), so a file that is not shown is
-    never opened; a failed operation's name carries no id, so with wanted those are read to see whose."""
-    cutoff = since.astimezone().strftime("%Y%m%d_%H%M%S_%f") if since else ""
+    never opened; a failed operation's name carries no id, so with wanted those are read to see
+    whose. A name's time is local to the run that wrote it (another time zone, before a change of
+    daylight saving time): where names alone cannot decide, the files' modification times do."""
+    since_utc = since.astimezone(UTC).replace(tzinfo=None) if since else None
+    floor = (since_utc - OFFSET_SPREAD).strftime(STAMP) if since else ""
     wanted_part = f"_{file_safe(wanted)}" if wanted else ""
-    candidates, odd = [], []  # (TS, org, path, failed); files of ours whose names carry no TS
+    candidates, odd = [], []  # (TS, org, name, failed, folder); files of ours whose names carry no TS
     for org_name, folder in folders:
         for name in os.listdir(folder) if folder.is_dir() else ():
             if not name.startswith("data_source_") or not name.endswith(".json"):
@@ -2283,24 +2396,36 @@ def read_history(folders: list[tuple[str, Path]], wanted: str = "", limit: int =
                 odd.append((org_name, folder / name))
                 continue
             failed = what.endswith("_failed")
-            if stamp < cutoff or (wanted and not failed and wanted_part not in what):
-                continue
-            candidates.append((stamp, org_name, name, failed, folder))
-    ordered = sorted(candidates, reverse=True) if not limit or wanted else heapq.nlargest(limit, candidates)
+            if stamp >= floor and not (wanted and not failed and wanted_part not in what):
+                candidates.append((stamp, org_name, name, failed, folder))
+
+    def written(candidate) -> float:
+        with suppress(OSError):
+            return (candidate[4] / candidate[2]).stat().st_mtime
+        return 0.0
+
+    if since:  # within a day of the line, the name cannot tell: the time it was written does
+        surely = (since_utc + OFFSET_SPREAD).strftime(STAMP)
+        candidates = [c for c in candidates if c[0] >= surely or written(c) >= since.timestamp()]
+    others = sum(1 for c in candidates if not (wanted and c[3]))  # the failed ones of another source do not count
+    candidates.sort(reverse=True)
+    if limit and not wanted and len(candidates) > limit:  # those that may be newer than the limit-th, in true order
+        near = (datetime.strptime(candidates[limit - 1][0], STAMP) - OFFSET_SPREAD).strftime(STAMP)
+        candidates = sorted((c for c in candidates if c[0] >= near), key=written, reverse=True)
     entries, skipped = [], 0
-    for _, org_name, name, _, folder in [*ordered, *((None, org, path.name, False, path.parent) for org, path in odd)]:
+    for _, org_name, name, _, folder in [*candidates, *((None, org, p.name, False, p.parent) for org, p in odd)]:
         if limit and len(entries) >= limit:
             break
         path = folder / name
         try:
-            entry = history_entry(json.loads(path.read_text(encoding="utf-8")), org_name, path)
+            entry = history_entry(json.loads(read_file(path)), org_name, path)
         except (OSError, UnicodeDecodeError, ValueError, RecursionError):
             entry = None
         if entry is None:
             skipped += 1
         elif str(entry["data_source_id"] or "").startswith(wanted):
             entries.append(entry)
-    others = sum(1 for c in candidates if not (wanted and c[3]))  # the failed ones of another source do not count
+    entries.sort(key=lambda entry: parse_iso(entry["time"]), reverse=True)
     return History(entries, skipped, max(others, len(entries)))
 
 
@@ -2333,6 +2458,9 @@ def history_entry(record, org_name: str, path: Path) -> dict | None:
 #     file is a fleet of one, and reads exactly as a single org always has. One SourceRow per
 #     source feeds every output; COLUMNS below is the only list of what they show.
 # ---------------------------------------------------------------------------------------------
+
+
+OPERATIONS = ("registration", "update", "rotation", "delete")
 
 
 @dataclass
@@ -2467,8 +2595,8 @@ class Org:
             files = ["--env-file", str(self.settings.env_file)] if self.settings else []
             offboard = " ".join([COMMAND, *map(shlex.quote, [*files, "--offboard", self.name])])
             return (f"not authorized (403): --offboard {self.name} if the customer left" if short else
-                    f"{shown(problem)} If the customer left, offboard it: {offboard} (disables its sources and sets its "
-                    "file aside).")
+                    f"{shown(problem)} If the customer left, offboard it: {offboard} (disables its sources and sets "
+                    "its file aside).")
         if not short:
             return shown(problem)
         words = {ConfigError: "bad settings", TokenRefused: "token refused", RecordError: "records folder unusable",
@@ -2495,10 +2623,12 @@ class Org:
             return
         if writing and not self.lock.acquire():
             self.state, self.problem = None, Busy(f"Another run is writing to this org, so it was left alone (waited "
-                                                  f"{self.lock.wait:g} s for {self.lock.path}; WEBEX_LOCK_WAIT sets how long).")
+                                                  f"{self.lock.wait:g} s for {self.lock.path}; WEBEX_LOCK_WAIT sets "
+                                                  "how long).")
             return
         self.holds_lock = writing
         try:
+            self.check_owner()
             settled = []
             if self.pending() and (writing or self.lock.acquire(0)):  # never a live run's markers
                 try:
@@ -2506,22 +2636,37 @@ class Org:
                 finally:
                     if not writing:
                         self.lock.release()
-            self.state, self.problem = read_sources(self.client, schemas), None
+            state = read_sources(self.client, schemas)
+            self.org_id = self.org_id or next((v.org_id for v in state.views if v.org_id), None)
+            self.check_owner()
+            self.state, self.problem = state, None
             self.state.warnings += settled
         except ToolError as exc:
             self.state, self.problem = None, exc
             return
         except OSError as exc:  # its records folder (markers, the lock) cannot be used
             self.state, self.problem = None, RecordError(
-                f"Cannot use {exc.filename or self.records} ({exc.strerror or exc}): whoever runs the tool must be able "
-                "to read and write the org's records folder. Fix its owner or mode, or choose another with --records-dir.")
+                f"Cannot use {exc.filename or self.records} ({exc.strerror or exc}): whoever runs the tool must be "
+                "able to read and write the org's records folder. Fix its owner or mode, or choose another with "
+                "--records-dir.")
             return
         except Exception as exc:  # noqa: BLE001 (a crash in our code stays this org's failure)
             self.state, self.problem = None, ToolError(f"unexpected {type(exc).__name__} while reading it: {exc}. "
                                                        "Please report it with the command you ran.")
             return
-        self.org_id = self.org_id or next((v.org_id for v in self.state.views if v.org_id), None)
         self.read_at = None
+
+    def check_owner(self) -> None:
+        """An org name's records belong to one org: a folder that holds another org's is refused
+        (a name reused after offboarding would mix two customers' records)."""
+        if not self.org_id or not self.settings.own_file:
+            return
+        with suppress(OSError, ValueError, AttributeError, RecursionError):
+            owner = json.loads(read_file(self.snapshot_path, MAX_SNAPSHOT_BYTES)).get("org_id")
+            if isinstance(owner, str) and owner != self.org_id:
+                raise ConfigError(f"The name {self.name} belongs to another org: its records folder {self.records} "
+                                  f"holds the records of org {owner}, and this org is {self.org_id}. Give this org "
+                                  "another WEBEX_ORG_NAME (or file name), or move that folder away. Nothing was sent.")
 
     def release(self) -> None:
         """The end of this run's writes to the org (the rotation's lock)."""
@@ -2563,8 +2708,15 @@ class Org:
         return path
 
     def pending(self) -> list[Path]:
-        """The markers of writes sent by a run that did not live to record them, oldest first."""
-        return sorted(self.pending_dir.glob("*.json")) if self.pending_dir.is_dir() else []
+        """The markers of writes sent by a run that did not live to record them, oldest first; and
+        for an org read here for the first time (its file renamed?), its markers left under another name."""
+        markers = sorted(self.pending_dir.glob("*.json")) if self.pending_dir.is_dir() else []
+        if self.settings.own_file and self.org_id and not self.snapshot_path.exists():
+            for marker in sorted(self.records.parent.glob("*/.pending/*.json")):
+                with suppress(OSError, ValueError, AttributeError, RecursionError):
+                    if marker.parent != self.pending_dir and json.loads(read_file(marker)).get("org_id") == self.org_id:
+                        markers.append(marker)
+        return markers
 
     def operation_record(self, operation: str, source_id, payload, reply: Reply | None, error: ApiError | None) -> dict:
         return {
@@ -2577,13 +2729,23 @@ class Org:
             "api_response": {
                 "status_code": reply.status if reply else error.status,
                 "tracking_id": reply.tracking_id if reply else error.tracking_id,
-                "body": reply.body if reply else error.body,
+                **self.kept_body(reply.body if reply else error.body),
             },
             "success": error is None,
             "error": str(error) if error else None,
         }
 
-    def keep_record(self, operation: str, source_id, ok: bool, content: dict, marker: Path) -> tuple[Path | None, RecordError | None]:
+    @staticmethod
+    def kept_body(body) -> dict:
+        """An answer's body as a record keeps it: whole up to MAX_RECORDED_MESSAGE, else the start of its
+        text and body_truncated (a 5 MB error page per failed write would fill the disk of a cron host)."""
+        text = body if isinstance(body, str) else json.dumps(body, ensure_ascii=False, default=str)
+        if len(text) <= MAX_RECORDED_MESSAGE:
+            return {"body": body}
+        return {"body": text[:MAX_RECORDED_MESSAGE], "body_truncated": True}
+
+    def keep_record(self, operation: str, source_id, ok: bool, content: dict,
+                    marker: Path) -> tuple[Path | None, RecordError | None]:
         """Write the record of a write that was sent, then drop its marker. A record that cannot be
         written leaves the marker, so the next run writes it: what Webex did is never unrecorded."""
         name = f"data_source_{operation}_{file_safe(source_id)}" if ok else f"data_source_{operation}_failed"
@@ -2604,19 +2766,26 @@ class Org:
         notes = []
         for marker in self.pending():
             try:
-                sent = json.loads(marker.read_text(encoding="utf-8"))
-                operation, source_id, payload = sent["operation_type"], sent["data_source_id"], sent["configuration"] or {}
-            except (OSError, ValueError, KeyError, TypeError):
+                sent = json.loads(read_file(marker))
+                operation, source_id, payload = sent["operation_type"], sent["data_source_id"], sent["configuration"]
+                if operation not in OPERATIONS or not isinstance(payload, dict) or \
+                        not isinstance(source_id, str | None):
+                    raise TypeError("not a marker of ours")
+            except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
                 marker.rename(marker.with_suffix(".unreadable"))  # kept for a person to look at, never read again
-                notes.append(f"An unreadable marker of an unrecorded write was set aside: {marker.with_suffix('.unreadable')}.")
+                notes.append(f"A marker of an unrecorded write that cannot be read was set aside: "
+                             f"{marker.with_suffix('.unreadable')}.")
                 continue
             reconciled, found = settle(self.client, operation, source_id, payload)
             reconciled = {"created": "applied", "not_created": "not_applied"}.get(reconciled, reconciled)
             source_id = found.id if found and operation == "registration" else source_id
-            content = self.operation_record(operation, source_id, payload, Reply(None, None, found.raw if found else None), None)
-            content.update(success=reconciled == "applied", reconciled=reconciled, sent_timestamp=sent.get("marked_timestamp"),
-                           error=None if reconciled == "applied" else "The run that sent this stopped before it recorded "
-                           f"Webex's answer; reading the source afterwards shows it {reconciled.replace('_', ' ')}.")
+            read = Reply(None, None, found.raw if found else None)
+            content = self.operation_record(operation, source_id, payload, read, None)
+            content.update(success=reconciled == "applied", reconciled=reconciled,
+                           sent_timestamp=sent.get("marked_timestamp"),
+                           error=None if reconciled == "applied" else "The run that sent this stopped before it "
+                           "recorded Webex's answer; reading the source afterwards shows it "
+                           f"{reconciled.replace('_', ' ')}.")
             path, error = self.keep_record(operation, source_id, reconciled == "applied", content, marker)
             notes.append(f"A {operation} of {source_id or 'a new source'} sent by an earlier run that stopped before "
                          f"recording it: {reconciled}; " + (f"recorded in {path}." if path else f"{error}"))
@@ -2632,12 +2801,13 @@ class Org:
         their token's fingerprint, never a raw token, and the names of the schemas they use. What
         is shown from the raw answer (details, a rotation's payload) always comes from a fresh read.
         Not a record."""
-        views = [{**{k: v for k, v in vars(view).items() if k != "raw"}, "raw": {"jwsTokenFingerprint": fingerprint(token)}
+        views = [{**{k: v for k, v in vars(view).items() if k != "raw"},
+                  "raw": {"jwsTokenFingerprint": fingerprint(token)}
                   if isinstance(token := view.raw.get("jwsToken"), str) else {}} for view in self.state.views]
         schemas = self.state.schemas
         if not schemas:  # a rotation reads no schemas: keep the ones the last snapshot had
             try:
-                schemas = json.loads(self.snapshot_path.read_text(encoding="utf-8")).get("schemas") or {}
+                schemas = json.loads(read_file(self.snapshot_path, MAX_SNAPSHOT_BYTES)).get("schemas") or {}
             except (OSError, ValueError, AttributeError):
                 schemas = {}
         used = {view.schema_id for view in self.state.views}
@@ -2649,15 +2819,27 @@ class Org:
         write_file_atomically(self.snapshot_path, scrub(json.dumps(content, ensure_ascii=False, default=str)))
 
     def load_snapshot(self) -> bool:
-        """What an earlier run read, shown until this run's answer comes; False when there is none."""
+        """What an earlier run read, shown until this run's answer comes; False when there is none,
+        or none to trust (not ours, wrong types, read in the future): then the fresh read shows."""
         try:
-            content = json.loads(self.snapshot_path.read_text(encoding="utf-8"))
-            views = [SourceView(**{**view, "issued_at": parse_iso(view["issued_at"]), "expires_at": parse_iso(view["expires_at"])})
-                     for view in content["views"]]
-            self.state, self.read_at = State(views, content["schemas"], [], content["unnamed"]), parse_iso(content["read_at"])
-        except (OSError, ValueError, KeyError, TypeError, RecursionError):
+            content = json.loads(read_file(self.snapshot_path, MAX_SNAPSHOT_BYTES))
+            views = [SourceView(**{**view, "issued_at": parse_iso(view["issued_at"]),
+                                   "expires_at": parse_iso(view["expires_at"])}) for view in content["views"]]
+
+            read_at, schemas, unnamed = parse_iso(content["read_at"]), content["schemas"], content["unnamed"]
+            texts = [value for view in views for value in (view.status, view.schema_id, view.url, view.audience,
+                                                           view.subject, view.nonce, view.error_message, view.org_id)]
+            if not (isinstance(schemas, dict) and all(isinstance(schema, dict) for schema in schemas.values())
+                    and type(unnamed) is int and all(isinstance(v.id, str) for v in views)
+                    and all(v.lifetime_minutes is None or type(v.lifetime_minutes) is int for v in views)
+                    and all(value is None or isinstance(value, str) for value in texts)
+                    and all(isinstance(v.warnings, list) and isinstance(v.raw, dict) for v in views)
+                    and read_at and read_at < datetime.now(UTC) + timedelta(minutes=5)):
+                return False
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
             return False
-        return self.read_at is not None
+        self.state, self.read_at = State(views, schemas, [], unnamed), read_at
+        return True
 
     def drift(self) -> dict[str, list]:
         """How the source that the template describes differs from it, by the source's id: nothing
@@ -2704,7 +2886,8 @@ def source_row(org: Org, org_label: str | None, view: SourceView, verdict: Verdi
                changes: list = ()) -> SourceRow:
     schema = org.state.schemas.get(view.schema_id) or {}
     return SourceRow(
-        org=org.name, org_label=org_label, id=view.id, short_id=view.short_id, audience=view.audience, subject=view.subject,
+        org=org.name, org_label=org_label, id=view.id, short_id=view.short_id, audience=view.audience,
+        subject=view.subject,
         schema_id=view.schema_id, schema_name=schema.get("serviceType") or None, url=view.url, status=view.status,
         active=view.active, expires_at=view.expires_at, seconds_left=seconds_left(view, now),
         lifetime_minutes=view.lifetime_minutes, urgency=urgency(view, now)[0], expiry=expiry_text(view, now),
@@ -2741,8 +2924,10 @@ COLUMNS = (
     Column("Org", "org", lambda r: r.org_label, json=(("org", lambda r: r.org_label),),
            wanted=lambda rows: any(r.org_label for r in rows)),
     Column("ID", "id", lambda r: r.short_id, plain=lambda r: r.id, json=(("id", lambda r: r.id),)),
-    Column("Audience", "audience", lambda r: r.audience or "unknown", json=(("audience", lambda r: r.audience),), priority=1),
-    Column("Subject", "subject", lambda r: r.subject or "unknown", json=(("subject", lambda r: r.subject),), priority=3),
+    Column("Audience", "audience", lambda r: r.audience or "unknown", json=(("audience", lambda r: r.audience),),
+           priority=1),
+    Column("Subject", "subject", lambda r: r.subject or "unknown", json=(("subject", lambda r: r.subject),),
+           priority=3),
     Column("Schema", "schema", schema_label, priority=4,
            json=(("schema_id", lambda r: r.schema_id), ("schema_name", lambda r: r.schema_name))),
     Column("URL", "url", lambda r: r.url or "unknown", json=(("url", lambda r: r.url),), priority=5),
@@ -2801,12 +2986,15 @@ class Fleet:
         self.unsaved = False  # read since the snapshots were last saved
         self.verifiers: dict[tuple, TokenVerifier] = {}
         self.reading: ThreadPoolExecutor | None = None  # the reads under way, so that leaving can drop the rest
+        self.shared_note: str | None = None  # about the shared .env
 
     @classmethod
     def load(cls, env_files: list[Path] | None, records_dir: str | None, connections: Connections, sleeper) -> Fleet:
         """An Org per env file, their clients sharing connections: the --workers bound and one pace."""
         fleet = cls([], connections, tuple(map(str, env_files or ())), records_dir, sleeper)
         fleet.orgs = [fleet.org_for(name, profile) for name, profile in org_profiles(env_files, records_dir)]
+        if any(org.settings and org.settings.own_file for org in fleet.orgs):  # the shared .env holds secrets too
+            fleet.shared_note = readable_by_others(SHARED_ENV_FILE, shared_env())
         return fleet
 
     def command(self, *args: str) -> str:
@@ -2832,7 +3020,8 @@ class Fleet:
                 with org.lock.held("saving the new token"):
                     where = save_tokens(org.settings, values)
             except (ToolError, OSError) as exc:
-                self.connections.notify(f"{self.label(org.name)}Warning: the access token was {how} {means}, but {shown(exc)}")
+                self.connections.notify(f"{self.label(org.name)}Warning: the access token was {how} {means}, but "
+                                        f"{shown(exc)}")
                 return
             self.connections.notify(f"{self.label(org.name)}The access token was {how} {means} and {where}.")
 
@@ -2872,7 +3061,8 @@ class Fleet:
         with ThreadPoolExecutor(max_workers=max(1, min(len(self.orgs) + 1, MAX_WORKERS))) as pool:
             self.reading = pool
             reads = [pool.submit(org.fetch, writing, self.schemas) for org in self.orgs[:1]]
-            asked = pool.submit(self.read_schemas, readers[0].client) if readers and not writing and self.schemas is None else None
+            asking = readers and not writing and self.schemas is None
+            asked = pool.submit(self.read_schemas, readers[0].client) if asking else None
             reads += [pool.submit(org.fetch, writing, self.schemas) for org in self.orgs[1:]]
             for read in reads:
                 read.result()
@@ -2936,17 +3126,19 @@ class Fleet:
         one org, for its menu, which names no org and shows no signatures."""
         if org:
             drifted = org.drift()
-            return [source_row(org, None, view, None, now, drifted.get(view.id, ())) for view in sort_views(org.state.views, now)]
+            return [source_row(org, None, view, None, now, drifted.get(view.id, ()))
+                    for view in sort_views(org.state.views, now)]
         drifted = {o.name: o.drift() for o in self.orgs if o.state}
-        return [source_row(o, self.label_of(o.name), v, self.verdicts.get((o.name, v.id)), now, drifted[o.name].get(v.id, ()))
-                for o, v in self.entries(now)]
+        return [source_row(o, self.label_of(o.name), v, self.verdicts.get((o.name, v.id)), now,
+                           drifted[o.name].get(v.id, ())) for o, v in self.entries(now)]
 
     def org_rows(self, now: datetime) -> list[OrgRow]:
         rows = []
         for org in self.orgs:
             if org.state is None:  # problem None: its first answer is still on its way
-                rows.append(OrgRow(org.name, False, 0, 0, 0, None, org.token_state, org.trouble(short=True) if org.problem
-                                   else None, org.trouble() if org.problem else None, isinstance(org.problem, Busy)))
+                short, whole = (org.trouble(short=True), org.trouble()) if org.problem else (None, None)
+                rows.append(OrgRow(org.name, False, 0, 0, 0, None, org.token_state, short, whole,
+                                   isinstance(org.problem, Busy)))
                 continue
             views = org.state.views  # counted as they are: only the soonest needs a whole row
             timed = [(left, view) for view in views if view.active and (left := seconds_left(view, now)) is not None]
@@ -2958,14 +3150,23 @@ class Fleet:
                                as_of=as_of, active=sum(view.active for view in views)))
         return rows
 
+    def warnings(self) -> list[str]:
+        """What concerns the whole run: the shared .env readable by others, a local clock that is wrong."""
+        skew = self.connections.skew
+        clock = (f"The local clock looks about {duration_text(abs(skew))} {'behind' if skew > 0 else 'ahead of'} "
+                 "Webex's (the Date of its answers): expiries and signature checks are off by as much. Set it right "
+                 "(NTP)."
+                 if skew is not None and abs(skew) > MAX_CLOCK_SKEW else None)
+        return [note for note in (self.shared_note, clock) if note]
+
     def notes(self, orgs: list[Org] | None = None, summarized: bool = False) -> list[tuple[str, str]]:
-        """("warning" or "error", text): each org's warnings and why an org could not be read.
-        summarized: a summary that names each org says why it could not be read, so once is enough."""
-        notes = []
+        """("warning" or "error", text): the run's and each org's warnings, and why an org could not
+        be read. summarized: a summary that names each org says why it could not be read, so once is enough."""
+        notes = [("warning", warning) for warning in self.warnings()] if orgs is None else []
         for org in self.orgs if orgs is None else orgs:
             warnings = [*(org.settings.notes if org.settings else ()), *(org.state.warnings if org.state else ())]
             notes += [("warning", self.label(org.name) + warning) for warning in warnings]
-            told = isinstance(org.problem, Busy) or (summarized and self.several)  # busy: the rotation's own lines say so
+            told = isinstance(org.problem, Busy) or (summarized and self.several)  # busy: the rotation's lines say so
             if org.problem and not told:
                 notes.append(("error", f"{self.label(org.name)}{org.trouble()}"))
         return notes
@@ -3049,7 +3250,8 @@ def history_result(entry: dict) -> str:
 
 def history_tsv(entries: list[dict], org_column: bool) -> str:
     """--history when piped: tab-separated with whole values (full ids, tracking ids), as --list is."""
-    keys = ["time", "operation", *(["org"] if org_column else []), "data_source_id", "audience", "result", "tracking_id"]
+    keys = ["time", "operation", *(["org"] if org_column else []), "data_source_id", "audience", "result",
+            "tracking_id"]
     lines = ["\t".join(keys).replace("data_source_id", "id")]
     for entry in entries:
         values = {**entry, "result": history_result(entry)}
@@ -3057,30 +3259,39 @@ def history_tsv(entries: list[dict], org_column: bool) -> str:
     return "\n".join(lines)
 
 
-def check_line(rows: list[SourceRow], unread: list[str], minutes: int, idle: list[str | None] = ()) -> tuple[int, str]:
+def check_line(rows: list[SourceRow], unread: list[str], minutes: int, idle: list[str | None] = (), unnamed: int = 0,
+               clock: str | None = None) -> tuple[int, str]:
     """The Nagios/Icinga plugin line and its exit code: CRITICAL if an active source has expired
     or its signature is invalid, else UNKNOWN if an org could not be read, else WARNING if one
-    expires within MINUTES or an org has no active source (idle: their labels), else OK."""
+    expires within MINUTES, or an org has no active source (idle: their labels), or what it cannot
+    see (an active source of unknown expiry, a list item without an id, a wrong clock), else OK."""
     active = [row for row in rows if row.active]
     timed = [row for row in active if row.seconds_left is not None]
     expired = [row for row in timed if row.seconds_left <= 0]
     expiring = [row for row in timed if 0 < row.seconds_left <= minutes * 60]
+    unknown = [row for row in active if row.seconds_left is None]
     invalid = [row for row in active if row.signature.state == "invalid"]
 
     def names(found: list[SourceRow]) -> str:
-        labels = [f"{r.org_label}/{r.audience or r.short_id}" if r.org_label else r.audience or r.short_id for r in found]
+        labels = [f"{r.org_label}/{r.audience or r.short_id}" if r.org_label else r.audience or r.short_id
+                  for r in found]
         return ", ".join(labels[:5]) + (f" and {len(labels) - 5} more" if len(labels) > 5 else "")
 
     parts = [f"{len(found)} {what} ({names(found)})" for found, what in
-             ((expired, "expired"), (invalid, "invalid signature"), (expiring, f"within {minutes}m")) if found]
+             ((expired, "expired"), (invalid, "invalid signature"), (expiring, f"within {minutes}m"),
+              (unknown, "of unknown expiry")) if found]
     if unread:
         parts.append(f"{len(unread)} org(s) unreadable ({', '.join(unread)})")
     if idle:  # Webex sends such an org nothing: onboarding left undone, or every source disabled
         named = ", ".join(label for label in idle if label)
         parts.append(f"{len(idle)} org(s) with no active data source ({named})" if named else "no active data source")
-    state = 2 if expired or invalid else 3 if unread else 1 if expiring or idle else 0
+    if unnamed:
+        parts.append(f"{unnamed} list item(s) without an id, not judged")
+    parts += [clock] if clock else []
+    state = 2 if expired or invalid else 3 if unread else 1 if expiring or idle or unknown or unnamed or clock else 0
     summary = ", ".join(parts) or f"{len(active)} active source(s), none expires within {minutes}m"
-    perf = f"expired={len(expired)} expiring={len(expiring)} invalid={len(invalid)} sources={len(rows)} unreadable_orgs={len(unread)}"
+    perf = (f"expired={len(expired)} expiring={len(expiring)} invalid={len(invalid)} sources={len(rows)} "
+            f"unreadable_orgs={len(unread)} unknown_expiry={len(unknown)}")
     return state, safe_text(f"{('OK', 'WARNING', 'CRITICAL', 'UNKNOWN')[state]} - {summary} | {perf}")
 
 
@@ -3103,11 +3314,15 @@ def metrics_text(rows: list[SourceRow], org_rows: list[OrgRow], now: datetime) -
         lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge"]
         for row in rows:
             if (value := value_of(row)) is not None:
-                labels = f'org="{metric_label(row.org)}",id="{metric_label(row.id)}",audience="{metric_label(row.audience)}"'
-                lines.append(f"{name}{{{labels}}} {value:g}" if isinstance(value, int) else f"{name}{{{labels}}} {value:.3f}")
+                labels = (f'org="{metric_label(row.org)}",id="{metric_label(row.id)}",'
+                          f'audience="{metric_label(row.audience)}"')
+                lines.append(f"{name}{{{labels}}} {value:g}" if isinstance(value, int) else
+                             f"{name}{{{labels}}} {value:.3f}")
     org_families = [("byods_org_up", "1 if the org's data sources could be read.", lambda o: int(o.readable)),
-                    ("byods_org_sources", "How many data sources the org has.", lambda o: o.sources if o.readable else None),
-                    ("byods_org_active_sources", "How many of the org's data sources are active (0: Webex sends it nothing).",
+                    ("byods_org_sources", "How many data sources the org has.",
+                     lambda o: o.sources if o.readable else None),
+                    ("byods_org_active_sources",
+                     "How many of the org's data sources are active (0: Webex sends it nothing).",
                      lambda o: o.active if o.readable else None)]
     for name, help_text, value_of in org_families:
         lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge"]
@@ -3128,9 +3343,9 @@ def rotation_line(result: WriteResult, org_label: str | None = None) -> str:
         line = f"busy     {where}{shown(result.error)}"
     elif result.ok:
         expires = local_time(result.view.expires_at) if result.view else "unknown"
-        line = f"rotated  {where}{result.source_id}  expires {expires}"
+        line = f"rotated  {where}{clip(result.source_id, MAX_SHOWN_ID)}  expires {expires}"
     else:
-        line = f"failed   {where}{result.source_id}  {shown(result.error)}"
+        line = f"failed   {where}{clip(result.source_id, MAX_SHOWN_ID)}  {shown(result.error)}"
     return safe_text(f"{line}  {result.record_error}" if result.record_error else line)
 
 
@@ -3215,7 +3430,8 @@ def due_notice(rows: list[SourceRow], command: str) -> list[str]:
         lines += [f"To rotate the {len(due)} expired or expiring within the hour: choose Rotate, or run",
                   f"{command} --rotate-expiring 60"]
         if short := sorted(row.lifetime_minutes for row in due if row.lifetime_minutes and row.lifetime_minutes <= 60):
-            lines.append(f"({len(short)} of them live(s) only {short[0]} minutes: Update gives a longer Token lifetime.)")
+            lines.append(f"({len(short)} of them live(s) only {short[0]} minutes: Update gives a longer Token "
+                         "lifetime.)")
     if unknown := [row.short_id for row in rows if row.active and row.seconds_left is None]:
         lines.append(f"{len(unknown)} active source(s) with an unknown expiry ({', '.join(unknown[:3])}"
                      f"{', ...' if len(unknown) > 3 else ''}): see the details.")
@@ -3248,7 +3464,8 @@ def fit_widths(headers: list[tuple[str, int]], rows: list[list], width: int) -> 
         shown.remove(cuttable[0])
 
 
-def fitted_table(screen: Screen, title: str, headers: list[tuple[str, int]], rows: list[list], notes: list[str], whole: str):
+def fitted_table(screen: Screen, title: str, headers: list[tuple[str, int]], rows: list[list], notes: list[str],
+                 whole: str):
     """A table that fits the console, one line per row. notes: the caption's sentences; a column
     left out to fit adds one that names it and where to see it whole."""
     widths = fit_widths(headers, rows, screen.out.width)
@@ -3264,7 +3481,7 @@ def fitted_table(screen: Screen, title: str, headers: list[tuple[str, int]], row
     return table
 
 
-def sources_table(screen: Screen, rows: list[SourceRow], empty: str = "No data sources yet: add one with the menu's Register."):
+def sources_table(screen: Screen, rows: list[SourceRow], empty: str = "No data sources yet."):
     """The rows given, trouble on top; a table with no row is never drawn: empty is said instead."""
     if not rows:
         return screen.Text(empty)
@@ -3276,7 +3493,7 @@ def sources_table(screen: Screen, rows: list[SourceRow], empty: str = "No data s
 
 def history_table(screen: Screen, entries: list[dict], skipped: int, org_column: bool):
     """The records, newest first: time, operation, org, source, result, tracking id."""
-    notes = [f"{skipped} file(s) in the records folder could not be read as records and were skipped."] if skipped else []
+    notes = [f"{skipped} file(s) in the records folder could not be read as records and were skipped."] * bool(skipped)
     if not entries:
         return screen.Text(" ".join(["No records yet.", *notes]))
     headers = [("Time", 0), ("Operation", 2), *([("Org", 0)] if org_column else []), ("Source", 1), ("Result", 0),
@@ -3284,9 +3501,11 @@ def history_table(screen: Screen, entries: list[dict], skipped: int, org_column:
     rows = [[screen.text(local_time(parse_iso(entry["time"]))), screen.text(entry["operation"]),
              *([screen.text(entry["org"])] if org_column else []),
              screen.text(f"{entry['audience'] or '-'} {(entry['data_source_id'] or '')[:8]}".strip()),
-             screen.text(history_result(entry), "" if entry["success"] else "red"), screen.text(entry["tracking_id"] or "-")]
+             screen.text(history_result(entry), "" if entry["success"] else "red"),
+             screen.text(entry["tracking_id"] or "-")]
             for entry in entries]
-    return fitted_table(screen, f"History ({len(entries)} operations)", headers, rows, notes, "--history piped or --json")
+    return fitted_table(screen, f"History ({len(entries)} operations)", headers, rows, notes,
+                        "--history piped or --json")
 
 
 def schemas_table(screen: Screen, schemas: list[dict]):
@@ -3329,7 +3548,8 @@ def details_panel(screen: Screen, view: SourceView, schemas: dict, now: datetime
     for label, value in rows:
         grid.add_row(label, screen.text(value, width=None))
     if view.claims:
-        grid.add_row("Claims", screen.Text(safe_json(view.claims) if claims else "left out to fit the terminal (a taller one shows them)"))
+        grid.add_row("Claims", screen.Text(safe_json(view.claims) if claims else
+                                           "left out to fit the terminal (a taller one shows them)"))
     for warning in warnings:
         grid.add_row(screen.Text("Warning", style="yellow"), screen.text(warning, "yellow", width=None))
     return screen.Panel(grid, title=screen.text(f"Data source {view.short_id}"), title_align="left")
@@ -3364,8 +3584,9 @@ def show_result(screen: Screen, result: WriteResult, now: datetime) -> None:
         screen.say(f"Webex's answer was lost, or did not show what was sent: reading the source again shows the "
                    f"{result.operation} went through.")
     if result.ok and result.view:
-        screen.say(f"{result.operation} of {result.view.short_id}; the token now expires {local_time(result.view.expires_at)} "
-                   f"({expiry_text(result.view, now)}).", lead="Done: ", style="green")
+        screen.say(f"{result.operation} of {result.view.short_id}; the token now expires "
+                   f"{local_time(result.view.expires_at)} ({expiry_text(result.view, now)}).", lead="Done: ",
+                   style="green")
     elif result.ok:
         screen.say(f"{result.operation} of {result.source_id}.", lead="Done: ", style="green")
     else:
@@ -3440,7 +3661,8 @@ def wrapped(lines: list[str], width: int) -> str:
     return "\n  ".join(out)
 
 
-def listed_menu(screen: Screen, header: list[str], heading: str, items: list[tuple[str, object]], actions, default=None):
+def listed_menu(screen: Screen, header: list[str], heading: str, items: list[tuple[str, object]], actions,
+                default=None):
     """A menu that is itself the list: the header and question, then the items most in need (as
     many as fit the terminal with the actions below them), the actions, then the rest, which
     typing finds (or scrolling, or up from the first to the last). Ctrl-C goes up: exit 130."""
@@ -3448,9 +3670,9 @@ def listed_menu(screen: Screen, header: list[str], heading: str, items: list[tup
     width, height = screen.size
     room = height - len(wrapped(header, width).splitlines()) - len(actions) - 5  # heading, separators, the search line
     shown = items if len(items) <= max(room, 3) + 1 else items[:max(room, 3)]
-    choices = [questionary.Separator(heading), *(questionary.Choice(title, value) for title, value in shown)] if items else []
-    choices += [questionary.Separator(), *(questionary.Choice(label, value) for label, value in actions)] if items else \
-        [questionary.Choice(label, value) for label, value in actions]
+    choices = [questionary.Choice(title, value) for title, value in shown]
+    choices = [questionary.Separator(heading), *choices, questionary.Separator()] if items else []
+    choices += [questionary.Choice(label, value) for label, value in actions]
     if rest := items[len(shown):]:
         choices.append(questionary.Separator(f"── {len(rest)} more: type to filter, or scroll ──"))
         choices += [questionary.Choice(title, value) for title, value in rest]
@@ -3476,8 +3698,8 @@ MENU_HINT = "(type to filter)"
 def menu_actions(onboard: bool, offboard: bool, back: bool) -> list[tuple[str, str]]:
     """An org's actions: onboarding where the minting keys are set (in a fleet, the overview has it),
     offboarding for an org with a file of its own."""
-    return [*MENU_ACTIONS, *([ONBOARD_CHOICE] if onboard else []), *([("Offboard this org", "offboard")] if offboard else []),
-            *([("Back to all orgs", "back")] if back else []), ("Quit", "quit")]
+    return [*MENU_ACTIONS, *[ONBOARD_CHOICE] * onboard, *[("Offboard this org", "offboard")] * offboard,
+            *[("Back to all orgs", "back")] * back, ("Quit", "quit")]
 
 
 def prompt_menu(screen: Screen, header: list[str], rows: list[SourceRow], actions: list[tuple[str, str]], default=None):
@@ -3485,15 +3707,16 @@ def prompt_menu(screen: Screen, header: list[str], rows: list[SourceRow], action
     action the cursor starts on (else the most urgent source)."""
     columns, width = source_columns(rows), screen.size[0]
     items = [(menu_title(row, columns, width), ("view", row.id)) for row in rows]
-    return listed_menu(screen, header, source_heading(columns), items, [(label, (kind, None)) for label, kind in actions],
-                       (default, None) if default else None)
+    return listed_menu(screen, header, source_heading(columns), items,
+                       [(label, (kind, None)) for label, kind in actions], (default, None) if default else None)
 
 
 def overview_title(org: OrgRow, name_width: int = 30, width: int = 120) -> str:
     """One org on one line, its name whole (up to 30 characters), cut to the terminal's width."""
     name = f"{clip(safe_text(org.name), 30):<{name_width}}"
     if not org.readable:
-        return clip(f"{name}  {'reading from Webex…' if org.problem is None else 'unreadable: ' + org.problem}", width - 4)
+        trouble = "reading from Webex…" if org.problem is None else "unreadable: " + org.problem
+        return clip(f"{name}  {trouble}", width - 4)
     soonest = org.soonest.expiry if org.soonest else "-"
     read = f" · read {org.as_of}" if org.as_of else ""
     line = f"{name}  {org.sources:>7}  {org.expired:>7}  {org.soon:>9}  {soonest:<19}  {safe_text(org.token)}{read}"
@@ -3528,8 +3751,8 @@ def prompt_source(screen: Screen, rows: list[SourceRow], message, extra_choices=
 def prompt_schema(screen: Screen, schemas: dict, current: str | None) -> str:
     questionary = screen.questionary
     choices = [
-        questionary.Choice(clip(safe_text(f"{s.get('serviceType') or 'unnamed'}: {s.get('description') or 'no description'}"),
-                                2 * CELL_WIDTH), sid)
+        questionary.Choice(clip(safe_text(f"{s.get('serviceType') or 'unnamed'}: "
+                                          f"{s.get('description') or 'no description'}"), 2 * CELL_WIDTH), sid)
         for sid, s in schemas.items()
     ]
     if current and current not in schemas:
@@ -3557,12 +3780,13 @@ def source_wizard(screen: Screen, schemas: dict, start: dict, updating: bool) ->
         "url": prompt_url(screen, start.get("url"), keep_as_is=updating),
         "schemaId": show_kept_schema(screen, schemas, start.get("schemaId")) if updating else
         prompt_schema(screen, schemas, start.get("schemaId")),
-        "tokenLifetimeMinutes": int(prompt_text(screen, "Token lifetime (minutes, 1-1440)", start.get("tokenLifetimeMinutes"),
-                                                validate_lifetime)),
+        "tokenLifetimeMinutes": int(prompt_text(screen, "Token lifetime (minutes, 1-1440)",
+                                                start.get("tokenLifetimeMinutes"), validate_lifetime)),
         "nonce": prompt_text(screen, "Nonce", start.get("nonce"), validate_nonce),
     }
     if updating:
-        status = screen.ask(screen.questionary.select("Status:", ["active", "disabled"], default=start.get("status") or "active"))
+        status = screen.ask(screen.questionary.select("Status:", ["active", "disabled"],
+                                                      default=start.get("status") or "active"))
         payload["status"] = status
         if status == "disabled":
             payload["errorMessage"] = prompt_error_message(screen, start.get("errorMessage"))
@@ -3586,8 +3810,8 @@ def prompt_url(screen: Screen, current: str | None, keep_as_is: bool) -> str:
 
 
 def show_kept_schema(screen: Screen, schemas: dict, schema_id: str | None) -> str | None:
-    screen.print(screen.Text(f"Schema: {safe_text(schema_name(schemas, schema_id))} (kept: to move the source to another "
-                             "schema, delete it and register it again; the delete record keeps its settings)"))
+    screen.print(screen.Text(f"Schema: {safe_text(schema_name(schemas, schema_id))} (kept: to move the source to "
+                             "another schema, delete it and register it again; the delete record keeps its settings)"))
     return schema_id
 
 
@@ -3595,7 +3819,8 @@ def prompt_instead_of_duplicate(screen: Screen, duplicate: SourceRow) -> bool:
     """True: update the existing source instead of registering a copy."""
     questionary = screen.questionary
     screen.warning(f"A source with the same URL, schema, audience and subject exists: {menu_title(duplicate)}")
-    choices = [questionary.Choice("Update that one instead", True), questionary.Choice("Register another anyway", False)]
+    choices = [questionary.Choice("Update that one instead", True),
+               questionary.Choice("Register another anyway", False)]
     return screen.ask(questionary.select("What now?", choices, default=choices[0]))
 
 
@@ -3604,7 +3829,8 @@ def prompt_org_id(screen: Screen) -> str:
 
 
 def prompt_org_name(screen: Screen, org_id: str) -> str:
-    return prompt_text(screen, "Org name (it names the org's file and records folder)", f"org-{org_id[:8]}", validate_org_name)
+    return prompt_text(screen, "Org name (it names the org's file and records folder)", f"org-{org_id[:8]}",
+                       validate_org_name)
 
 
 def prompt_offboarding(screen: Screen) -> tuple[bool, str]:
@@ -3619,11 +3845,13 @@ def prompt_offboarding(screen: Screen) -> tuple[bool, str]:
 
 def typed_name(screen: Screen, name: str) -> bool:
     """An org is offboarded only once its name is typed: a slip of a key cannot do it."""
-    return prompt_text(screen, f"To offboard it, type the org's name ({safe_text(name)})", "", lambda text: True) == name
+    typed = prompt_text(screen, f"To offboard it, type the org's name ({safe_text(name)})", "", lambda text: True)
+    return typed == name
 
 
 def prompt_token(screen: Screen) -> str:
-    return screen.ask(screen.questionary.password("New Service App access token (input hidden):", validate=validate_token))
+    question = screen.questionary.password("New Service App access token (input hidden):", validate=validate_token)
+    return screen.ask(question)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -3662,8 +3890,9 @@ def write_operation(org: Org, operation: str, source_id, payload: dict, send: Ca
             reply, error = None, exc
         view = answered_view(operation, source_id, payload, reply) if reply and operation != "delete" else None
         if reply and operation != "delete" and view is None:
-            error = ApiError("Webex's answer does not show the source as it was sent (another id, URL or nonce, or none).",
-                             status=reply.status, tracking_id=reply.tracking_id, body=reply.body, maybe_processed=True)
+            error = ApiError("Webex's answer does not show the source as it was sent (another id, URL or nonce, or "
+                             "none).", status=reply.status, tracking_id=reply.tracking_id, body=reply.body,
+                             maybe_processed=True)
         result = WriteResult(operation, view.id if view else source_id, error is None, org.name, view, error=error)
         if error and error.maybe_processed:
             result.reconciled, found = settle(org.client, operation, source_id, payload)
@@ -3712,7 +3941,8 @@ def delete_source(org: Org, view: SourceView) -> WriteResult:
     payload = {k: v for k, v in payload_from_view(view).items() if k not in ("nonce", "status")}
     result = write_operation(org, "delete", view.id, payload, lambda: org.client.delete_source(view.id))
     if result.gone:
-        result.error = ApiError(f"data source {view.short_id} is already gone.", status=404, tracking_id=result.error.tracking_id)
+        result.error = ApiError(f"data source {view.short_id} is already gone.", status=404,
+                                tracking_id=result.error.tracking_id)
     return result
 
 
@@ -3755,7 +3985,8 @@ def rotate_many(pairs, lifetime, pool: ThreadPoolExecutor, on_result) -> list[Wr
         try:
             result = future.result()
         except Exception as exc:  # noqa: BLE001 (one source's crash is that source's failure)
-            error = exc if isinstance(exc, ToolError) else ToolError(f"unexpected {type(exc).__name__}: {exc}. Please report it.")
+            error = exc if isinstance(exc, ToolError) else \
+                ToolError(f"unexpected {type(exc).__name__}: {exc}. Please report it.")
             result = WriteResult("rotation", view.id, False, org.name, error=error)
         taken.add(future)
         results.append(result)
@@ -3776,7 +4007,8 @@ def rotate_many(pairs, lifetime, pool: ThreadPoolExecutor, on_result) -> list[Wr
     return results
 
 
-def run_bulk_rotation(screen: Screen, pairs, lifetime, pool, shown: str, label=lambda org_name: None) -> list[WriteResult]:
+def run_bulk_rotation(screen: Screen, pairs, lifetime, pool, shown: str,
+                      label=lambda org_name: None) -> list[WriteResult]:
     """shown: "bar" (a terminal), "lines" (one plain line per source: cron mail) or "quiet" (--json).
     label: how lines name a result's org (Fleet.label_of)."""
     if shown == "quiet":
@@ -3842,8 +4074,8 @@ def org_file_named(wanted: str, env_files: list[Path] | None) -> Path:
     if len(matches) == 1:
         return matches[0]
     if matches:
-        raise ConfigError(f"Several org files name {wanted!r}: {', '.join(map(str, matches))}. Name the org by its other "
-                          "name or id, or give its file with --env-file.")
+        raise ConfigError(f"Several org files name {wanted!r}: {', '.join(map(str, matches))}. Name the org by its "
+                          "other name or id, or give its file with --env-file.")
     where = "the --env-file files" if env_files else str(orgs_folder())
     raise ConfigError(f"No org file in {where} names the org {wanted!r} (by WEBEX_ORG_NAME, file name or "
                       "WEBEX_TARGET_ORG_ID): check the name, or give its file with --env-file.")
@@ -3852,14 +4084,15 @@ def org_file_named(wanted: str, env_files: list[Path] | None) -> Path:
 def onboarding_profile(org_id: str, name: str | None, records_dir: str | None) -> tuple[Settings, bool]:
     """The profile of an org to onboard, and whether its file is there already: an org is onboarded
     once, and its file is reused whatever name is asked for later. What is missing is bad usage."""
-    if missing := [key for key in ("WEBEX_SOURCE_URL", *MINT_KEYS) if key != "WEBEX_TARGET_ORG_ID" and not shared_value(key)]:
+    needed = ("WEBEX_SOURCE_URL", *(key for key in MINT_KEYS if key != "WEBEX_TARGET_ORG_ID"))
+    if missing := [key for key in needed if not shared_value(key)]:
         raise ConfigError(f"Onboarding mints the org's token and registers its source from a template: set "
                           f"{', '.join(missing)} in {SHARED_ENV_FILE} or the environment (see the README, Customers "
                           "joining and leaving).")
     known = onboarded_as(org_id)
     if known and name and name != known[1]:
-        raise ConfigError(f"Org {org_id} is onboarded already, as {known[1]} ({known[0]}): leave out --org-name, or give "
-                          f"--org-name {known[1]}.")
+        raise ConfigError(f"Org {org_id} is onboarded already, as {known[1]} ({known[0]}): leave out --org-name, or "
+                          f"give --org-name {known[1]}.")
     name = known[1] if known else name or f"org-{org_id[:8]}"
     path = known[0] if known else orgs_folder() / f"{name}.env"
     if not known and path.exists():
@@ -3877,11 +4110,13 @@ def write_org_file(path: Path, org_id: str, name: str, tokens: dict[str, str]) -
         make_private_folder(path.parent)
         write_new_file(path.parent, text, [path.name])
     except FileExistsError:
-        raise ConfigError(f"{path} appeared while the org was being onboarded, and it was not overwritten: run --onboard "
-                          "again, which reuses it if it names the same org.") from None
+        raise ConfigError(f"{path} appeared while the org was being onboarded, and it was not overwritten: run "
+                          "--onboard again, which reuses it if it names the same org.") from None
     except OSError as exc:
         raise ConfigError(f"Could not write {path} ({exc.strerror or exc}): make {path.parent} writable, or set "
-                          "WEBEX_ORGS_DIR to a folder that is. The minted token was not kept; onboarding mints again.") from None
+                          "WEBEX_ORGS_DIR to a folder that is. The minted token was not kept; onboarding mints "
+                          "again.") from None
+
 
 
 def onboarding_payload(template: SourceTemplate, org_id: str, org_name: str, schemas: dict) -> dict:
@@ -3932,14 +4167,16 @@ def finish_onboarding(org: Org, plan: Onboarding) -> WriteResult | None:
 def preview_onboarding(screen: Screen, fleet: Fleet, org_id: str, name: str | None) -> None:
     """The menu's onboarding, before anything is sent: what the template registers; Cancelled unless confirmed."""
     settings, _ = onboarding_profile(org_id, name, fleet.records_dir)
-    payload = {**onboarding_payload(settings.template, org_id, settings.org_name, fleet.schemas or {}), "nonce": "(a new UUID)"}
+    payload = onboarding_payload(settings.template, org_id, settings.org_name, fleet.schemas or {})
+    payload["nonce"] = "(a new UUID)"
     title = f"What onboarding {settings.org_name} registers (unless it is registered already)"
     screen.print(payload_table(screen, payload, fleet.schemas or {}, title))
     if not confirm(screen, f"Onboard {safe_text(settings.org_name)} now?", True):
         raise Cancelled
 
 
-def onboard_org(screen: Screen, fleet: Fleet, org_id: str, name: str | None, agree: Callable[[str], bool]) -> tuple[Org, int]:
+def onboard_org(screen: Screen, fleet: Fleet, org_id: str, name: str | None,
+                agree: Callable[[str], bool]) -> tuple[Org, int]:
     """Onboard a customer org, for --onboard and the menu alike: mint its token and write its file
     unless it has one, read it, register its source from the template or bring the one there back
     to the template, and verify the token's signature. agree(question) decides a change to a source
@@ -3949,7 +4186,7 @@ def onboard_org(screen: Screen, fleet: Fleet, org_id: str, name: str | None, agr
     if known:
         screen.say(f"Org {org_id} was onboarded before, as {settings.org_name}: {settings.env_file} is used as it is.")
     else:
-        answer = fleet.connections.minter_for(settings, fleet.sleeper).mint(settings)  # NotAuthorized: it has not authorized
+        answer = fleet.connections.minter_for(settings, fleet.sleeper).mint(settings)  # NotAuthorized: it did not
         write_org_file(settings.env_file, org_id, settings.org_name, token_env_values(answer))
         screen.say(f"Minted a token for org {org_id} and wrote it to {settings.env_file}.")
     org = fleet.org_for(settings.org_name, load_settings(settings.env_file, read_env_file(settings.env_file),
@@ -3968,8 +4205,8 @@ def onboard_org(screen: Screen, fleet: Fleet, org_id: str, name: str | None, agr
         screen.say(f"Its data source {plan.existing.id} differs from the template:")
         screen.print(changes_table(screen, plan.changes, "Template drift"))
         if any(name == "schemaId" for name, _, _ in plan.changes):
-            screen.warning("Its schema stays as it is: the API's update does not move a source between schemas. To move "
-                           "it, delete the source (the menu's Delete) and onboard the org again.")
+            screen.warning("Its schema stays as it is: the API's update does not move a source between schemas. To "
+                           "move it, delete the source (the menu's Delete) and onboard the org again.")
         if any(name != "schemaId" for name, _, _ in plan.changes) and agree("Update it to the template?"):
             result = finish_onboarding(org, plan)
     now = datetime.now(UTC)
@@ -3981,7 +4218,7 @@ def onboard_org(screen: Screen, fleet: Fleet, org_id: str, name: str | None, agr
     verdict = fleet.verdict(org, view, now) if view else None
     if verdict:
         screen.say(f"Its token's signature: {verdict.text}.")
-    failed = bool(result and (not result.ok or result.record_error)) or (verdict is not None and verdict.state == "invalid")
+    failed = bool(result and (not result.ok or result.record_error)) or bool(verdict and verdict.state == "invalid")
     if view and not failed:
         screen.say(f"{org.name} is onboarded: data source {view.id} at {view.url}, its token expires "
                    f"{local_time(view.expires_at)}.")
@@ -4002,7 +4239,8 @@ def retire_org_file(path: Path) -> Path:
     """{name}.env becomes {name}.env.offboarded: kept, and no longer matched by *.env. One there from
     an earlier offboarding is never written over: the new one takes a timestamp."""
     try:
-        for target in (path.with_name(f"{path.name}.offboarded"), path.with_name(f"{path.name}.offboarded.{file_timestamp()}")):
+        for suffix in (".offboarded", f".offboarded.{file_timestamp()}"):
+            target = path.with_name(path.name + suffix)
             try:
                 os.link(path, target, follow_symlinks=False)
             except FileExistsError:
@@ -4012,8 +4250,8 @@ def retire_org_file(path: Path) -> Path:
             return target
         raise FileExistsError(f"{path.name}.offboarded and its timestamped twin exist")
     except OSError as exc:
-        raise ToolError(f"Could not set {path} aside ({exc.strerror or exc}): rename it by hand to {path.name}.offboarded, "
-                        "so that --env-file orgs/*.env no longer reads it.") from None
+        raise ToolError(f"Could not set {path} aside ({exc.strerror or exc}): rename it by hand to "
+                        f"{path.name}.offboarded, so that --env-file orgs/*.env no longer reads it.") from None
 
 
 def offboard_org(screen: Screen, org: Org, delete: bool, message: str, confirmed: Callable[[], bool]) -> int:
@@ -4026,9 +4264,9 @@ def offboard_org(screen: Screen, org: Org, delete: bool, message: str, confirmed
     if org.problem and not withdrawn:  # busy too: nothing was done, so it is no success here
         raise org.problem if not isinstance(org.problem, Busy) else ToolError(org.problem.message)
     if withdrawn:
-        screen.warning(f"{org.name} no longer authorizes the Service App (minting its token answered 403), so its sources "
-                       "cannot be changed from here: unrotated, their tokens lapse within a day and Webex sends them "
-                       "nothing more.")
+        screen.warning(f"{org.name} no longer authorizes the Service App (minting its token answered 403), so "
+                       "its sources cannot be changed from here: unrotated, their tokens lapse within a day and Webex "
+                       "sends them nothing more.")
     views, path = [] if withdrawn else org.state.views, org.settings.env_file
     changing = views if delete else [view for view in views if view.active]
     what = "deleted" if delete else f"disabled, with the message {message!r} for Control Hub"
@@ -4043,7 +4281,8 @@ def offboard_org(screen: Screen, org: Org, delete: bool, message: str, confirmed
         results.append(result)
         screen.say(offboard_line(view, result))
     if failed := [r for r in results if r and not r.ok and not r.gone]:
-        screen.error(f"{len(failed)} data source(s) could not be changed, so {path} stays where it is: offboard it again.")
+        screen.error(f"{len(failed)} data source(s) could not be changed, so {path} stays where it is: offboard it "
+                     "again.")
         return FAILED
     target = retire_org_file(path)
     org.retired = True
@@ -4096,7 +4335,8 @@ class Menu:
             "onboard": self.onboard,
             "offboard": self.offboard,
         }
-        self.choices = menu_actions(onboard=fleet.alone is org and org.settings.can_onboard, offboard=org.settings.own_file, back=back)
+        self.choices = menu_actions(onboard=fleet.alone is org and org.settings.can_onboard,
+                                    offboard=org.settings.own_file, back=back)
 
     @property
     def client(self) -> WebexClient:
@@ -4116,7 +4356,7 @@ class Menu:
             rows = self.fleet.rows(datetime.now(UTC), self.org)
             refused = isinstance(self.org.problem, TokenRefused)
             kind, source_id = prompt_menu(screen, self.header(rows), rows, self.choices, "token" if refused else None)
-            self.fleet.save_snapshots(in_background=True)  # once the person has the screen: never in the way of drawing it
+            self.fleet.save_snapshots(in_background=True)  # once the screen is drawn: never in the way of drawing it
             if kind in ("quit", "back"):
                 return kind
             try:
@@ -4140,14 +4380,15 @@ class Menu:
         lines = [title]
         if org.problem:
             fix = "Replace the access token" if isinstance(org.problem, TokenRefused) else "Refresh to try again"
-            lines.append(clip(f"They could not be listed: {safe_text(shown(org.problem))}", 3 * width) + f" Choose {fix}.")
+            lines.append(clip(f"They could not be listed: {safe_text(shown(org.problem))}", 3 * width) +
+                         f" Choose {fix}.")
         elif not rows:
             lines.append("No data sources yet: choose Register to add one.")
         lines += due_notice(rows, self.fleet.command())
         if drifted := sum(bool(row.drift) for row in rows):
             lines.append(f"{drifted} source(s) differ from the onboarding template (see its details):")
             lines.append(f"{COMMAND} --onboard {safe_text(org.org_id)}")  # it reads the orgs folder, not --env-file
-        warnings = [*(org.settings.notes if org.settings else ()), *org.state.warnings]
+        warnings = [*self.fleet.warnings(), *(org.settings.notes if org.settings else ()), *org.state.warnings]
         lines += [clip(f"Warning: {safe_text(warning)}", width - 4) for warning in warnings[:3]]
         if len(warnings) > 3:
             lines.append(f"... and {len(warnings) - 3} more warnings: {self.fleet.command('--list')} shows them all.")
@@ -4161,7 +4402,8 @@ class Menu:
                 self.replace_token()
                 self.refresh()
         except Cancelled:
-            self.screen.say("Cancelled: the menu opens without the sources; choose Replace the access token to try again.")
+            self.screen.say("Cancelled: the menu opens without the sources; choose Replace the access token to try "
+                            "again.")
         except ToolError as exc:
             self.screen.error(exc)
 
@@ -4222,7 +4464,7 @@ class Menu:
         def wizard(start):
             payload = source_wizard(screen, schemas, start, updating=True)
             screen.print(changes_table(screen, changed_fields(payload_from_view(view), payload), "What will change"))
-            if not confirm(screen, f"Send this update to {safe_text(view.short_id)}?", True):  # what it sends is on screen above
+            if not confirm(screen, f"Send this update to {safe_text(view.short_id)}?", True):  # all of it on screen
                 raise Cancelled
             return payload
 
@@ -4236,7 +4478,8 @@ class Menu:
         def wizard(start):
             payload = source_wizard(screen, schemas, start, updating=False)
             duplicate = find_duplicate(self.state.views, payload)
-            if duplicate and prompt_instead_of_duplicate(screen, source_row(self.org, None, duplicate, None, datetime.now(UTC))):
+            row = duplicate and source_row(self.org, None, duplicate, None, datetime.now(UTC))
+            if duplicate and prompt_instead_of_duplicate(screen, row):
                 raise UpdateInstead(duplicate)
             screen.print(payload_table(screen, payload, schemas, "What will be registered"))
             if not confirm(screen, "Register this data source?", True):  # everything it sends is on screen above
@@ -4267,13 +4510,15 @@ class Menu:
         targets = [self.state.find(row.id) for row in due] if chosen == "due" else [self.state.find(chosen)]
         for view in targets:
             lifetime = view.lifetime_minutes or DEFAULT_LIFETIME
-            screen.say(f"{view.short_id} {clip(view.audience or '')}: new nonce, lifetime {lifetime} minutes, everything else as it is.")
+            screen.say(f"{view.short_id} {clip(view.audience or '')}: new nonce, lifetime {lifetime} minutes, "
+                       "everything else as it is.")
         if not confirm(screen, f"Rotate {len(targets)} token(s) now?", True):
             raise Cancelled
         if len(targets) == 1:
             self.write(rotate_source, targets[0])
             return
-        results = run_bulk_rotation(screen, [(self.org, view) for view in targets], None, self.fleet.connections.writes, "bar")
+        pairs = [(self.org, view) for view in targets]
+        results = run_bulk_rotation(screen, pairs, None, self.fleet.connections.writes, "bar")
         screen.say(rotation_summary(results, Counter(), datetime.now(UTC)))
         for result in results:
             if result.ok and result.view:
@@ -4284,8 +4529,9 @@ class Menu:
         view = self.state.find(prompt_source(screen, self.fleet.rows(now, self.org), "Delete which source?"))
         screen.print(self.details(view, now, None))
         audience = clip(safe_text(view.audience))
-        typed = prompt_text(screen, f"To delete, type its audience ({audience}) or the first 8 characters of its id", "",
-                            lambda t: True)
+        typed = prompt_text(screen, f"To delete, type its audience ({audience}) or the first 8 characters of its id",
+                            "", lambda t: True)
+
         if not typed or typed not in (view.audience, view.short_id):
             screen.say("That does not match: nothing was deleted.")
             return
@@ -4300,7 +4546,8 @@ class Menu:
         self.state.schemas = {s["id"]: s for s in schemas}
         screen.print(schemas_table(screen, schemas))
         choices = [questionary.Choice(clip(safe_text(s.get("serviceType") or s["id"])), s["id"]) for s in schemas]
-        schema_id = screen.ask(questionary.select("Show which schema?", [*choices, questionary.Choice("Back", None)]), cancel=False)
+        question = questionary.select("Show which schema?", [*choices, questionary.Choice("Back", None)])
+        schema_id = screen.ask(question, cancel=False)
         if schema_id:
             screen.print(json_panel(screen, self.client.get_schema(schema_id), f"Schema {schema_id}"))
 
@@ -4324,7 +4571,8 @@ class Menu:
     def onboard(self, _=None) -> None:
         """Another customer org joins: it gets a file of its own, and this menu stays on this org."""
         org = onboard_in_menu(self.screen, self.fleet)
-        self.screen.say(f"To see it beside the others:\n{COMMAND} --env-file {shlex.quote(str(org.settings.env_file.parent))}/*.env")
+        folder = shlex.quote(str(org.settings.env_file.parent))
+        self.screen.say(f"To see it beside the others:\n{COMMAND} --env-file {folder}/*.env")
 
     def offboard(self, _=None) -> None:
         delete, message = prompt_offboarding(self.screen)
@@ -4348,8 +4596,9 @@ class FleetMenu:
         while True:
             org_rows = fleet.org_rows(datetime.now(UTC))
             order = sorted(range(len(org_rows)), key=lambda i: org_rows[i].need)
-            kind, org = prompt_overview(screen, self.header(org_rows), [org_rows[i] for i in order], [fleet.orgs[i] for i in order])
-            fleet.save_snapshots(in_background=True)  # once the person has the screen: never in the way of drawing it
+            kind, org = prompt_overview(screen, self.header(org_rows), [org_rows[i] for i in order],
+                                        [fleet.orgs[i] for i in order])
+            fleet.save_snapshots(in_background=True)  # once the screen is drawn: never in the way of drawing it
             if kind == "quit":
                 return 0
             try:
@@ -4408,7 +4657,8 @@ class FleetMenu:
         if not pairs:
             screen.say("Nothing active expires within the hour in any org.")
             return
-        if not confirm(screen, f"Rotate {len(pairs)} token(s) in {len({org.name for org, _ in pairs})} org(s) now?", True):
+        orgs = len({org.name for org, _ in pairs})
+        if not confirm(screen, f"Rotate {len(pairs)} token(s) in {orgs} org(s) now?", True):
             raise Cancelled
         results = run_bulk_rotation(screen, pairs, None, fleet.connections.writes, "bar", fleet.label_of)
         screen.say(rotation_summary(results, Counter(), datetime.now(UTC), fleet.org_rows(now)))
@@ -4461,7 +4711,8 @@ def run_list(screen: Screen, fleet: Fleet, args) -> int:
         pass  # nothing that a script could take for an empty list: the reasons are on stderr
     elif args.json:
         read_at = {org.name: utc_iso(org.read_at) for org in fleet.orgs}
-        screen.data(json_text([{**source_json(row), **({"read_at": read_at[row.org]} if args.cached else {})} for row in rows]))
+        screen.data(json_text([{**source_json(row), **({"read_at": read_at[row.org]} if args.cached else {})}
+                               for row in rows]))
     elif screen.at_terminal:
         empty = "No snapshot yet: run --list once (without --cached)." if args.cached else "No data sources yet."
         screen.print(sources_table(screen, rows, empty=empty))
@@ -4474,14 +4725,15 @@ def run_list(screen: Screen, fleet: Fleet, args) -> int:
         span = duration_text(ages[0]) + (f" to {duration_text(ages[-1])}" if ages[-1] - ages[0] >= 60 else "")
         screen.tell(f"The last snapshot{'s' if len(ages) > 1 else ''}, read {span} ago; nothing was asked of Webex.")
     if missing:
-        screen.warning(f"No snapshot yet for {', '.join(missing)}: {fleet.command('--list')} reads Webex and leaves one.")
+        screen.warning(f"No snapshot yet for {', '.join(missing)}: {fleet.command('--list')} reads Webex and leaves "
+                       "one.")
     return FAILED if missing else OK
 
 
 def unnamed_results(org: Org) -> list[WriteResult]:
     """List items without an id cannot be judged: a rotation over everything fails for them, never a quiet 0."""
     error = NotSent("Webex listed it without an id, so it cannot be judged or rotated.")
-    return [WriteResult("rotation", "(no id)", False, org.name, error=error) for _ in range(org.state.unnamed if org.state else 0)]
+    return [WriteResult("rotation", "(no id)", False, org.name, error=error)] * (org.state.unnamed if org.state else 0)
 
 
 def run_rotation(screen: Screen, fleet: Fleet, args) -> int:
@@ -4494,7 +4746,8 @@ def run_rotation(screen: Screen, fleet: Fleet, args) -> int:
     show_notes(screen, fleet.notes(summarized=fleet.read_any()))  # no summary: the reasons here
     everything = args.rotate_expiring is not None or args.rotate == ["all"]
     unjudged = [result for org in fleet.orgs for result in unnamed_results(org)] if everything else []
-    busy = [WriteResult("rotation", None, False, org.name, error=org.problem) for org in fleet.orgs if isinstance(org.problem, Busy)]
+    busy = [WriteResult("rotation", None, False, org.name, error=org.problem) for org in fleet.orgs
+            if isinstance(org.problem, Busy)]
     for result in unjudged + busy:
         say(rotation_line(result, fleet.label_of(result.org)))
     display = "quiet" if args.json else "bar" if screen.at_terminal else "lines"
@@ -4515,9 +4768,11 @@ def run_rotation(screen: Screen, fleet: Fleet, args) -> int:
                  for org, view in skipped]
         summary = rotation_json(results, len(skipped), len(fleet.orgs), [org.name for org in fleet.unreadable()],
                                 fleet.connections.pace)
-        screen.data(json_text({"results": [result_json(r, fleet.label_of(r.org)) for r in results] + skips, "summary": summary}))
+        listed = [result_json(r, fleet.label_of(r.org)) for r in results] + skips
+        screen.data(json_text({"results": listed, "summary": summary}))
     else:
-        screen.data(rotation_summary(results, Counter(org.name for org, _ in skipped), datetime.now(UTC), fleet.named_org_rows(now)))
+        skips = Counter(org.name for org, _ in skipped)
+        screen.data(rotation_summary(results, skips, datetime.now(UTC), fleet.named_org_rows(now)))
         if pace := fleet.connections.pace.summary():
             screen.data(pace)
     if STOP:  # the summary is out: now end as the signal asks
@@ -4537,7 +4792,8 @@ def run_history(screen: Screen, fleet: Fleet, args) -> int:
     elif entries or not args.history:
         screen.data(history_tsv(entries, org_column=len(folders) > 1))
     if history.total > len(entries):
-        screen.tell(f"The newest {len(entries)} of {history.total}: --limit N shows more (0: all), --since 7d only the last week.")
+        screen.tell(f"The newest {len(entries)} of {history.total}: --limit N shows more (0: all), --since 7d only "
+                    "the last week.")
     if skipped and (args.json or not screen.at_terminal):  # the table says it in its caption
         screen.warning(f"{skipped} file(s) in the records folder could not be read as records and were skipped.")
     if args.history and not entries:
@@ -4551,7 +4807,9 @@ def run_check(screen: Screen, fleet: Fleet, args) -> int:
     now = datetime.now(UTC)
     idle = [fleet.label_of(org.name) for org in fleet.org_rows(now) if org.readable and not org.active]
     unread = [f"{org.name}: {org.trouble(short=True)}" for org in fleet.unreadable()]
-    state, line = check_line(fleet.verify(now).rows(now), unread, args.check, idle)
+    unnamed = sum(org.state.unnamed for org in fleet.orgs if org.state)
+    clock = next((warning for warning in fleet.warnings() if "clock" in warning), None)
+    state, line = check_line(fleet.verify(now).rows(now), unread, args.check, idle, unnamed, clock)
     screen.data(line)
     return state
 
@@ -4570,8 +4828,8 @@ def run_onboard(screen: Screen, fleet: Fleet, args) -> int:
             return True
         if can_prompt():
             return confirm(screen, question, True)
-        raise ConfigError("Its data source differs from the template: without a terminal to ask on, run again with --yes "
-                          "to update it. Nothing was sent.")
+        raise ConfigError("Its data source differs from the template: without a terminal to ask on, run again with "
+                          "--yes to update it. Nothing was sent.")
 
     return onboard_org(screen, fleet, args.onboard, args.org_name, agree)[1]
 
@@ -4636,21 +4894,22 @@ def settle_mode(args: argparse.Namespace, parser: argparse.ArgumentParser) -> st
     takes = MODES[mode].takes | (EVERYWHERE if mode != "onboard" else {"records_dir"})
     for dest in sorted(given - takes - set(MODES)):
         if dest in EVERYWHERE:
-            parser.error(f"--onboard writes the org's file in the orgs folder (WEBEX_ORGS_DIR) and reads the shared .env "
-                         f"beside the script: {flag_of(dest)} does not go with it")
+            parser.error(f"--onboard writes the org's file in the orgs folder (WEBEX_ORGS_DIR) and reads the shared "
+                         f".env beside the script: {flag_of(dest)} does not go with it")
         takers = [MODES[name].flag or "the menu" for name in MODES if dest in MODES[name].takes]
         parser.error(f"{flag_of(dest)} goes with " + (", ".join(takers[:-1]) + " or " + takers[-1] if len(takers) > 1
                                                       else takers[0]))
     if mode == "offboard" and args.delete is not None and args.message:
-        parser.error("--message is what a disabled source shows: a deleted one shows nothing (leave out --delete or --message)")
+        parser.error("--message is what a disabled source shows: a deleted one shows nothing (leave out --delete or "
+                     "--message)")
     if mode == "offboard" and not args.yes and not can_prompt():
         raise ConfigError("--offboard disables or deletes every source of the org: at a terminal it asks for the org's "
                           "name typed; without one, add --yes. Nothing was sent.")
     if mode == "menu" and not can_prompt():
         if args.save_list:
             return "save_list"
-        raise ConfigError("No terminal to show the menu on. Use --list to print the sources, --save-list to snapshot them, "
-                          "or --rotate ID|all / --rotate-expiring MINUTES to rotate tokens.")
+        raise ConfigError("No terminal to show the menu on. Use --list to print the sources, --save-list to snapshot "
+                          "them, or --rotate ID|all / --rotate-expiring MINUTES to rotate tokens.")
     return mode
 
 
@@ -4662,8 +4921,10 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str):
         if unknown := re.fullmatch(r"unrecognized arguments: (.*)", message):
             typo = next((arg for arg in unknown[1].split() if arg.startswith("-")), "")
-            near = difflib.get_close_matches(typo.split("=")[0], re.findall(r"--[a-z][a-z-]*", self.format_usage()), n=1)
-            message = (f"unknown flag {typo}" if typo else f"unexpected {unknown[1]}") + (f": did you mean {near[0]}?" if near else "")
+            flags = re.findall(r"--[a-z][a-z-]*", self.format_usage())
+            near = difflib.get_close_matches(typo.split("=")[0], flags, n=1)
+            message = f"unknown flag {typo}" if typo else f"unexpected {unknown[1]}"
+            message += f": did you mean {near[0]}?" if near else ""
         if any(arg == "--check" or arg.startswith("--check=") for arg in self.probe_argv):
             print(safe_text(f"UNKNOWN - bad usage: {message} (see --help)"))
             raise SystemExit(UNKNOWN)
@@ -4731,7 +4992,7 @@ def parse_args(argv) -> tuple[argparse.Namespace, str]:
 def start(args, mode: str, screen_for: Callable[[], Screen]) -> int:
     """The run: the orgs loaded, the startup fetch sent off before rich and questionary are
     imported (the screen), so that their imports overlap Webex's answer; then the mode's runner."""
-    runner = MODES[mode] if mode in MODES else Mode("--save-list", frozenset(), lambda screen, fleet, args: fleet.exit_code())
+    runner = MODES[mode] if mode in MODES else Mode("--save-list", frozenset(), lambda _, fleet, __: fleet.exit_code())
     wait = countdown if mode == "menu" else announce_wait
     connections = Connections(args.workers or DEFAULT_WORKERS, lambda line: screen_for().tell(line), args.rate)
     sleeper = lambda seconds, why: wait(screen_for(), seconds, why)  # the screen is made later
@@ -4776,6 +5037,9 @@ def start(args, mode: str, screen_for: Callable[[], Screen]) -> int:
 
 
 def main(argv=None) -> int:
+    for name in ("stdout", "stderr"):  # closed (>&-): what would go there goes nowhere
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(os.devnull, "w"))  # noqa: SIM115 (open for the run)
     screens, making = [], threading.Lock()
 
     def screen_for() -> Screen:
@@ -4788,7 +5052,8 @@ def main(argv=None) -> int:
     mode = None
     try:
         args, mode = parse_args(argv)  # a flag's bad usage: argparse says so and exits 2
-        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # systemd, timeout and Kubernetes stop with SIGTERM
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # systemd, timeout and Kubernetes: SIGTERM
+
             signal.signal(signum, STOP.on_signal)
         return start(args, mode, screen_for)
     except KeyboardInterrupt as exc:

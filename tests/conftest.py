@@ -118,7 +118,9 @@ def break_folder(folder):
 
 
 def write_env(path: Path, values: dict) -> Path:
+    """A settings file as the README says to keep one: readable by its owner only."""
     path.write_text("".join(f"{key}={value}\n" for key, value in values.items()))
+    path.chmod(0o600)
     return path
 
 
@@ -128,8 +130,9 @@ def env_file(tmp_path, fake, records) -> Path:
 
 
 def child_env(**extra) -> dict:
-    """The environment of a run: none of the developer's WEBEX_ settings leak in."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WEBEX_")}
+    """The environment of a run: none of the developer's WEBEX_ settings leak in, nor a size of
+    the terminal pytest runs in (pytest-xdist's workers have LINES=24)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WEBEX_") and k not in ("LINES", "COLUMNS")}
     env.update(PYTHONIOENCODING="utf-8", LANG="C.UTF-8", COLUMNS="200", PROMPT_TOOLKIT_NO_CPR="1", TERM="xterm", HOME=str(HOME))
     env.update({k: str(v) for k, v in extra.items()})
     return env

@@ -46,6 +46,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -218,6 +219,10 @@ class FakeWebex:
         self.limited = 0  # how many 429s the limit answered
         self._allowance: float | None = None  # the limit's bucket: requests it would let through now
         self._refilled = 0.0
+        self.limit_window: float | None = None  # seconds: count the limit over a rolling window instead of a bucket
+        self._answered: deque[float] = deque()  # when requests were let through, over the last limit_window
+        self.clock_offset = 0.0  # seconds this server's clock is ahead of the machine's (its Date header, iat, exp)
+        self.cookie: str | None = None  # a Set-Cookie every answer of this org carries, as a load balancer's would
         self.lock = threading.Condition()
         if serve:
             self.api = self._server("api", tls_context)
@@ -230,6 +235,9 @@ class FakeWebex:
         if name in self.SECRET_NAMES:
             self.secrets_held.add(value)
         super().__setattr__(name, value)
+
+    def now(self) -> float:
+        return time.time() + self.clock_offset
 
     def new_id(self) -> str:
         return str(uuid.UUID(int=self.random.getrandbits(128), version=4))
@@ -270,6 +278,9 @@ class FakeWebex:
 
             def log_message(self, *args):
                 pass
+
+            def date_time_string(self, timestamp=None):
+                return super().date_time_string(fake.now() if timestamp is None else timestamp)
 
             def do_GET(self):
                 fake.handle(self, role)
@@ -367,7 +378,7 @@ class FakeWebex:
         extra_claims=None,
         key=None,
     ) -> dict:
-        now = int(time.time())
+        now = int(self.now())
         exp = now + (lifetime * 60 if expires_in is None else int(expires_in))
         source = {
             "id": source_id or self.new_id(),
@@ -475,11 +486,21 @@ class FakeWebex:
     def over_the_limit(self) -> bool:
         """Webex limits the Service App as a whole, "N a minute", enforced as gateways do: a bucket
         that refills evenly at limit_per_second and holds one second's worth at most. A burst
-        beyond that is a 429; an even stream just under the limit always fits."""
+        beyond that is a 429; an even stream just under the limit always fits. With limit_window,
+        the other shape Webex may use: at most limit_per_second * limit_window requests in any
+        limit_window seconds."""
         if self.limit_per_second is None:
             return False
         with self.lock:
             now = time.monotonic()
+            if self.limit_window:
+                while self._answered and self._answered[0] <= now - self.limit_window:
+                    self._answered.popleft()
+                if len(self._answered) >= self.limit_per_second * self.limit_window:
+                    self.limited += 1
+                    return True
+                self._answered.append(now)
+                return False
             held = self.limit_per_second if self._allowance is None else self._allowance
             self._allowance = min(self.limit_per_second, held + (now - self._refilled) * self.limit_per_second)
             self._refilled = now
@@ -518,6 +539,8 @@ class FakeWebex:
         if data:
             handler.send_header("Content-Type", content_type)
         handler.send_header("Content-Length", str(len(data)))
+        if self.cookie:
+            handler.send_header("Set-Cookie", self.cookie)
         for key, value in (headers or {}).items():
             handler.send_header(key, str(value))
         handler.end_headers()
@@ -628,7 +651,7 @@ class FakeWebex:
                 self.used_nonces.add(payload["nonce"])
         if conflict:
             return self.error(handler, 409, "The nonce has already been used")
-        now = int(time.time())
+        now = int(self.now())
         lifetime = int(payload["tokenLifetimeMinutes"])
         updated = dict(source or {"id": self.new_id(), "createdBy": self.new_id(), "createdAt": iso(now), "status": "active"})
         updated.update({k: payload[k] for k in ("schemaId", "url", "audience", "subject", "nonce")})

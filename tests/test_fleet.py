@@ -303,7 +303,7 @@ def test_an_org_without_a_token_gets_one_minted_once_saved_in_its_file_and_reuse
     saved = (app.root / "orgs" / "globex.env").read_text()
     assert saved.startswith(original) and f"WEBEX_ACCESS_TOKEN={globex.access_token}\n" in saved
     assert f"WEBEX_REFRESH_TOKEN={globex.refresh_token}\n" in saved
-    assert stat.S_IMODE((app.root / "orgs" / "globex.env").stat().st_mode) == 0o644  # the file keeps its mode
+    assert stat.S_IMODE((app.root / "orgs" / "globex.env").stat().st_mode) == 0o600  # the file keeps its mode
     second = app.run("--list")
     assert second.returncode == 0 and globex.mints == 1 and "minted" not in second.stderr
     assert fake.requests("POST", r"/v1/applications/.*") and all(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import subprocess
 import sys
@@ -125,7 +126,7 @@ def test_check_is_ok_when_nothing_expires_within_the_window(fake, env_file):
     result = run_cli("--check", "60", env_file=env_file)
     assert result.returncode == 0
     assert re.fullmatch(
-        r"OK - 1 active source\(s\), none expires within 60m \| expired=0 expiring=0 invalid=0 sources=1 unreadable_orgs=0\n", result.stdout
+        r"OK - 1 active source\(s\), none expires within 60m \| expired=0 expiring=0 invalid=0 sources=1 unreadable_orgs=0 unknown_expiry=0\n", result.stdout
     )
 
 
@@ -135,7 +136,7 @@ def test_check_warns_when_an_active_source_expires_within_the_window(fake, env_f
     fake.add_source(audience="Paused", expires_in=-60, status="disabled", error_message="paused")  # not judged
     result = run_cli("--check", "60", env_file=env_file)
     assert result.returncode == 1
-    assert result.stdout == "WARNING - 1 within 60m (Soon) | expired=0 expiring=1 invalid=0 sources=3 unreadable_orgs=0\n"
+    assert result.stdout == "WARNING - 1 within 60m (Soon) | expired=0 expiring=1 invalid=0 sources=3 unreadable_orgs=0 unknown_expiry=0\n"
 
 
 def test_check_is_critical_for_an_expired_source_or_an_invalid_signature(fake, env_file):
@@ -355,13 +356,16 @@ def write_records(records, count: int, start: datetime, step: timedelta, source_
         path = records / f"data_source_rotation_{source_id}_{moment.strftime('%Y%m%d_%H%M%S_%f')}.json"
         path.write_text(json.dumps({"operation_timestamp": moment.isoformat(), "operation_type": "rotation", "data_source_id": source_id,
                                     "configuration": {"audience": f"A{n}"}, "api_response": {"status_code": 200}, "success": True}))
+        os.utime(path, (moment.timestamp(), moment.timestamp()))  # written when its name says, as the tool's are
         paths.append(path)
     return paths
 
 
 def test_history_shows_the_newest_50_and_never_opens_the_files_it_does_not_show(fake, env_file, records):
     paths = write_records(records, 60, datetime.now(UTC) - timedelta(days=3), timedelta(minutes=1))
+    oldest = paths[0].stat().st_mtime
     paths[0].write_text("{ not json: this file is never opened")  # the oldest, beyond the newest 50
+    os.utime(paths[0], (oldest, oldest))
     result = run_cli("--history", "--json", env_file=env_file)
     entries = json.loads(result.stdout)
     assert result.returncode == 0 and len(entries) == 50 and entries[0]["audience"] == "A59" and entries[-1]["audience"] == "A10"

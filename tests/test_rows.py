@@ -102,7 +102,7 @@ def test_one_source_in_json(ds, fleet):
 def test_the_nagios_line_names_each_problem_with_its_org(ds, fleet):
     assert ds.check_line(fleet.rows(NOW), [], 60) == (2, (
         "CRITICAL - 1 expired (acme/Acme Old), 1 invalid signature (globex/Globex), 1 within 60m (globex/Globex) "
-        "| expired=1 expiring=1 invalid=1 sources=3 unreadable_orgs=0"))
+        "| expired=1 expiring=1 invalid=1 sources=3 unreadable_orgs=0 unknown_expiry=0"))
 
 
 def test_the_metrics_give_each_org_its_own_signature_verdict(ds, fleet):

@@ -11,7 +11,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import OUTPUTS, PAUSE, ROOT, SCRIPT, Terminal, child_env, record_files, rotate_first, run_cli, write_env
+from conftest import OUTPUTS, PAUSE, ROOT, SCRIPT, Terminal, child_env, menu_ready, record_files, rotate_first, run_cli, write_env
 from fake_webex import seed_demo
 
 SIZES = [(80, 24), (100, 30), (120, 40)]
@@ -99,7 +99,7 @@ def test_the_overview_shows_each_org_on_one_line_with_the_question(app, fake):
         app.org(f"customer-{number:02d}", org)
     term = Terminal(["--env-file", *app.env_files()], child_env(COLUMNS=80, LINES=24), rows=24, cols=80, script=app.script)
     app.terminals.append(term)
-    screen = term.menu()
+    screen = menu_ready(term)
     assert "Customer orgs (12)" in screen and "Choose an org or an action" in screen and "Quit" in screen
     assert re.search(r"customer-00 +1 +1 +0 +expired 10m ago +ok", screen)  # the most in need on top
     assert re.search(r"customer-01 +1 +0 +1 +in (49|50)m +ok", screen)
