@@ -126,7 +126,9 @@ def test_check_is_ok_when_nothing_expires_within_the_window(fake, env_file):
     result = run_cli("--check", "60", env_file=env_file)
     assert result.returncode == 0
     assert re.fullmatch(
-        r"OK - 1 active source\(s\), none expires within 60m \| expired=0 expiring=0 invalid=0 sources=1 unreadable_orgs=0 unknown_expiry=0\n", result.stdout
+        r"OK - 1 active source\(s\), none expires within 60m \| "
+        r"expired=0 expiring=0 invalid=0 sources=1 unreadable_orgs=0 unknown_expiry=0\n",
+        result.stdout,
     )
 
 

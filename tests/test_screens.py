@@ -11,7 +11,19 @@ import subprocess
 import sys
 
 import pytest
-from conftest import OUTPUTS, PAUSE, ROOT, SCRIPT, Terminal, child_env, menu_ready, record_files, rotate_first, run_cli, write_env
+from conftest import (
+    OUTPUTS,
+    PAUSE,
+    ROOT,
+    SCRIPT,
+    Terminal,
+    child_env,
+    menu_ready,
+    record_files,
+    rotate_first,
+    run_cli,
+    write_env,
+)
 from fake_webex import seed_demo
 
 SIZES = [(80, 24), (100, 30), (120, 40)]
