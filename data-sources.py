@@ -4936,53 +4936,55 @@ def parse_args(argv) -> tuple[argparse.Namespace, str]:
     codes = "; ".join(f"{code} {meaning}" for code, meaning in EXIT_CODES.items())
     parser = Parser(prog="data-sources.py", epilog=f"Exit codes: {codes}.",
                     description="List, register, update, rotate and delete Webex BYODS data sources.")
-    minutes, lifetime = argparse_type(validate_minutes, int), argparse_type(validate_lifetime, int)
+    minutes, flag = argparse_type(validate_minutes, int), {"action": "store_true"}
     action = parser.add_mutually_exclusive_group()
-    action.add_argument("--list", action="store_true", help="print the sources (a table; piped: tab-separated) and exit")
-    action.add_argument("--rotate", nargs="+", metavar="ID", help="rotate these sources (ids or unique prefixes), or 'all'")
-    action.add_argument("--rotate-expiring", type=minutes, metavar="MINUTES",
-                        help="rotate every active source whose token expires within MINUTES (expired included)")
-    action.add_argument("--check", type=minutes, metavar="MINUTES",
-                        help="monitoring probe, one line: exit 0 OK, 1 WARNING (an active source expires within MINUTES), "
-                        "2 CRITICAL (one has expired or its signature is invalid), 3 UNKNOWN (Webex could not be read)")
-    action.add_argument("--metrics", action="store_true", help="print Prometheus metrics (for node_exporter's textfile collector)")
-    action.add_argument("--history", nargs="?", const="", metavar="ID",
-                        help="the records, newest first; with ID (or a prefix), that source's only")
-    action.add_argument("--onboard", type=argparse_type(validate_org_id), metavar="ORG_ID",
-                        help="a customer org that authorized the Service App: mint its token, write its file in the orgs "
-                        "folder, register its source from the template (WEBEX_SOURCE_*) and verify it; again, it repeats nothing")
-    action.add_argument("--offboard", metavar="ORG",
-                        help="a customer org that left (its name or id): disable every source (or --delete them), a record "
-                        "each, then set its file aside as NAME.env.offboarded")
-    parser.add_argument("--org-name", type=argparse_type(validate_org_name), metavar="NAME",
-                        help="with --onboard: the org's name, for its file and records folder (default: org- and the first "
-                        "8 characters of its id)")
-    parser.add_argument("--delete", nargs="*", metavar="ID",
-                        help="with --offboard: delete the sources instead of disabling them")
-    parser.add_argument("--message", type=argparse_type(validate_error_message), metavar="TEXT",
-                        help="with --offboard: what Control Hub shows the customer's admin on each disabled source "
-                        "(default: Service ended on DATE)")
-    parser.add_argument("--yes", action="store_true",
-                        help="with --offboard: no typed confirmation (without a terminal it is needed); with --onboard: "
-                        "update a source that differs from the template without asking")
-    parser.add_argument("--limit", type=argparse_type(validate_limit, int), metavar="N",
-                        help="with --history: the newest N operations (default 50; 0: all)")
-    parser.add_argument("--since", type=argparse_type(validate_duration, parse_duration), metavar="DURATION",
-                        help="with --history: only operations since then, e.g. 90m, 12h, 7d")
-    parser.add_argument("--cached", action="store_true",
-                        help="with --list: print what the last run read (each org's state.json), asking Webex nothing")
-    parser.add_argument("--json", action="store_true", help="JSON only on stdout")
-    parser.add_argument("--save-list", action="store_true", help="write data_sources_list_{TS}.json at startup")
-    parser.add_argument("--lifetime", type=lifetime, metavar="MINUTES",
-                        help="new token lifetime for rotation (1-1440); default: keep each source's own")
-    parser.add_argument("--workers", type=argparse_type(validate_workers, int), metavar="N",
-                        help=f"requests in flight at once, for the whole run (default {DEFAULT_WORKERS})")
-    parser.add_argument("--rate", type=argparse_type(validate_rate, int), metavar="N",
-                        help="at most N requests a minute for the whole run (default: no cap until Webex answers 429)")
-    parser.add_argument("--records-dir", metavar="DIR", help="where record files go (default: records/ beside the script)")
-    parser.add_argument("--env-file", nargs="+", metavar="PATH",
-                        help="read settings from this file instead of .env beside the script; several files (or a "
-                        "pattern): one per customer org")
+    for group, name, options, text in (
+        (action, "--list", flag, "print the sources (a table; piped: tab-separated) and exit"),
+        (action, "--rotate", {"nargs": "+", "metavar": "ID"},
+         "rotate these sources (ids or unique prefixes), or 'all'"),
+        (action, "--rotate-expiring", {"type": minutes, "metavar": "MINUTES"},
+         "rotate every active source whose token expires within MINUTES (expired included)"),
+        (action, "--check", {"type": minutes, "metavar": "MINUTES"},
+         ("monitoring probe, one line: exit 0 OK, 1 WARNING (an active source expires within MINUTES), 2 CRITICAL "
+         "(one has expired or its signature is invalid), 3 UNKNOWN (Webex could not be read)")),
+        (action, "--metrics", flag, "print Prometheus metrics (for node_exporter's textfile collector)"),
+        (action, "--history", {"nargs": "?", "const": "", "metavar": "ID"},
+         "the records, newest first; with ID (or a prefix), that source's only"),
+        (action, "--onboard", {"type": argparse_type(validate_org_id), "metavar": "ORG_ID"},
+         ("a customer org that authorized the Service App: mint its token, write its file in the orgs folder, register "
+         "its source from the template (WEBEX_SOURCE_*) and verify it; again, it repeats nothing")),
+        (action, "--offboard", {"metavar": "ORG"}, ("a customer org that left (its name or id): disable every source "
+         "(or --delete them), a record each, then set its file aside as NAME.env.offboarded")),
+        (parser, "--org-name", {"type": argparse_type(validate_org_name), "metavar": "NAME"},
+         ("with --onboard: the org's name, for its file and records folder (default: org- and the first 8 characters "
+         "of its id)")),
+        (parser, "--delete", {"nargs": "*", "metavar": "ID"},
+         "with --offboard: delete the sources instead of disabling them"),
+        (parser, "--message", {"type": argparse_type(validate_error_message), "metavar": "TEXT"},
+         ("with --offboard: what Control Hub shows the customer's admin on each disabled source (default: Service "
+         "ended on DATE)")),
+        (parser, "--yes", flag, ("with --offboard: no typed confirmation (without a terminal it is needed); with "
+         "--onboard: update a source that differs from the template without asking")),
+        (parser, "--limit", {"type": argparse_type(validate_limit, int), "metavar": "N"},
+         "with --history: the newest N operations (default 50; 0: all)"),
+        (parser, "--since", {"type": argparse_type(validate_duration, parse_duration), "metavar": "DURATION"},
+         "with --history: only operations since then, e.g. 90m, 12h, 7d"),
+        (parser, "--cached", flag,
+         "with --list: print what the last run read (each org's state.json), asking Webex nothing"),
+        (parser, "--json", flag, "JSON only on stdout"),
+        (parser, "--save-list", flag, "write data_sources_list_{TS}.json at startup"),
+        (parser, "--lifetime", {"type": argparse_type(validate_lifetime, int), "metavar": "MINUTES"},
+         "new token lifetime for rotation (1-1440); default: keep each source's own"),
+        (parser, "--workers", {"type": argparse_type(validate_workers, int), "metavar": "N"},
+         f"requests in flight at once, for the whole run (default {DEFAULT_WORKERS})"),
+        (parser, "--rate", {"type": argparse_type(validate_rate, int), "metavar": "N"},
+         "at most N requests a minute for the whole run (default: no cap until Webex answers 429)"),
+        (parser, "--records-dir", {"metavar": "DIR"}, "where record files go (default: records/ beside the script)"),
+        (parser, "--env-file", {"nargs": "+", "metavar": "PATH"},
+         ("read settings from this file instead of .env beside the script; several files (or a pattern): one per "
+          "customer org")),
+    ):
+        group.add_argument(name, help=text, **options)
     parser.add_argument("--version", action="version", version=f"%(prog)s {VERSION}")
     parser.probe_argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
