@@ -4389,7 +4389,7 @@ class Menu:
             lines.append(f"{drifted} source(s) differ from the onboarding template (see its details):")
             lines.append(f"{COMMAND} --onboard {safe_text(org.org_id)}")  # it reads the orgs folder, not --env-file
         warnings = [*self.fleet.warnings(), *(org.settings.notes if org.settings else ()), *org.state.warnings]
-        lines += [clip(f"Warning: {safe_text(warning)}", width - 4) for warning in warnings[:3]]
+        lines += [f"Warning: {safe_text(warning)}" for warning in warnings[:3]]  # whole: each says what fixes it
         if len(warnings) > 3:
             lines.append(f"... and {len(warnings) - 3} more warnings: {self.fleet.command('--list')} shows them all.")
         return [*lines, "Choose a data source or an action"]

@@ -33,7 +33,7 @@ from fake_webex import FakeWebex, seed_demo, self_signed_context
 
 RUNS = int(os.environ.get("BENCH_RUNS", "5"))
 BASE = os.environ.get("BENCH_BASE")  # a git revision whose script the time-to-menu lines also time, in turn with this one
-MENU_IMPORTS = "import requests, dotenv.parser, rich.console, rich.table, rich.panel, rich.text, questionary"
+MENU_IMPORTS = "import requests, dotenv, rich.console, rich.table, rich.panel, rich.text, questionary"
 FLOOR_IMPORTS = MENU_IMPORTS + ", jwt.algorithms"  # pyjwt's crypto: loaded while the startup fetch is awaited
 REQUESTS_IMPORT = "import requests"
 

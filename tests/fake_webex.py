@@ -757,9 +757,11 @@ def run_demo(fake: FakeWebex, orgs: dict[str, FakeWebex], tool_args: list[str]) 
         script = folder / SCRIPT.name
         shutil.copy(SCRIPT, script)
         (folder / ".env").write_text("".join(f"{key}={value}\n" for key, value in demo_settings(fake).items()))
+        (folder / ".env").chmod(0o600)  # as the README says to keep it
         (folder / "orgs").mkdir()
         for name, org in orgs.items():
             (folder / "orgs" / f"{name}.env").write_text(f"WEBEX_ACCESS_TOKEN={org.access_token}\nWEBEX_TARGET_ORG_ID={org.org_id}\n")
+            (folder / "orgs" / f"{name}.env").chmod(0o600)
         env = {key: value for key, value in os.environ.items() if not key.startswith("WEBEX_")}
         # Ctrl-C belongs to the tool (it finishes a write in flight before it exits); a handler, unlike
         # SIG_IGN, is not inherited, so the tool still gets its KeyboardInterrupt.
