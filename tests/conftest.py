@@ -67,7 +67,8 @@ def fake(tmp_path):
     server = FakeWebex().start()
     yield server
     server.stop()
-    written = [path.read_text(errors="replace") for path in tmp_path.rglob("*.json")]
+    written = [path.read_text(errors="replace") for path in tmp_path.rglob("*.json")  # the tool's files, not a test's FIFO
+               if path.is_file() and not path.is_symlink() and path.stat().st_size < 16 * 1024 * 1024]
     for text in OUTPUTS + written:
         assert server.leaked_secrets(text) == [], "a secret or raw jwsToken leaked"
 

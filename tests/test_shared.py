@@ -1,0 +1,232 @@
+"""Unattended and shared, second round: lost answers settled by reading the source, nothing that
+crosses orgs, odd files where files are read, clocks, time zones and pipes, and monitoring that
+never says OK about what it cannot see. Each test first makes the failure happen against the
+fake (a FIFO, a dropped answer, a cookie, TZ, a closed pipe, a server clock ahead), then checks
+the outcome: the other orgs carry on, the record says what happened, the run ends in time."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+
+from conftest import OUTPUTS, ROOT, SCRIPT, child_env, load_record, run_cli, write_env
+from test_customers import command, onboarding_app
+
+FIFO_BOUND = 30  # seconds: a run that meets a FIFO ends well within this (it would hang for ever)
+
+
+def rotated(org, source) -> bool:
+    return org.sources[source["id"]]["nonce"] != source["nonce"]
+
+
+# -- a lost answer is settled by reading the source ------------------------------------------------
+
+
+def test_onboarding_answered_without_an_id_is_not_done(app, fake):
+    onboarding_app(app, fake)
+    customer = fake.add_org()
+    customer.fail("POST", "/v1/dataSources", status=201, body={"status": "active"})
+    result = command(app, "--onboard", customer.org_id)
+    assert result.returncode == 1 and "registration of None" not in result.stdout + result.stderr
+    assert not list((app.records / f"org-{customer.org_id[:8]}").glob("data_source_registration_None*"))
+
+
+# -- nothing crosses orgs -----------------------------------------------------------------------
+
+
+def test_a_cookie_one_org_is_answered_with_never_reaches_another(app, fake):
+    globex = app.two_orgs("A", "G")
+    fake.cookie = "session=acme-only; Path=/"
+    result = app.run("--rotate", "all")
+    assert result.returncode == 0, result.stderr
+    assert globex.requests("PUT") and all("Cookie" not in seen.headers for seen in globex.requests())
+    assert all("Cookie" not in seen.headers for seen in fake.requests())  # not even acme's own next call
+
+
+def test_a_pasted_ellipsis_in_one_orgs_token_stops_that_org_only(app, fake):
+    globex = app.two_orgs("A", "G")
+    app.org("globex", globex, WEBEX_ACCESS_TOKEN=globex.access_token + "…")
+    listed = app.run("--list", "--json")
+    assert [row["org"] for row in json.loads(listed.stdout)] == ["acme"] and listed.returncode == 1
+    assert "globex" in listed.stderr and "U+2026" in listed.stderr
+    metrics = app.run("--metrics")
+    assert 'byods_org_up{org="acme"} 1' in metrics.stdout and 'byods_org_up{org="globex"} 0' in metrics.stdout
+    check = app.run("--check", "60")
+    assert check.stdout.startswith("UNKNOWN") and "globex" in check.stdout
+
+
+def test_two_files_for_one_org_are_refused_naming_both(app, fake):
+    app.two_orgs("A", "G")
+    app.org("acme-again", fake)
+    result = app.run("--rotate", "all")
+    assert result.returncode == 2 and "acme.env" in result.stderr and "acme-again.env" in result.stderr
+    assert not fake.requests("PUT")
+
+
+def test_a_reused_org_name_never_shows_the_former_orgs_records(app, fake):
+    former = fake.add_org()
+    former.add_source(expires_in=600)
+    app.org("acme", former, WEBEX_TARGET_ORG_ID=former.org_id)
+    assert app.run("--rotate", "all").returncode == 0
+    app.org("acme", fake, WEBEX_TARGET_ORG_ID=fake.org_id)  # another customer, given the name later
+    fake.add_source(expires_in=600)
+    result = app.run("--rotate", "all")
+    assert result.returncode != 0 and "belongs to another org" in result.stderr and former.org_id in result.stderr
+    assert not fake.requests("PUT")
+
+
+def test_a_marker_left_under_an_org_files_former_name_is_recorded_after_a_rename(app, fake):
+    source = fake.add_source(expires_in=600)
+    app.org("acme", fake, WEBEX_TARGET_ORG_ID=fake.org_id)
+    assert app.run("--list").returncode == 0
+    marker = app.records / "acme" / ".pending" / "rotation.json"
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    nonce = fake.sources[source["id"]]["nonce"]  # what the lost run sent is what the source carries
+    marker.write_text(json.dumps({"operation_type": "rotation", "data_source_id": source["id"], "org_id": fake.org_id,
+                                  "configuration": {"nonce": nonce, "url": source["url"]}}))
+    (app.root / "orgs" / "acme.env").rename(app.root / "orgs" / "acme-corp.env")
+    result = app.run("--list")
+    assert result.returncode == 0, result.stderr
+    [record] = app.records_of("acme-corp")
+    assert load_record(record)["data_source_id"] == source["id"] and not marker.exists()
+
+
+# -- only regular files, and only so much of them --------------------------------------------------
+
+
+def test_a_fifo_among_the_pending_markers_is_set_aside_and_the_rotation_goes_on(fake, env_file, records):
+    source = fake.add_source(expires_in=600)
+    (records / ".pending").mkdir(parents=True)
+    os.mkfifo(records / ".pending" / "x.json")
+    assert run_cli("--list", env_file=env_file, timeout=FIFO_BOUND).returncode == 0
+    result = run_cli("--rotate-expiring", "60", env_file=env_file, timeout=FIFO_BOUND)
+    assert result.returncode == 0 and rotated(fake, source), result.stderr
+
+
+def test_a_huge_file_named_like_the_newest_record_is_not_read(fake, env_file, records):
+    source = fake.add_source(expires_in=600)
+    assert run_cli("--rotate", source["id"], env_file=env_file).returncode == 0
+    with open(records / "data_source_rotation_x_29991231_235959_000000.json", "wb") as huge:
+        huge.truncate(1024**3)  # sparse: 1 GiB that takes no disk
+    result = run_cli("--history", "--json", env_file=env_file)
+    assert result.returncode == 0 and [e["data_source_id"] for e in json.loads(result.stdout)] == [source["id"]]
+
+
+def test_renewal_answered_503_with_retry_after_is_retried(fake, tmp_path, records):
+    source = fake.add_source(expires_in=600)
+    env = write_env(tmp_path / "renew.env", {**fake.env(), "WEBEX_CLIENT_ID": fake.client_id,
+                                             "WEBEX_CLIENT_SECRET": fake.client_secret,
+                                             "WEBEX_REFRESH_TOKEN": fake.refresh_token, "WEBEX_RECORDS_DIR": records})
+    fake.expire_access_token()
+    fake.fail("POST", "/v1/access_token", status=503, headers={"Retry-After": "0"})
+    result = run_cli("--rotate", source["id"], env_file=env, WEBEX_RETRY_BACKOFF=0.01)
+    assert result.returncode == 0, result.stderr
+    assert len(fake.requests("POST", "/v1/access_token")) == 2 and rotated(fake, source)
+
+
+def test_a_snapshot_read_in_the_future_is_not_shown_as_read_long_ago(app, fake):
+    app.two_orgs("A", "G")
+    assert app.run("--list").returncode == 0
+    state = app.records / "acme" / "state.json"
+    snapshot = json.loads(state.read_text())
+    snapshot["read_at"] = (datetime.now(UTC) + timedelta(days=999)).isoformat()
+    state.write_text(json.dumps(snapshot))
+    result = app.run("--list", "--cached")
+    assert not re.search(r"read \d{3,}d", result.stdout + result.stderr)
+
+
+# -- clocks, time zones, pipes ------------------------------------------------------------------
+
+
+def test_history_since_finds_a_rotation_made_under_another_time_zone(fake, env_file):
+    source = fake.add_source(expires_in=600)
+    assert run_cli("--rotate", source["id"], env_file=env_file, TZ="America/Los_Angeles").returncode == 0
+    for zone in ("UTC", "Asia/Tokyo"):
+        result = run_cli("--history", "--since", "2h", "--json", env_file=env_file, TZ=zone)
+        assert [e["data_source_id"] for e in json.loads(result.stdout)] == [source["id"]], zone
+
+
+def test_since_beyond_the_calendar_is_everything_not_a_traceback(fake, env_file):
+    source = fake.add_source(expires_in=600)
+    assert run_cli("--rotate", source["id"], env_file=env_file).returncode == 0
+    for since in ("99999d", "500000d", "999999d"):
+        result = run_cli("--history", "--since", since, "--json", env_file=env_file)
+        assert result.returncode == 0 and len(json.loads(result.stdout)) == 1 and "Traceback" not in result.stderr, since
+
+
+def test_a_reader_that_leaves_early_does_not_stop_the_rotation(fake, env_file):
+    sources = [fake.add_source(audience=f"S{n}", expires_in=600) for n in range(20)]
+    argv = [sys.executable, str(SCRIPT), "--env-file", str(env_file), "--rotate", "all"]
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                               env=child_env())
+    process.stdout.readline()  # `| head -1`
+    process.stdout.close()
+    stderr = process.stderr.read().decode()
+    OUTPUTS.append(stderr)
+    assert process.wait(60) == 0 and "BrokenPipe" not in stderr and "unexpected" not in stderr
+    assert all(rotated(fake, source) for source in sources)
+
+
+def test_a_closed_stdout_does_not_stop_the_rotation(fake, env_file):
+    source = fake.add_source(expires_in=600)
+    argv = [sys.executable, str(SCRIPT), "--env-file", str(env_file), "--rotate", "all"]
+    process = subprocess.run(argv, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=child_env(),
+                             pass_fds=(), preexec_fn=lambda: os.close(1), timeout=60, check=False)  # `>&-`
+    assert process.returncode == 0 and rotated(fake, source), process.stderr
+
+
+def test_list_into_a_reader_that_leaves_early_says_nothing(fake, env_file):
+    for n in range(50):
+        fake.add_source(audience=f"S{n}")
+    result = subprocess.run(f"{sys.executable} {SCRIPT} --env-file {env_file} --list | head -1",
+                            shell=True, capture_output=True, text=True, env=child_env(), timeout=60, check=False)
+    assert len(result.stdout.splitlines()) == 1 and result.stderr == ""
+
+
+# -- secrets files and monitoring -----------------------------------------------------------------
+
+
+def test_a_settings_file_others_can_read_is_named_with_the_chmod_that_fixes_it(fake, env_file):
+    fake.add_source()
+    env_file.chmod(0o644)
+    result = run_cli("--list", env_file=env_file)
+    assert result.returncode == 0 and str(env_file) in result.stderr and "chmod 600" in result.stderr
+
+
+def test_check_is_never_ok_about_what_it_cannot_see(fake, env_file):
+    fake.fail("GET", "/v1/dataSources", status=200, body={"items": [{"id": "no-token", "status": "active"}]})
+    unknown = run_cli("--check", "60", env_file=env_file)
+    assert unknown.returncode == 1 and unknown.stdout.startswith("WARNING") and "unknown" in unknown.stdout
+    fake.fail("GET", "/v1/dataSources", status=200, body={"items": [{"status": "active", "url": "https://x.example"}]})
+    unnamed = run_cli("--check", "60", env_file=env_file)
+    assert unnamed.returncode == 1 and unnamed.stdout.startswith("WARNING"), unnamed.stdout
+
+
+def readme_metrics_recipe() -> str:
+    """The README's cron line for node_exporter, as written."""
+    readme = (ROOT / "README.md").read_text()
+    [line] = [line for line in readme.splitlines() if "--metrics >" in line and "byods.prom" in line]
+    return line.split(" ", 5)[5] if line.startswith("*") else line  # the command after cron's five fields
+
+
+def test_the_readmes_metrics_recipe_delivers_org_down_to_the_collector(fake, env_file, tmp_path):
+    fake.access_token = "refused"  # the token in env_file is no longer accepted
+    collector = tmp_path / "textfile"
+    collector.mkdir()
+    recipe = readme_metrics_recipe()
+    recipe = recipe.replace("/var/lib/node_exporter/textfile", str(collector))
+    recipe = re.sub(r"(cd \S+ && )?(\S*python\S* )?\S*data-sources\.py( --env-file \S+)?",
+                    f"{sys.executable} {SCRIPT} --env-file {env_file}", recipe, count=1)
+    subprocess.run(recipe, shell=True, env=child_env(), timeout=60, check=False, cwd=tmp_path)
+    exposition = (collector / "byods.prom").read_text()
+    assert "byods_org_up 0" in exposition or 'byods_org_up{org="default"} 0' in exposition
+    assert re.search(r"^byods_run_timestamp_seconds \d", exposition, re.MULTILINE)
+
+
+def test_the_readme_alerts_on_an_org_down_and_on_stale_metrics():
+    readme = (ROOT / "README.md").read_text()
+    assert "byods_org_up == 0" in readme and "time() - byods_run_timestamp_seconds" in readme
