@@ -1539,11 +1539,12 @@ class Connections:
     """What every org's client shares: one session (one connection pool) per API host, which keeps
     no cookie (one org's answers never reach another's requests); one bound on the requests in
     flight across the fleet (--workers); one pace for the Service App's rate limit; one minter per
-    integration token; and one pool for the run's writes."""
+    integration token; one pool for the run's writes; and whether writes are sent at all."""
 
     def __init__(self, workers: int = DEFAULT_WORKERS, notify: Callable[[str], None] = print,
-                 rate: float | None = None):
+                 rate: float | None = None, dry_run: bool = False):
         self.workers = workers
+        self.dry_run = dry_run  # --dry-run: every write says what it would send, and nothing is sent
         self.notify = notify  # one line for the user, from any thread (Screen.tell)
         self.gate = threading.BoundedSemaphore(workers)
         self.closing = threading.Event()  # the run is ending: no request starts after this
@@ -2197,7 +2198,8 @@ class TokenVerifier:
             raise ValueError(str(exc)) from None
         return [k for k in key_set.keys if k.key_type == "RSA" and k.public_key_use in ("sig", None)]
 
-    def verify(self, view: SourceView, now: datetime | None = None) -> Verdict:
+    def verify(self, view: SourceView, now: datetime | None = None, skew: float = 0.0) -> Verdict:
+        """skew: seconds Webex's clock is ahead of ours; the token is judged by Webex's clock."""
         token = view.raw.get("jwsToken")
         if not isinstance(token, str) or not token:
             return Verdict("missing")
@@ -2219,14 +2221,15 @@ class TokenVerifier:
             return Verdict("invalid", f"the issuer's key set is unusable ({exc})")
         if issuer in self._unreachable:
             return Verdict("unreachable", "the issuer's keys could not be fetched")
-        return self._check_signature(token, header.get("kid"), keys, now or datetime.now(UTC))
+        return self._check_signature(token, header.get("kid"), keys, now or datetime.now(UTC), skew)
 
     @staticmethod
-    def _check_signature(token: str, kid, keys: list, now: datetime) -> Verdict:
+    def _check_signature(token: str, kid, keys: list, now: datetime, skew: float) -> Verdict:
         by_kid = [k for k in keys if kid and k.key_id == kid]
+        now += timedelta(seconds=skew)
         for key in by_kid or keys:
-            try:
-                claims = jwt.decode(token, key.key, algorithms=["RS256"], leeway=MAX_CLOCK_SKEW,
+            try:  # pyjwt reads our clock for iat: a clock behind Webex's widens the leeway by as much
+                claims = jwt.decode(token, key.key, algorithms=["RS256"], leeway=MAX_CLOCK_SKEW + max(0.0, skew),
                                     options={"verify_aud": False, "verify_exp": False})
             except jwt.InvalidSignatureError:
                 continue
@@ -2476,6 +2479,13 @@ class WriteResult:
     error: BaseException | None = None
     record_error: RecordError | None = None  # Webex answered, but the record could not be written
     reconciled: str | None = None  # a lost answer, settled by reading the source
+    would_send: dict | None = None  # --dry-run: what would have been sent (nothing was)
+    before: dict | None = None  # --dry-run of a change to a source: the source as it is
+
+    @property
+    def word(self) -> str:
+        """What came of it, for --json: ok, failed or dry-run."""
+        return "dry-run" if self.would_send is not None else "ok" if self.ok else "failed"
 
     @property
     def gone(self) -> bool:
@@ -3113,7 +3123,7 @@ class Fleet:
         key = (org.settings.trusted_issuers, org.settings.timeouts)
         if key not in self.verifiers:
             self.verifiers[key] = TokenVerifier(key[0], self.connections.session_for, key[1])
-        self.verdicts[org.name, view.id] = self.verifiers[key].verify(view, now)
+        self.verdicts[org.name, view.id] = self.verifiers[key].verify(view, now, self.connections.skew or 0.0)
         return self.verdicts[org.name, view.id]
 
     def verify(self, now: datetime) -> Fleet:
@@ -3236,6 +3246,7 @@ def result_json(result: WriteResult, org_label: str | None, skipped: bool = Fals
         **({"org": org_label} if org_label else {}),
         "id": result.source_id,
         "result": "skipped" if skipped else outcome(result),
+        **({"would_send": result.would_send} if result.would_send is not None else {}),
         "expires_at": utc_iso(result.view.expires_at) if result.ok and result.view else None,
         "error": shown(result.error) if result.error else "disabled" if skipped else None,
         "record": str(result.record) if result.record else None,
@@ -3333,7 +3344,9 @@ def metrics_text(rows: list[SourceRow], org_rows: list[OrgRow], now: datetime) -
 
 
 def outcome(result: WriteResult) -> str:
-    """rotated, failed, or busy (another run was writing to the org: it was left alone)."""
+    """rotated, failed, dry-run, or busy (another run was writing to the org: it was left alone)."""
+    if result.would_send is not None:
+        return "dry-run"
     return "rotated" if result.ok else "busy" if isinstance(result.error, Busy) else "failed"
 
 
@@ -3341,6 +3354,8 @@ def rotation_line(result: WriteResult, org_label: str | None = None) -> str:
     where = f"{org_label}  " if org_label else ""
     if outcome(result) == "busy":
         line = f"busy     {where}{shown(result.error)}"
+    elif result.would_send is not None:
+        line = f"dry-run  {where}{clip(result.source_id, MAX_SHOWN_ID)}  would send {json.dumps(result.would_send)}"
     elif result.ok:
         expires = local_time(result.view.expires_at) if result.view else "unknown"
         line = f"rotated  {where}{clip(result.source_id, MAX_SHOWN_ID)}  expires {expires}"
@@ -3354,6 +3369,8 @@ def offboard_line(view: SourceView, result: WriteResult | None) -> str:
     rotation_line is per rotated source."""
     if result is None:
         word, why = "unchanged", "(disabled already)"
+    elif result.would_send is not None:
+        word, why = "dry-run", f"would be {'deleted' if result.operation == 'delete' else 'disabled'}"
     elif result.ok or result.gone:
         word, why = "deleted" if result.operation == "delete" else "disabled", ""
     else:
@@ -3365,6 +3382,8 @@ def offboard_line(view: SourceView, result: WriteResult | None) -> str:
 def rotation_counts(results: list[WriteResult], skipped: int) -> str:
     tally = Counter(outcome(r) for r in results)
     counts = f"Rotated {tally['rotated']}, skipped {skipped}, failed {tally['failed']}."
+    if tally["dry-run"]:
+        counts = f"Dry run: {tally['dry-run']} would be rotated, skipped {skipped}; nothing was sent."
     if tally["busy"]:
         counts += f" Busy {tally['busy']}: another run was writing (left alone)."
     if unrecorded := sum(r.record_error is not None for r in results):
@@ -3508,11 +3527,20 @@ def history_table(screen: Screen, entries: list[dict], skipped: int, org_column:
                         "--history piped or --json")
 
 
+SCHEMA_FIELDS = (("Service type", 1, "serviceType"), ("Description", 4, "description"), ("Protocol", 3, "protocol"),
+                 ("App type", 2, "appType"), ("ID", 0, "id"), ("URL", 5, "url"))  # (heading, priority, key)
+
+
+def schemas_tsv(schemas: list[dict]) -> str:
+    """--schemas when piped: tab-separated, the id first (what a script takes), whole values."""
+    keys = ["id", *(key for _, _, key in SCHEMA_FIELDS if key != "id")]
+    return "\n".join(["\t".join(keys), *("\t".join(safe_text(s.get(key) or "-") for key in keys) for s in schemas)])
+
+
 def schemas_table(screen: Screen, schemas: list[dict]):
     """The Service App's schemas; an id is never split or cut (it is what a person copies)."""
-    headers = [("Service type", 1), ("Description", 4), ("Protocol", 3), ("App type", 2), ("ID", 0), ("URL", 5)]
-    keys = ("serviceType", "description", "protocol", "appType", "id", "url")
-    rows = [[screen.text(s.get(key) or "-") for key in keys] for s in schemas]
+    headers = [(heading, priority) for heading, priority, _ in SCHEMA_FIELDS]
+    rows = [[screen.text(s.get(key) or "-") for _, _, key in SCHEMA_FIELDS] for s in schemas]
     return fitted_table(screen, f"Schemas ({len(schemas)})", headers, rows, [], "--schemas piped or --json")
 
 
@@ -3574,12 +3602,19 @@ def payload_table(screen: Screen, payload: dict, schemas: dict, title: str):
     table.add_column("Field")
     table.add_column("Value", overflow="fold")
     for key, value in payload.items():
-        shown = f"{schema_name(schemas, value)}  {value}" if key == "schemaId" else str(value)
+        shown = f"{schema_name(schemas, value)}  {value}" if key == "schemaId" and value in schemas else str(value)
         table.add_row(key, screen.text(shown, width=None))
     return table
 
 
 def show_result(screen: Screen, result: WriteResult, now: datetime) -> None:
+    if result.would_send is not None:  # a delete sends no body: what the source is, as its record would keep it
+        title = (f"Dry run: would delete {result.source_id}" if result.operation == "delete" else
+                 f"Dry run: the {result.operation} of {result.source_id or 'a new source'} would send")
+        screen.print(payload_table(screen, result.would_send, {}, title) if result.operation == "delete" or not
+                     result.before else changes_table(screen, changed_fields(result.before, result.would_send), title))
+        screen.say("Nothing was sent and no record was written.")
+        return
     if result.ok and result.reconciled:
         screen.say(f"Webex's answer was lost, or did not show what was sent: reading the source again shows the "
                    f"{result.operation} went through.")
@@ -3843,6 +3878,14 @@ def prompt_offboarding(screen: Screen) -> tuple[bool, str]:
     return False, prompt_error_message(screen, offboarding_message())
 
 
+def typed_source(screen: Screen, view: SourceView) -> bool:
+    """A source is deleted only once its audience or the start of its id is typed."""
+    audience = clip(safe_text(view.audience))
+    typed = prompt_text(screen, f"To delete, type its audience ({audience}) or the first 8 characters of its id",
+                        "", lambda text: True)
+    return bool(typed) and typed in (view.audience, view.short_id)
+
+
 def typed_name(screen: Screen, name: str) -> bool:
     """An org is offboarded only once its name is typed: a slip of a key cannot do it."""
     typed = prompt_text(screen, f"To offboard it, type the org's name ({safe_text(name)})", "", lambda text: True)
@@ -3882,6 +3925,9 @@ def write_operation(org: Org, operation: str, source_id, payload: dict, send: Ca
     if STOP:
         return WriteResult(operation, source_id, False, org.name, error=NotSent(f"The run was stopped before this "
                                                                                f"{operation} was sent."))
+    if org.client.connections.dry_run:
+        before = next((payload_from_view(v) for v in org.state.views if v.id == source_id), None) if org.state else None
+        return WriteResult(operation, source_id, True, org.name, would_send=payload, before=before)
     with org.lock.held(f"the {operation}"):
         marker = org.mark_pending(operation, source_id, payload)
         try:
@@ -4164,15 +4210,14 @@ def finish_onboarding(org: Org, plan: Onboarding) -> WriteResult | None:
     return resend_source(org, plan.existing, "update", changes) if changes else None
 
 
-def preview_onboarding(screen: Screen, fleet: Fleet, org_id: str, name: str | None) -> None:
-    """The menu's onboarding, before anything is sent: what the template registers; Cancelled unless confirmed."""
+def preview_onboarding(screen: Screen, fleet: Fleet, org_id: str, name: str | None) -> str:
+    """What onboarding an org registers, before anything is sent (its token not yet minted); its name."""
     settings, _ = onboarding_profile(org_id, name, fleet.records_dir)
     payload = onboarding_payload(settings.template, org_id, settings.org_name, fleet.schemas or {})
     payload["nonce"] = "(a new UUID)"
     title = f"What onboarding {settings.org_name} registers (unless it is registered already)"
     screen.print(payload_table(screen, payload, fleet.schemas or {}, title))
-    if not confirm(screen, f"Onboard {safe_text(settings.org_name)} now?", True):
-        raise Cancelled
+    return settings.org_name
 
 
 def onboard_org(screen: Screen, fleet: Fleet, org_id: str, name: str | None,
@@ -4182,7 +4227,13 @@ def onboard_org(screen: Screen, fleet: Fleet, org_id: str, name: str | None,
     to the template, and verify the token's signature. agree(question) decides a change to a source
     that is there. Returns the org (not yet among the fleet's) and the exit code."""
     settings, known = onboarding_profile(org_id, name, fleet.records_dir)
-    ensure_records_dir(settings.records_dir)  # before anything is sent
+    if fleet.connections.dry_run and not known:  # its token is not minted: what the template would register
+        preview_onboarding(screen, fleet, org_id, name)
+        screen.say(f"Dry run: a token would be minted for org {org_id} and written to {settings.env_file}, then "
+                   "this registered. Nothing was sent.")
+        return fleet.org_for(settings.org_name, settings), OK
+    if not fleet.connections.dry_run:
+        ensure_records_dir(settings.records_dir)  # before anything is sent
     if known:
         screen.say(f"Org {org_id} was onboarded before, as {settings.org_name}: {settings.env_file} is used as it is.")
     else:
@@ -4214,6 +4265,8 @@ def onboard_org(screen: Screen, fleet: Fleet, org_id: str, name: str | None,
         show_result(screen, result, now)
         if result.view:
             org.state.put(result.view)
+    if result and result.would_send is not None:
+        return org, OK
     view = result.view if result and result.view else plan.existing
     verdict = fleet.verdict(org, view, now) if view else None
     if verdict:
@@ -4273,13 +4326,17 @@ def offboard_org(screen: Screen, org: Org, delete: bool, message: str, confirmed
     left = f" ({len(views) - len(changing)} disabled already stay as they are)" if len(changing) < len(views) else ""
     screen.say(f"{org.name}: {len(changing)} data source(s) to be {what}{left}; then {path} is set aside as "
                f"{path.name}.offboarded.")
-    if not confirmed():
+    dry_run = org.client.connections.dry_run
+    if not (dry_run or confirmed()):
         raise Cancelled
     results = []
     for view in views:
         result = offboard_source(org, view, delete, message)
         results.append(result)
         screen.say(offboard_line(view, result))
+    if dry_run:
+        screen.say(f"Dry run: nothing was sent, and {path} stays where it is.")
+        return OK
     if failed := [r for r in results if r and not r.ok and not r.gone]:
         screen.error(f"{len(failed)} data source(s) could not be changed, so {path} stays where it is: offboard it "
                      "again.")
@@ -4311,7 +4368,9 @@ def onboard_in_menu(screen: Screen, fleet: Fleet) -> Org:
     the payload shown and confirmed, then what --onboard does."""
     org_id = prompt_org_id(screen)
     name = None if onboarded_as(org_id) else prompt_org_name(screen, org_id)
-    preview_onboarding(screen, fleet, org_id, name)
+    org_name = preview_onboarding(screen, fleet, org_id, name)
+    if not confirm(screen, f"Onboard {safe_text(org_name)} now?", True):
+        raise Cancelled
     return onboard_org(screen, fleet, org_id, name, lambda question: confirm(screen, question, True))[0]
 
 
@@ -4528,11 +4587,7 @@ class Menu:
         screen, now = self.screen, datetime.now(UTC)
         view = self.state.find(prompt_source(screen, self.fleet.rows(now, self.org), "Delete which source?"))
         screen.print(self.details(view, now, None))
-        audience = clip(safe_text(view.audience))
-        typed = prompt_text(screen, f"To delete, type its audience ({audience}) or the first 8 characters of its id",
-                            "", lambda t: True)
-
-        if not typed or typed not in (view.audience, view.short_id):
+        if not typed_source(screen, view):
             screen.say("That does not match: nothing was deleted.")
             return
         result = run_to_completion(screen, self.fleet.connections.writes, delete_source, self.org, view)
@@ -4738,12 +4793,12 @@ def unnamed_results(org: Org) -> list[WriteResult]:
 
 def run_rotation(screen: Screen, fleet: Fleet, args) -> int:
     now = datetime.now(UTC)
+    show_notes(screen, fleet.notes(summarized=fleet.read_any()))  # first: an id not found may be in an unread org
     targets, skipped = rotation_targets(fleet.entries(now), args.rotate, args.rotate_expiring, now)
     say = (lambda line: None) if args.json else screen.data
     for org, view in skipped:
         where = fleet.label_of(org.name)
         say(safe_text(f"skipped  {where + '  ' if where else ''}{view.id}  disabled"))
-    show_notes(screen, fleet.notes(summarized=fleet.read_any()))  # no summary: the reasons here
     everything = args.rotate_expiring is not None or args.rotate == ["all"]
     unjudged = [result for org in fleet.orgs for result in unnamed_results(org)] if everything else []
     busy = [WriteResult("rotation", None, False, org.name, error=org.problem) for org in fleet.orgs
@@ -4846,6 +4901,108 @@ def run_offboard(screen: Screen, fleet: Fleet, args) -> int:
         org.release()
 
 
+def run_schemas(screen: Screen, fleet: Fleet, args) -> int:
+    """--schemas: the Service App's, read with the first org's token."""
+    if fleet.schemas is None:
+        show_notes(screen, fleet.notes())
+        return FAILED
+    schemas = list(fleet.schemas.values())
+    if args.json:
+        screen.data(json_text(schemas))
+    elif screen.at_terminal:
+        screen.print(schemas_table(screen, schemas))
+    else:
+        screen.data(schemas_tsv(schemas))
+    return OK
+
+
+def chosen_schema(schemas: dict, wanted: str | None) -> str:
+    """--schema: an id or a unique prefix (4+ characters); by default the Service App's only one."""
+    if wanted is None and len(schemas) != 1:
+        raise ConfigError(f"The Service App has {len(schemas)} schemas: choose one with --schema ID (--schemas lists "
+                          "them). Nothing was sent.")
+    wanted = wanted or next(iter(schemas))
+    found = [s for s in schemas if s == wanted] or [s for s in schemas if s.startswith(wanted) and len(wanted) >= 4]
+    if len(found) != 1:
+        raise ConfigError(f"{clip(safe_text(wanted), 40)!r} is not one of the Service App's schemas: --schemas lists "
+                          "them. Nothing was sent.")
+    return found[0]
+
+
+def flag_write(org: Org, fleet: Fleet, mode: str, args, view: SourceView | None) -> tuple[str, WriteResult]:
+    """One write a flag asks for, or what is there already: (already, ok, failed or dry-run; the result)."""
+    if mode == "register":
+        if fleet.schemas is None:
+            raise ToolError(f"{org.state.warnings[-1]} Nothing was sent.")
+        payload = {"schemaId": chosen_schema(fleet.schemas, args.schema), "url": args.register,
+                   "audience": args.audience or DEFAULT_AUDIENCE, "subject": args.subject or DEFAULT_SUBJECT,
+                   "nonce": new_nonce(), "tokenLifetimeMinutes": args.lifetime or DEFAULT_LIFETIME}
+        if there := find_duplicate(org.state.views, payload):
+            return "already", WriteResult("registration", there.id, True, org.name, there)
+        result = register_source(org, payload)
+    elif mode == "delete":
+        result = delete_source(org, view)
+        if result.gone:
+            return "already", result
+    else:
+        changes = {"disable": {"status": "disabled", "errorMessage": args.message},
+                   "enable": {"status": "active", "errorMessage": ""}}.get(mode) or {
+            key: value for key, value in (("url", args.url), ("audience", args.audience), ("subject", args.subject),
+                                          ("tokenLifetimeMinutes", args.lifetime)) if value is not None}
+        if mode != "update" and all(payload_from_view(view).get(k, "") == v for k, v in changes.items()):
+            return "already", WriteResult("update", view.id, True, org.name, view)
+        result = resend_source(org, view, "update", changes)
+    return result.word, result
+
+
+def write_json(org: Org, fleet: Fleet, word: str, result: WriteResult, now: datetime) -> dict:
+    """One write for --json; the keys are listed in the README."""
+    view = result.view if result.ok and result.operation != "delete" else None
+    return {
+        "org": org.name, "operation": result.operation, "id": result.source_id, "result": word,
+        "record": str(result.record) if result.record else None,
+        "source": source_json(source_row(org, None, view, fleet.verdict(org, view, now), now)) if view else None,
+        "error": shown(result.error or result.record_error) if word == "failed" or result.record_error else None,
+        **({"would_send": result.would_send} if result.would_send is not None else {}),
+    }
+
+
+def run_write(screen: Screen, fleet: Fleet, args) -> int:
+    """--register, --update, --disable, --enable, --delete: one org, validated and written as the menu
+    does it (its lock, a pending marker, a record). Every id is found, and every delete confirmed,
+    before anything is sent."""
+    org, mode = fleet.orgs[0], args.mode
+    try:
+        if org.problem:
+            raise org.problem
+        if fleet.schemas is None:  # a writing run's list leaves them out; a source is shown with its schema's name
+            org.state.warnings += fleet.read_schemas(org.client)
+            org.state.schemas = fleet.schemas or {}
+        show_notes(screen, fleet.notes())
+        ids = args.delete if mode == "delete" else [] if mode == "register" else [getattr(args, mode)]
+        views = [resolve_id(fleet.entries(datetime.now(UTC)), wanted)[1] for wanted in ids] or [None]
+        for view in views if mode == "delete" and not (args.yes or args.dry_run) else ():
+            screen.say(f"{view.id}  {view.audience or '-'}  {view.url or '-'}  {view.status or '-'}")
+            with suppress(Cancelled):
+                if typed_source(screen, view):
+                    continue
+            raise ConfigError(f"That does not match {view.short_id}: nothing was deleted.")
+        done = [flag_write(org, fleet, mode, args, view) for view in views]
+    finally:
+        org.release()
+    now = datetime.now(UTC)
+    for word, result in done:
+        if args.json:
+            screen.data(json.dumps(write_json(org, fleet, word, result, now), ensure_ascii=True, default=str))
+        elif word == "already":
+            screen.say({"registration": f"Already registered as {result.source_id}", "delete": f"{result.source_id} "
+                        "is gone already"}.get(result.operation, f"{result.source_id} is {result.view.status} already")
+                       + ": nothing was sent.")
+        else:
+            show_result(screen, result, now)
+    return FAILED if any(word == "failed" or result.record_error for word, result in done) else OK
+
+
 def run_menu(screen: Screen, fleet: Fleet, args) -> int:
     if (org := fleet.alone) is None:
         return FleetMenu(screen, fleet).run()
@@ -4858,27 +5015,36 @@ class Mode:
     """One thing a run does: the flag that chooses it ("": the menu), the flags it takes besides
     --env-file and --records-dir, and its runner, which returns the exit code. reads: "webex"
     (writes: holding each org's lock from its list to its last write), "records", or "fleet"
-    (its own reads: onboarding)."""
+    (its own reads: onboarding). one_org: a write a flag asks for, which works on one org's file."""
 
     flag: str
     takes: frozenset[str]
     run: Callable[[Screen, Fleet, argparse.Namespace], int]
     reads: str = "webex"
     writes: bool = False
+    one_org: bool = False
 
 
-READING = {"workers", "rate"}
-MODES = {
+READING, CHANGING = {"workers", "rate"}, {"audience", "subject", "lifetime"}
+WRITING = {*READING, "json", "dry_run"}
+MODES = {  # offboard before delete: --offboard ORG --delete is an offboarding
     "menu": Mode("", frozenset({*READING, "save_list"}), run_menu),
     "list": Mode("--list", frozenset({*READING, "json", "cached", "save_list"}), run_list),
-    "rotate": Mode("--rotate", frozenset({*READING, "json", "lifetime", "save_list"}), run_rotation, writes=True),
-    "rotate_expiring": Mode("--rotate-expiring", frozenset({*READING, "json", "lifetime", "save_list"}),
-                            run_rotation, writes=True),
+    "rotate": Mode("--rotate", frozenset({*WRITING, "lifetime", "save_list"}), run_rotation, writes=True),
+    "rotate_expiring": Mode("--rotate-expiring", frozenset({*WRITING, "lifetime", "save_list"}), run_rotation,
+                            writes=True),
     "check": Mode("--check", frozenset(READING), run_check),
     "metrics": Mode("--metrics", frozenset(READING), run_metrics),
     "history": Mode("--history", frozenset({"json", "limit", "since"}), run_history, reads="records"),
-    "onboard": Mode("--onboard", frozenset({*READING, "org_name", "yes"}), run_onboard, reads="fleet"),
-    "offboard": Mode("--offboard", frozenset({*READING, "delete", "message", "yes"}), run_offboard, writes=True),
+    "schemas": Mode("--schemas", frozenset({*READING, "json"}), run_schemas),
+    "onboard": Mode("--onboard", frozenset({*READING, "org_name", "yes", "dry_run"}), run_onboard, reads="fleet"),
+    "offboard": Mode("--offboard", frozenset({*READING, "delete", "message", "yes", "dry_run"}), run_offboard,
+                     writes=True),
+    "register": Mode("--register", frozenset({*WRITING, *CHANGING, "schema"}), run_write, writes=True, one_org=True),
+    "update": Mode("--update", frozenset({*WRITING, *CHANGING, "url"}), run_write, writes=True, one_org=True),
+    "disable": Mode("--disable", frozenset({*WRITING, "message"}), run_write, writes=True, one_org=True),
+    "enable": Mode("--enable", frozenset(WRITING), run_write, writes=True, one_org=True),
+    "delete": Mode("--delete", frozenset({*WRITING, "yes"}), run_write, writes=True, one_org=True),
 }
 EVERYWHERE = {"env_file", "records_dir"}  # every mode takes these, but --onboard, which reads the orgs folder
 
@@ -4892,7 +5058,10 @@ def settle_mode(args: argparse.Namespace, parser: argparse.ArgumentParser) -> st
     given = {dest for dest, value in vars(args).items() if value is not None and value is not False}
     mode = next((name for name in MODES if name in given), None) or "menu"
     takes = MODES[mode].takes | (EVERYWHERE if mode != "onboard" else {"records_dir"})
-    for dest in sorted(given - takes - set(MODES)):
+    if mode not in ("delete", "offboard") and "delete" in given:
+        parser.error(f"--delete goes with --offboard ORG (every source of the org), or alone with the ids to delete: "
+                     f"not with {MODES[mode].flag or 'the menu'}")
+    for dest in sorted(given - takes - {mode}):
         if dest in EVERYWHERE:
             parser.error(f"--onboard writes the org's file in the orgs folder (WEBEX_ORGS_DIR) and reads the shared "
                          f".env beside the script: {flag_of(dest)} does not go with it")
@@ -4902,9 +5071,19 @@ def settle_mode(args: argparse.Namespace, parser: argparse.ArgumentParser) -> st
     if mode == "offboard" and args.delete is not None and args.message:
         parser.error("--message is what a disabled source shows: a deleted one shows nothing (leave out --delete or "
                      "--message)")
-    if mode == "offboard" and not args.yes and not can_prompt():
-        raise ConfigError("--offboard disables or deletes every source of the org: at a terminal it asks for the org's "
-                          "name typed; without one, add --yes. Nothing was sent.")
+    usage = {"offboard": args.delete and "--offboard ORG --delete deletes every source of the org: it takes no ids "
+                                          "(--delete ID alone deletes those)",
+             "delete": args.delete == [] and "--delete needs the ids of the sources to delete (or goes with --offboard "
+                                             "ORG)",
+             "disable": not args.message and "--disable needs --message TEXT: Control Hub shows it to the customer's "
+                                             "admin",
+             "update": all(getattr(args, name) is None for name in ("url", *CHANGING)) and "--update needs what to "
+                       "change: --url, --audience, --subject or --lifetime (--rotate ID sends a new nonce alone)"}
+    if usage.get(mode):
+        parser.error(usage[mode])
+    if mode in ("offboard", "delete") and not (args.yes or args.dry_run or can_prompt()):
+        raise ConfigError(f"{MODES[mode].flag} deletes for good, or disables every source of an org: at a terminal it "
+                          "asks for a name or an id typed; without one, add --yes. Nothing was sent.")
     if mode == "menu" and not can_prompt():
         if args.save_list:
             return "save_list"
@@ -4948,6 +5127,14 @@ def parse_args(argv) -> tuple[argparse.Namespace, str]:
          ("monitoring probe, one line: exit 0 OK, 1 WARNING (an active source expires within MINUTES), 2 CRITICAL "
          "(one has expired or its signature is invalid), 3 UNKNOWN (Webex could not be read)")),
         (action, "--metrics", flag, "print Prometheus metrics (for node_exporter's textfile collector)"),
+        (action, "--schemas", flag, "print the Service App's schemas (a table; piped: tab-separated) and exit"),
+        (action, "--register", {"type": argparse_type(validate_url), "metavar": "URL"},
+         ("register a source at URL (--schema, --audience, --subject, --lifetime); one just like it registered "
+          "already: nothing is sent")),
+        (action, "--update", {"metavar": "ID"},
+         "update a source: --url, --audience, --subject, --lifetime change those, the rest is kept; a new nonce"),
+        (action, "--disable", {"metavar": "ID"}, "disable a source, with --message TEXT for Control Hub"),
+        (action, "--enable", {"metavar": "ID"}, "enable a disabled source again (its message cleared)"),
         (action, "--history", {"nargs": "?", "const": "", "metavar": "ID"},
          "the records, newest first; with ID (or a prefix), that source's only"),
         (action, "--onboard", {"type": argparse_type(validate_org_id), "metavar": "ORG_ID"},
@@ -4959,12 +5146,21 @@ def parse_args(argv) -> tuple[argparse.Namespace, str]:
          ("with --onboard: the org's name, for its file and records folder (default: org- and the first 8 characters "
          "of its id)")),
         (parser, "--delete", {"nargs": "*", "metavar": "ID"},
-         "with --offboard: delete the sources instead of disabling them"),
+         ("delete these sources (at a terminal, each confirmed by typing; else --yes); with --offboard and no ids: "
+          "delete the org's sources instead of disabling them")),
+        (parser, "--schema", {"metavar": "ID"}, "with --register: the schema (default: the Service App's only one)"),
+        (parser, "--url", {"type": argparse_type(validate_url), "metavar": "URL"}, "with --update: the new URL"),
+        (parser, "--audience", {"type": argparse_type(validate_required), "metavar": "TEXT"},
+         f"with --register (default {DEFAULT_AUDIENCE}) or --update: the token's audience"),
+        (parser, "--subject", {"type": argparse_type(validate_required), "metavar": "TEXT"},
+         f"with --register (default {DEFAULT_SUBJECT}) or --update: the token's subject"),
         (parser, "--message", {"type": argparse_type(validate_error_message), "metavar": "TEXT"},
-         ("with --offboard: what Control Hub shows the customer's admin on each disabled source (default: Service "
-         "ended on DATE)")),
-        (parser, "--yes", flag, ("with --offboard: no typed confirmation (without a terminal it is needed); with "
-         "--onboard: update a source that differs from the template without asking")),
+         ("with --disable or --offboard: what Control Hub shows the customer's admin on a disabled source "
+          "(offboarding's default: Service ended on DATE)")),
+        (parser, "--yes", flag, ("with --delete or --offboard: no typed confirmation (without a terminal it is "
+         "needed); with --onboard: update a source that differs from the template without asking")),
+        (parser, "--dry-run", flag, ("with a write, a rotation, --onboard or --offboard: print what would be sent, "
+         "send nothing, write no record")),
         (parser, "--limit", {"type": argparse_type(validate_limit, int), "metavar": "N"},
          "with --history: the newest N operations (default 50; 0: all)"),
         (parser, "--since", {"type": argparse_type(validate_duration, parse_duration), "metavar": "DURATION"},
@@ -4974,7 +5170,8 @@ def parse_args(argv) -> tuple[argparse.Namespace, str]:
         (parser, "--json", flag, "JSON only on stdout"),
         (parser, "--save-list", flag, "write data_sources_list_{TS}.json at startup"),
         (parser, "--lifetime", {"type": argparse_type(validate_lifetime, int), "metavar": "MINUTES"},
-         "new token lifetime for rotation (1-1440); default: keep each source's own"),
+         (f"token lifetime (1-1440): a rotation's (default: each source's own), --register's (default "
+          f"{DEFAULT_LIFETIME}) or --update's")),
         (parser, "--workers", {"type": argparse_type(validate_workers, int), "metavar": "N"},
          f"requests in flight at once, for the whole run (default {DEFAULT_WORKERS})"),
         (parser, "--rate", {"type": argparse_type(validate_rate, int), "metavar": "N"},
@@ -4988,7 +5185,8 @@ def parse_args(argv) -> tuple[argparse.Namespace, str]:
     parser.add_argument("--version", action="version", version=f"%(prog)s {VERSION}")
     parser.probe_argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
-    return args, settle_mode(args, parser)
+    args.mode = settle_mode(args, parser)
+    return args, args.mode
 
 
 def start(args, mode: str, screen_for: Callable[[], Screen]) -> int:
@@ -4996,7 +5194,8 @@ def start(args, mode: str, screen_for: Callable[[], Screen]) -> int:
     imported (the screen), so that their imports overlap Webex's answer; then the mode's runner."""
     runner = MODES[mode] if mode in MODES else Mode("--save-list", frozenset(), lambda _, fleet, __: fleet.exit_code())
     wait = countdown if mode == "menu" else announce_wait
-    connections = Connections(args.workers or DEFAULT_WORKERS, lambda line: screen_for().tell(line), args.rate)
+    connections = Connections(args.workers or DEFAULT_WORKERS, lambda line: screen_for().tell(line), args.rate,
+                              dry_run=args.dry_run)
     sleeper = lambda seconds, why: wait(screen_for(), seconds, why)  # the screen is made later
     env_files = env_file_paths(args.env_file)
     if mode == "offboard":
@@ -5005,6 +5204,9 @@ def start(args, mode: str, screen_for: Callable[[], Screen]) -> int:
     if runner.reads != "fleet":  # onboarding: the org may have no file yet, and joins an empty fleet
         fleet = Fleet.load(env_files, args.records_dir, connections, sleeper)
         fleet.files = tuple(args.env_file or ())
+        if runner.one_org and fleet.several:
+            raise ConfigError(f"{runner.flag} works on one org, and {len(fleet.orgs)} org files were given: give one "
+                              "--env-file. Nothing was sent.")
         if all(isinstance(org.problem, ConfigError) for org in fleet.orgs):  # nothing could start: bad usage
             screen = screen_for()
             show_notes(screen, fleet.notes(fleet.orgs[1:]))
@@ -5014,12 +5216,13 @@ def start(args, mode: str, screen_for: Callable[[], Screen]) -> int:
         gc.enable()
         return runner.run(screen, fleet, args)
     overview_first = mode == "menu" and fleet.several and not args.save_list and fleet.load_snapshots()
-    if runner.writes or args.save_list:  # before anything is sent
+    writing = runner.writes and not connections.dry_run  # a dry run takes no lock and settles nothing
+    if writing or args.save_list:  # before anything is sent
         for org in fleet.orgs:
             if org.records:
                 org.ensure_records()
     reading = ThreadPoolExecutor(max_workers=1, thread_name_prefix="startup")
-    pending = reading.submit(fleet.fetch, runner.writes)
+    pending = reading.submit(fleet.fetch, writing)
     reading.shutdown(wait=False)
     try:
         screen = screen_for()

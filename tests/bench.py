@@ -330,12 +330,13 @@ def fleet_overview(folder: Path) -> tuple[float, int, int]:
     return statistics.median(times), requests, fake.max_in_flight
 
 
-def big_fleet_rotation(folder: Path, rate: int | None) -> dict:
+def big_fleet_rotation(folder: Path, rate: int | None, window: float | None = None) -> dict:
     """1000 orgs x 3 sources, all expiring, 50 ms a request, one fake serving every org with the
-    Service App's limit: 6000 a minute (a bucket refilled 100 a second, holding 100 at most)."""
+    Service App's limit: 6000 a minute (a bucket refilled 100 a second, holding 100 at most; with
+    window, at most 100 x window requests in any window seconds, the other shape Webex may use)."""
     fake = FakeWebex(latency=0.05).start()
     files = fleet_files(fake, 1000, 3, 600, folder)
-    fake.limit_per_second = 100
+    fake.limit_per_second, fake.limit_window = 100, window
     before = {(id(org), sid): source["nonce"] for org in fake.everyone() for sid, source in org.sources.items()}
     args = ["--env-file", *files, "--rotate-expiring", "60", "--workers", "16", *(["--rate", str(rate)] if rate else [])]
     seconds, memory = run_measured(args, child_env(**fake.shared_env()))
@@ -395,14 +396,16 @@ def year_of_records(folder: Path) -> dict:
 
 def big_fleet_rows(tmp: str) -> list:
     rows = []
-    limited = big_fleet_rotation(Path(tempfile.mkdtemp(dir=tmp)), None)
-    budget = 1.2 * (limited["requests"] - limited["limited"]) / 100 + 5
-    share = limited["limited"] / limited["requests"]
-    everything = limited["rotated"] == limited["sources"]
-    rows.append(("big fleet: 1000 orgs x 3 expiring, 50 ms, limit 6000/min, --workers 16", f"{limited['seconds']:.1f} s",
-                 (f"{limited['rotated']}/{limited['sources']} rotated; 429s {limited['limited']} of {limited['requests']} requests "
-                 f"({share:.1%} <= 5 %); 1.2 x (requests / limit) + 5 s = {budget:.1f} s: "
-                 f"{'met' if everything and share <= 0.05 and limited['seconds'] <= budget else 'NOT met'}")))
+    for shape, window in (("a bucket", None), ("a rolling 5 s window", 5.0)):
+        limited = big_fleet_rotation(Path(tempfile.mkdtemp(dir=tmp)), None, window)
+        budget = 1.2 * (limited["requests"] - limited["limited"]) / 100 + 5
+        share = limited["limited"] / limited["requests"]
+        everything = limited["rotated"] == limited["sources"]
+        rows.append((f"big fleet: 1000 orgs x 3 expiring, 50 ms, limit 6000/min as {shape}, --workers 16",
+                     f"{limited['seconds']:.1f} s",
+                     (f"{limited['rotated']}/{limited['sources']} rotated; 429s {limited['limited']} of "
+                      f"{limited['requests']} requests ({share:.1%} <= 5 %); 1.2 x (requests / limit) + 5 s = "
+                      f"{budget:.1f} s: {'met' if everything and share <= 0.05 and limited['seconds'] <= budget else 'NOT met'}")))
     rows.append(("big fleet: peak memory of that rotation", f"{limited['memory']:.0f} MB",
                  f"< 150 MB: {'met' if limited['memory'] < 150 else 'NOT met'}"))
     capped = big_fleet_rotation(Path(tempfile.mkdtemp(dir=tmp)), 5900)

@@ -272,7 +272,7 @@ def test_usage_errors_of_the_new_flags(app, fake):
     for args, words in ((["--list", "--org-name", "x"], "--org-name goes with --onboard"),
                         (["--list", "--delete"], "--delete goes with --offboard"),
                         (["--offboard", "a", "--delete", "--message", "bye"], "a deleted one shows nothing"),
-                        (["--list", "--yes"], "--yes goes with --onboard or --offboard"),
+                        (["--list", "--yes"], "--yes goes with --onboard, --offboard or --delete"),
                         (["--onboard", "abc", "--env-file", "x.env"], "--env-file does not go with it"),
                         (["--onboard", "a b"], "customer org's id"),
                         (["--onboard", "abc", "--org-name", ".."], "letters, digits")):

@@ -85,7 +85,7 @@ def test_the_unknown_line_says_why_each_org_could_not_be_read(fake, env_file):
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--list", "--lifetime", "60"], "--lifetime goes with --rotate or --rotate-expiring"),
+    (["--list", "--lifetime", "60"], "--lifetime goes with --rotate, --rotate-expiring, --register or --update"),
     (["--history", "--workers", "4"], "--workers goes with the menu, --list, --rotate"),
     (["--history", "--save-list"], "--save-list goes with the menu, --list, --rotate"),
 ])

@@ -35,6 +35,31 @@ def test_onboarding_answered_without_an_id_is_not_done(app, fake):
     assert not list((app.records / f"org-{customer.org_id[:8]}").glob("data_source_registration_None*"))
 
 
+def test_a_rotation_whose_answer_was_lost_is_recorded_as_done_when_the_source_shows_it(fake, env_file, records):
+    source = fake.add_source(expires_in=600)
+    fake.fail("PUT", f"/v1/dataSources/{source['id']}", status=None, drop=True)  # made, then its answer lost
+    result = run_cli("--rotate", source["id"], env_file=env_file, WEBEX_RETRY_BACKOFF=0.01)
+    assert result.returncode == 0 and rotated(fake, source), result.stderr
+    [path] = list(records.glob("data_source_rotation_*.json"))
+    record = load_record(path)
+    assert record["success"] is True and record["reconciled"] == "applied" and source["id"] in path.name
+    assert record["configuration"]["nonce"] == fake.sources[source["id"]]["nonce"]
+
+
+def test_a_put_answered_with_another_sources_body_is_not_a_success_for_that_source(fake, env_file, records):
+    mine, other = fake.add_source(audience="A", expires_in=600), fake.add_source(audience="B", expires_in=600)
+    fake.fail("PUT", f"/v1/dataSources/{mine['id']}", status=200, body=fake.public_view(other))
+    result = run_cli("--rotate", mine["id"], env_file=env_file)
+    assert result.returncode == 1 and "did not go through" in result.stdout + result.stderr
+    assert not list(records.glob(f"data_source_rotation_{other['id']}*"))
+    [failed] = list(records.glob("data_source_rotation_failed_*.json"))
+    assert load_record(failed)["data_source_id"] == mine["id"] and load_record(failed)["success"] is False
+    stale = fake.public_view(mine)  # its own id and URL, but the token it had before: not the nonce sent
+    fake.fail("PUT", f"/v1/dataSources/{mine['id']}", status=200, body=stale)
+    again = run_cli("--rotate", mine["id"], env_file=env_file)
+    assert again.returncode == 1 and len(list(records.glob("data_source_rotation_failed_*.json"))) == 2
+
+
 # -- nothing crosses orgs -----------------------------------------------------------------------
 
 
@@ -57,6 +82,21 @@ def test_a_pasted_ellipsis_in_one_orgs_token_stops_that_org_only(app, fake):
     assert 'byods_org_up{org="acme"} 1' in metrics.stdout and 'byods_org_up{org="globex"} 0' in metrics.stdout
     check = app.run("--check", "60")
     assert check.stdout.startswith("UNKNOWN") and "globex" in check.stdout
+
+
+def test_a_token_answer_holding_a_quote_is_refused_and_the_file_kept(fake, tmp_path, records):
+    source = fake.add_source(expires_in=600)
+    env = write_env(tmp_path / "renew.env", {**fake.env(), "WEBEX_CLIENT_ID": fake.client_id,
+                                             "WEBEX_CLIENT_SECRET": fake.client_secret,
+                                             "WEBEX_REFRESH_TOKEN": fake.refresh_token, "WEBEX_RECORDS_DIR": records})
+    before = env.read_text()
+    fake.expire_access_token()
+    for token in ('half"quoted', '"quoted"'):
+        fake.fail("POST", "/v1/access_token", status=200,
+                  body={"access_token": token, "expires_in": 1209599, "refresh_token": "r" + token})
+        result = run_cli("--rotate", source["id"], env_file=env)
+        assert result.returncode != 0 and "quote" in result.stderr, result.stderr
+        assert env.read_text() == before and not rotated(fake, source)
 
 
 def test_two_files_for_one_org_are_refused_naming_both(app, fake):
@@ -116,6 +156,57 @@ def test_a_huge_file_named_like_the_newest_record_is_not_read(fake, env_file, re
     assert result.returncode == 0 and [e["data_source_id"] for e in json.loads(result.stdout)] == [source["id"]]
 
 
+def test_a_fifo_named_like_the_newest_record_is_skipped_by_history(fake, env_file, records):
+    source = fake.add_source(expires_in=600)
+    assert run_cli("--rotate", source["id"], env_file=env_file).returncode == 0
+    os.mkfifo(records / "data_source_rotation_x_29991231_235959_000000.json")
+    result = run_cli("--history", "--json", env_file=env_file, timeout=FIFO_BOUND)
+    assert result.returncode == 0 and [e["data_source_id"] for e in json.loads(result.stdout)] == [source["id"]]
+    assert "could not be read as records and were skipped" in result.stderr
+
+
+def test_a_fifo_or_a_dangling_link_among_the_org_files_is_that_orgs_failure_only(app, fake):
+    globex = app.two_orgs("A", "G")
+    os.mkfifo(app.root / "orgs" / "bad.env")
+    (app.root / "orgs" / "gone.env").symlink_to(app.root / "nowhere.env")
+    (app.root / "orgs" / "folder.env").mkdir()
+    result = app.run("--rotate", "all", timeout=FIFO_BOUND)
+    assert result.returncode == 1 and all(name in result.stdout for name in ("bad", "gone", "folder")), result.stdout
+    assert len(fake.requests("PUT")) == 1 and len(globex.requests("PUT")) == 1
+
+
+def test_markers_and_snapshots_of_the_wrong_shape_are_that_orgs_problem(app, fake):
+    globex = app.two_orgs("A", "G")
+    assert app.run("--list").returncode == 0
+    pending = app.records / "acme" / ".pending"
+    pending.mkdir()
+    for n, configuration in enumerate(([1, 2], "text", None)):
+        (pending / f"{n}.json").write_text(json.dumps({"operation_type": "rotation", "data_source_id": "x",
+                                                      "configuration": configuration}))
+    result = app.run("--rotate", "all")
+    assert result.returncode == 0, result.stderr
+    assert len(fake.requests("PUT")) == 1 and len(globex.requests("PUT")) == 1
+    assert sorted(p.name for p in pending.iterdir()) == ["0.unreadable", "1.unreadable", "2.unreadable"]
+    assert result.stderr.count("set aside") == 3
+    state = app.records / "globex" / "state.json"
+    snapshot = json.loads(state.read_text())
+    snapshot["schemas"] = ["a", "list"]
+    snapshot["sources"] = [{**item, "id": 12345} for item in snapshot.get("sources", [])] or [{"id": 12345}]
+    state.write_text(json.dumps(snapshot))
+    cached = app.run("--list", "--cached", "--json")
+    assert [row["org"] for row in json.loads(cached.stdout)] == ["acme"] and "globex" in cached.stderr
+
+
+def test_a_dangling_lock_link_is_not_followed(fake, env_file, records, tmp_path):
+    source = fake.add_source(expires_in=600)
+    records.mkdir()
+    target = tmp_path / "made-by-the-lock"
+    (records / ".lock").symlink_to(target)
+    result = run_cli("--rotate", source["id"], env_file=env_file)
+    assert not target.exists() and not rotated(fake, source)
+    assert result.returncode == 1 and "Too many levels of symbolic links" in result.stderr
+
+
 def test_renewal_answered_503_with_retry_after_is_retried(fake, tmp_path, records):
     source = fake.add_source(expires_in=600)
     env = write_env(tmp_path / "renew.env", {**fake.env(), "WEBEX_CLIENT_ID": fake.client_id,
@@ -139,7 +230,41 @@ def test_a_snapshot_read_in_the_future_is_not_shown_as_read_long_ago(app, fake):
     assert not re.search(r"read \d{3,}d", result.stdout + result.stderr)
 
 
+def test_a_record_keeps_at_most_64_kib_of_an_answer_body(fake, env_file, records):
+    source = fake.add_source(expires_in=600)
+    fake.fail("PUT", f"/v1/dataSources/{source['id']}", status=400, body={"message": "x" * (5 * 1024 * 1024)})
+    assert run_cli("--rotate", source["id"], env_file=env_file).returncode == 1
+    [failed] = list(records.glob("data_source_rotation_failed_*.json"))
+    record = load_record(failed)
+    assert failed.stat().st_size < 3 * 64 * 1024 and record["api_response"]["body_truncated"] is True
+
+
+def test_a_ten_thousand_character_id_is_cut_in_the_rotation_line(fake, env_file):
+    fake.add_source(expires_in=600, source_id="i" * 10_000)
+    result = run_cli("--rotate", "all", env_file=env_file)  # refused: no Webex id is that long
+    assert result.returncode == 1 and "i" * 101 not in result.stdout + result.stderr
+    assert max(len(line) for line in (result.stdout + result.stderr).splitlines()) < 400
+
+
 # -- clocks, time zones, pipes ------------------------------------------------------------------
+
+
+def test_a_local_clock_two_days_slow_is_named(fake, env_file):
+    fake.clock_offset = 2 * 24 * 3600  # Webex's clock, as its answers' Date shows it, two days ahead of ours
+    fake.add_source(expires_in=600)
+    result = run_cli("--rotate-expiring", "180", env_file=env_file)
+    assert re.search(r"local clock looks about (1d 23h|2d) behind", result.stderr), result.stderr
+    check = run_cli("--check", "60", env_file=env_file)
+    assert check.returncode != 0 and "clock" in check.stdout
+
+
+def test_a_local_clock_ten_minutes_slow_still_finds_fresh_tokens_valid(fake, env_file):
+    fake.clock_offset = 600
+    source = fake.add_source(audience="fresh")
+    listed = run_cli("--list", "--json", env_file=env_file)
+    [row] = json.loads(listed.stdout)
+    assert row["id"] == source["id"] and row["signature"] == "valid", row
+    assert re.search(r"local clock looks about (9|10)m behind", listed.stderr), listed.stderr
 
 
 def test_history_since_finds_a_rotation_made_under_another_time_zone(fake, env_file):
