@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import stat
+import subprocess
+import sys
 
 import pytest
-from conftest import ROOT, SCRIPT, break_folder, load_record, record_files, run_cli, write_env
-from fake_webex import seed_demo
+from conftest import ROOT, SCRIPT, break_folder, child_env, load_record, record_files, run_cli, write_env
+from fake_webex import FakeWebex, seed_demo
 
 # -- startup and configuration ----------------------------------------------------------------
 
@@ -387,3 +390,31 @@ def test_every_setting_the_script_reads_is_in_the_sample():
     read = set(re.findall(r'value\("(WEBEX_[A-Z_]+)"\)', SCRIPT.read_text()))
     sample = (ROOT / ".env.sample").read_text()
     assert len(read) >= 20 and sorted(key for key in read if f"{key}=" not in sample) == []
+
+
+# -- the tests themselves read nothing of the user's ----------------------------------------------
+
+
+def test_a_hostile_env_beside_the_repositorys_script_is_never_read_by_the_tests(tmp_path):
+    """The suite's script-running fixtures, run in a copy of the repository whose .env points every
+    token at another server: they pass as they do here, and that server hears nothing."""
+    hostile = FakeWebex().start()
+    try:
+        copy = tmp_path / "repository"
+        shutil.copytree(ROOT / "tests", copy / "tests", ignore=shutil.ignore_patterns("__pycache__"))
+        for name in ("data-sources.py", "README.md"):
+            shutil.copy(ROOT / name, copy / name)
+        write_env(copy / ".env", {"WEBEX_API_BASE_URL": hostile.base_url, "WEBEX_TRUSTED_ISSUERS": hostile.issuer,
+                                  "WEBEX_ACCESS_TOKEN": hostile.access_token, "WEBEX_RECORDS_DIR": tmp_path / "stolen"})
+        inner = ["tests/test_flags.py::test_update_changes_what_is_given_keeps_the_rest_and_sends_a_fresh_nonce",
+                 "tests/test_flags.py::test_delete_at_a_terminal_is_confirmed_by_typing_the_audience",
+                 "tests/test_shared.py::test_a_local_clock_ten_minutes_slow_still_finds_fresh_tokens_valid",
+                 "tests/test_flags.py::test_the_onboarded_orgs_file_takes_a_write",
+                 "tests/test_outputs.py::test_fleet_json_names_the_org_of_every_source",  # the shared .env beside
+                 "tests/test_rows.py::test_two_orgs_that_list_the_same_id_keep_their_own_signature_verdicts"]  # the script
+        result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "0", *inner],
+                                cwd=copy, capture_output=True, text=True, env=child_env(), timeout=300, check=False)
+        assert result.returncode == 0 and f"{len(inner)} passed" in result.stdout, result.stdout[-3000:]
+        assert hostile.seen == [] and not (tmp_path / "stolen").exists()
+    finally:
+        hostile.stop()
