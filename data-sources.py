@@ -143,6 +143,7 @@ MIN_CUT_WIDTH = 16  # a column that gives way keeps this much (or its title), el
 RETRY_STATUSES = frozenset({423, 429, 502, 503, 504})
 POST_RETRY_STATUSES = frozenset({423, 429, 503})
 MAX_ATTEMPTS = 5
+RATE_LIMITED_ATTEMPTS = 20  # a 429 says the request was not processed: retried longer, within RETRY_BUDGET
 RETRY_WAIT_CAP = 60.0
 RETRY_BUDGET = 120.0
 DEFAULT_BACKOFF = 0.5  # the first wait before retrying a request that got no answer or a 5xx; it doubles
@@ -1483,17 +1484,17 @@ class Pace:
     def slow_down(self, pause: float) -> None:
         """A 429: everyone pauses, and the pace goes under what Webex let through, once a burst.
         Webex does not say whether it counts a bucket or a rolling window of some seconds, so what
-        went through is measured over several spans since the run last flowed freely, and the
-        slowest of them is the limit: a window's limit shows in the span of its length."""
+        went through is measured over several spans (the whole run, while it is younger than a
+        span), and the slowest of them is the limit: a window's limit shows in the span of its length."""
         with self._lock:
             now = time.monotonic()
             self.throttled += 1
             if now < self._paused_until:  # the same burst: already slowed
                 self._paused_until = max(self._paused_until, now + pause)
                 return
-            flowing = max(1.0, now - max(self._started, self._paused_until))
+            ran = min(PACE_MEMORY, max(1.0, now - self._started))
             self._paused_until = now + pause
-            rates = [let_through / span for span in PACE_SPANS if span <= flowing
+            rates = [let_through / span for span in (*(span for span in PACE_SPANS if span < ran), ran)
                      if (let_through := sum(1 for moment in self._through if moment > now - span)) >= PACE_EVIDENCE]
             if rates:
                 self.limit = min(rates)
@@ -1590,10 +1591,10 @@ class Connections:
         comes back whatever its status (after_lost: an earlier attempt may have arrived unanswered,
         so a refusal may be of a write that went through); ApiError when none came."""
         started, path, lost = time.monotonic(), urlsplit(url).path, False
-        for attempt in range(1, MAX_ATTEMPTS + 1):
-            self.pace.turn()
+        for attempt in range(1, RATE_LIMITED_ATTEMPTS + 1):
             try:
                 with self.gate:  # --workers bounds the requests in flight across every org
+                    self.pace.turn()  # here, not before: a request that waited at the gate still heeds a 429's pause
                     if self.closing.is_set():  # a read still waiting its turn when the run ends is not sent
                         raise NotSent("The run ended before this request was sent.")
                     answer = exchange(self.session_for(url), method, url, timeouts, **kwargs)
@@ -1619,7 +1620,8 @@ class Connections:
                 return answer
             asked = retry_after_seconds(answer.response)
             wait = min(backoff * 2 ** (attempt - 1), RETRY_WAIT_CAP) if asked is None else asked
-            if wait <= RETRY_WAIT_CAP and time.monotonic() - started + wait <= RETRY_BUDGET and attempt < MAX_ATTEMPTS \
+            attempts = RATE_LIMITED_ATTEMPTS if answer.status == 429 else MAX_ATTEMPTS
+            if wait <= RETRY_WAIT_CAP and time.monotonic() - started + wait <= RETRY_BUDGET and attempt < attempts \
                     and not STOP:  # a run told to stop retries nothing
                 sleeper(wait, f"Webex answered {answer.status}")
                 continue
