@@ -43,6 +43,7 @@ if sys.version_info < (3, 11):  # noqa: UP036 (an older Python gets a sentence, 
              "make the virtual environment with it (python3.11 -m venv .venv), or run it with uv.")
 
 import argparse
+import base64
 import difflib
 import errno
 import fcntl
@@ -90,7 +91,6 @@ if __name__ == "__main__":
     # Startup makes only objects that live as long as the program: the collector rests until the
     # startup fetch is in, then they are frozen out of its sight (9 % of time to menu at 0 ms).
     gc.disable()
-import jwt
 import requests
 import urllib3.exceptions as u3
 from dotenv import dotenv_values
@@ -1539,8 +1539,8 @@ def wait_quietly(seconds: float, reason: str) -> None:
 class Connections:
     """What every org's client shares: one session (one connection pool) per API host, which keeps
     no cookie (one org's answers never reach another's requests); one bound on the requests in
-    flight across the fleet (--workers); one pace for the Service App's rate limit; one minter per
-    integration token; one pool for the run's writes; and whether writes are sent at all."""
+    flight across the fleet (--workers); one pace for the Service App's rate limit; the minters (one per
+    integration token); one pool for the run's writes; and whether writes are sent at all."""
 
     def __init__(self, workers: int = DEFAULT_WORKERS, notify: Callable[[str], None] = print,
                  rate: float | None = None, dry_run: bool = False):
@@ -1551,7 +1551,7 @@ class Connections:
         self.closing = threading.Event()  # the run is ending: no request starts after this
         self.pace = Pace(rate)
         self.sessions: dict[tuple, requests.Session] = {}  # by (scheme, host)
-        self.minters: dict[tuple, Minter] = {}
+        self.minters: dict = {}  # one Minter per (API host, integration token): Minter.shared
         self.lock = threading.Lock()
         self.skew: float | None = None  # seconds Webex's clock (its answers' Date) is ahead of this machine's
 
@@ -1573,15 +1573,6 @@ class Connections:
                 session.mount("http://", adapter)
                 self.sessions[host] = session
             return self.sessions[host]
-
-    def minter_for(self, settings: Settings, sleeper) -> Minter | None:
-        if not settings.can_mint:
-            return None
-        key = (settings.base_url, settings.integration.token)
-        with self.lock:
-            if key not in self.minters:
-                self.minters[key] = Minter(settings, self, sleeper)
-            return self.minters[key]
 
     def send(self, method: str, url: str, timeouts: Timeouts, backoff: float, sleeper, retry_on=RETRY_STATUSES,
              **kwargs) -> Answer:
@@ -1674,6 +1665,17 @@ class Minter:
         self.lock = threading.Lock()
         self.renewed = False
 
+    @classmethod
+    def shared(cls, settings: Settings, connections: Connections, sleeper) -> Minter | None:
+        """The run's minter for these settings' integration token, None if they cannot mint."""
+        if not settings.can_mint:
+            return None
+        key = (settings.base_url, settings.integration.token)
+        with connections.lock:
+            if key not in connections.minters:
+                connections.minters[key] = cls(settings, connections, sleeper)
+            return connections.minters[key]
+
     def mint(self, settings: Settings) -> dict:
         body = {"clientId": settings.client_id, "clientSecret": settings.client_secret,
                 "targetOrgId": settings.target_org_id}
@@ -1748,7 +1750,7 @@ class WebexClient:
         self.connections = connections or Connections()
         self.workers = self.connections.workers
         self.sleeper = sleeper  # called with (seconds, reason) for every wait before a retry
-        self.minter = self.connections.minter_for(settings, sleeper)
+        self.minter = Minter.shared(settings, self.connections, sleeper)
         self.on_token_renewed = None  # called with the env values a renewal or mint changed, and how
         self.token_state = "ok"  # ok, renewed, minted
         self.lock = threading.Lock()
@@ -1859,12 +1861,19 @@ class WebexClient:
 
 
 def decode_claims(token) -> tuple[dict | None, str | None]:
-    """The claims of a JWS as pyjwt reads them, unverified (chapter 9 verifies), or why they cannot be read."""
+    """The claims of a JWS, unverified (chapter 9 verifies them with pyjwt), or why they cannot be read.
+    By hand: importing pyjwt loads cryptography, which alone would put time to menu past its 10 %."""
     if not isinstance(token, str) or not token:
         return None, "no token"
     try:
-        return jwt.decode(token, options={"verify_signature": False}), None
-    except (jwt.PyJWTError, RecursionError, ValueError) as exc:
+        parts = token.split(".")
+        if len(parts) != 3:
+            raise ValueError("not three parts")
+        header, claims = (json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))) for part in parts[:2])
+        if not isinstance(header, dict) or not isinstance(claims, dict):
+            raise TypeError("its header or claims are not a JSON object")
+        return claims, None
+    except (RecursionError, TypeError, ValueError) as exc:  # ValueError: binascii, Unicode and JSON errors
         return None, f"token unreadable ({clip(str(exc), 80)})"
 
 
@@ -2153,6 +2162,15 @@ class Verdict:
         return labels.get(self.state, f"invalid: {self.reason}")
 
 
+@functools.cache
+def pyjwt():
+    """pyjwt, imported when a signature is first checked: it loads cryptography, which the menu's
+    first screen does not need."""
+    import jwt
+
+    return jwt
+
+
 class TokenVerifier:
     """Keys are fetched through sessions made like the API's (so REQUESTS_CA_BUNDLE and proxies apply), once
     per issuer per run, again once if a token names a kid the set lacks (key sets rotate); at
@@ -2195,8 +2213,8 @@ class TokenVerifier:
         if not isinstance(keys, list) or len(keys) > MAX_KEYS:
             raise ValueError(f"it must list at most {MAX_KEYS} keys")
         try:
-            key_set = jwt.PyJWKSet.from_dict({"keys": keys})
-        except jwt.PyJWTError as exc:
+            key_set = pyjwt().PyJWKSet.from_dict({"keys": keys})
+        except pyjwt().PyJWTError as exc:
             raise ValueError(str(exc)) from None
         return [k for k in key_set.keys if k.key_type == "RSA" and k.public_key_use in ("sig", None)]
 
@@ -2206,8 +2224,8 @@ class TokenVerifier:
         if not isinstance(token, str) or not token:
             return Verdict("missing")
         try:
-            header = jwt.get_unverified_header(token)
-        except jwt.PyJWTError:
+            header = pyjwt().get_unverified_header(token)
+        except pyjwt().PyJWTError:
             return Verdict("invalid", "the token cannot be parsed")
         if header.get("alg") != "RS256":
             return Verdict("invalid", f"algorithm {clip(safe_text(header.get('alg')), 40)!r} is not RS256")
@@ -2231,11 +2249,11 @@ class TokenVerifier:
         now += timedelta(seconds=skew)
         for key in by_kid or keys:
             try:  # pyjwt reads our clock for iat: a clock behind Webex's widens the leeway by as much
-                claims = jwt.decode(token, key.key, algorithms=["RS256"], leeway=MAX_CLOCK_SKEW + max(0.0, skew),
+                claims = pyjwt().decode(token, key.key, algorithms=["RS256"], leeway=MAX_CLOCK_SKEW + max(0.0, skew),
                                     options={"verify_aud": False, "verify_exp": False})
-            except jwt.InvalidSignatureError:
+            except pyjwt().InvalidSignatureError:
                 continue
-            except jwt.PyJWTError as exc:
+            except pyjwt().PyJWTError as exc:
                 return Verdict("invalid", str(exc))
             expires = epoch_to_datetime(claims.get("exp"))
             if expires is None:
@@ -4239,7 +4257,7 @@ def onboard_org(screen: Screen, fleet: Fleet, org_id: str, name: str | None,
     if known:
         screen.say(f"Org {org_id} was onboarded before, as {settings.org_name}: {settings.env_file} is used as it is.")
     else:
-        answer = fleet.connections.minter_for(settings, fleet.sleeper).mint(settings)  # NotAuthorized: it did not
+        answer = Minter.shared(settings, fleet.connections, fleet.sleeper).mint(settings)  # NotAuthorized: it did not
         write_org_file(settings.env_file, org_id, settings.org_name, token_env_values(answer))
         screen.say(f"Minted a token for org {org_id} and wrote it to {settings.env_file}.")
     org = fleet.org_for(settings.org_name, load_settings(settings.env_file, read_env_file(settings.env_file),
@@ -4881,7 +4899,7 @@ def run_metrics(screen: Screen, fleet: Fleet, args) -> int:
 def run_onboard(screen: Screen, fleet: Fleet, args) -> int:
     """--onboard ORG_ID: a change to a source that is there is asked about at a terminal, else needs --yes."""
     def agree(question: str) -> bool:
-        if args.yes:
+        if args.yes or args.dry_run:  # a dry run shows the change, and sends nothing
             return True
         if can_prompt():
             return confirm(screen, question, True)
@@ -4997,9 +5015,9 @@ def run_write(screen: Screen, fleet: Fleet, args) -> int:
         if args.json:
             screen.data(json.dumps(write_json(org, fleet, word, result, now), ensure_ascii=True, default=str))
         elif word == "already":
-            screen.say({"registration": f"Already registered as {result.source_id}", "delete": f"{result.source_id} "
-                        "is gone already"}.get(result.operation, f"{result.source_id} is {result.view.status} already")
-                       + ": nothing was sent.")
+            screen.say({"registration": f"The source is already registered as {result.source_id}",
+                        "delete": f"{result.source_id} is gone already"}.get(
+                result.operation, f"{result.source_id} is {result.view.status} already") + ": nothing was sent.")
         else:
             show_result(screen, result, now)
     return FAILED if any(word == "failed" or result.record_error for word, result in done) else OK
@@ -5078,9 +5096,7 @@ def settle_mode(args: argparse.Namespace, parser: argparse.ArgumentParser) -> st
              "delete": args.delete == [] and "--delete needs the ids of the sources to delete (or goes with --offboard "
                                              "ORG)",
              "disable": not args.message and "--disable needs --message TEXT: Control Hub shows it to the customer's "
-                                             "admin",
-             "update": all(getattr(args, name) is None for name in ("url", *CHANGING)) and "--update needs what to "
-                       "change: --url, --audience, --subject or --lifetime (--rotate ID sends a new nonce alone)"}
+                                             "admin"}
     if usage.get(mode):
         parser.error(usage[mode])
     if mode in ("offboard", "delete") and not (args.yes or args.dry_run or can_prompt()):
@@ -5191,7 +5207,7 @@ def parse_args(argv) -> tuple[argparse.Namespace, str]:
     return args, args.mode
 
 
-def start(args, mode: str, screen_for: Callable[[], Screen]) -> int:
+def run_mode(args, mode: str, screen_for: Callable[[], Screen]) -> int:
     """The run: the orgs loaded, the startup fetch sent off before rich and questionary are
     imported (the screen), so that their imports overlap Webex's answer; then the mode's runner."""
     runner = MODES[mode] if mode in MODES else Mode("--save-list", frozenset(), lambda _, fleet, __: fleet.exit_code())
@@ -5262,7 +5278,7 @@ def main(argv=None) -> int:
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # systemd, timeout and Kubernetes: SIGTERM
 
             signal.signal(signum, STOP.on_signal)
-        return start(args, mode, screen_for)
+        return run_mode(args, mode, screen_for)
     except KeyboardInterrupt as exc:
         signum = getattr(exc, "signum", signal.SIGINT)
         screen_for().tell("Interrupted." if signum == signal.SIGINT else f"Stopped by {signal.Signals(signum).name}.")

@@ -28,7 +28,7 @@ import pexpect
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from conftest import SCRIPT, Terminal, child_env, write_env
+from conftest import ROOT, SCRIPT, Terminal, child_env, write_env
 from fake_webex import FakeWebex, seed_demo, self_signed_context
 
 RUNS = int(os.environ.get("BENCH_RUNS", "5"))
@@ -74,7 +74,7 @@ def base_script(folder: Path) -> Path | None:
     difference seen on one machine at one speed, however fast or slow the machine is that day."""
     if not BASE:
         return None
-    shown = subprocess.run(["git", "show", f"{BASE}:data-sources.py"], check=False, cwd=SCRIPT.parent, capture_output=True)
+    shown = subprocess.run(["git", "show", f"{BASE}:data-sources.py"], check=False, cwd=ROOT, capture_output=True)
     if shown.returncode:
         raise SystemExit(f"BENCH_BASE={BASE}: git has no data-sources.py there ({shown.stderr.decode().strip()}).")
     (folder / "base").mkdir(exist_ok=True)

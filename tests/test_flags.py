@@ -10,7 +10,7 @@ import re
 import uuid
 
 from conftest import Terminal, child_env, load_record, record_files, run_cli
-from test_customers import command, onboarded, onboarding_app
+from test_customers import command, edit_source, onboarded, onboarding_app
 
 URL = "https://dap.example.com/staging"
 
@@ -41,7 +41,7 @@ def test_register_sends_the_defaults_and_records_it_then_sends_nothing_the_secon
     assert record.name.startswith(f"data_source_registration_{source['id']}_") and load_record(record)["success"]
     assert f"Done: registration of {source['id'][:8]}" in result.stdout and str(record) in result.stdout
     again = run_cli("--register", URL, "--schema", schema, env_file=env_file)
-    assert again.returncode == 0 and f"Already registered as {source['id']}: nothing was sent." in again.stdout
+    assert again.returncode == 0 and f"already registered as {source['id']}: nothing was sent." in again.stdout
     assert len(writes(fake)) == 1 and len(record_files(records)) == 1
 
 
@@ -72,6 +72,9 @@ def test_update_changes_what_is_given_keeps_the_rest_and_sends_a_fresh_nonce(fak
     [record] = record_files(records)
     assert record.name.startswith(f"data_source_update_{source['id']}_")
     assert load_record(record)["configuration"]["url"] == URL
+    assert run_cli("--update", source["id"], env_file=env_file).returncode == 0  # nothing to change: a new nonce
+    resent = body(writes(fake)[1])
+    assert resent == {**sent, "nonce": resent["nonce"]} and fresh_nonce(resent, sent["nonce"])
 
 
 def test_disable_with_a_message_and_enable_again(fake, env_file, records):
@@ -186,7 +189,6 @@ def test_every_refusal_of_a_flag_sends_nothing(app, fake):
                         (["--update", source["id"], "--url", "https://"], "--url"),
                         (["--update", source["id"], "--audience", " padded"], "Remove the spaces"),
                         (["--update", source["id"], "--lifetime", "0"], "--lifetime"),
-                        (["--update", source["id"]], "--update needs what to change"),
                         (["--disable", source["id"]], "--disable needs --message"),
                         (["--disable", source["id"], "--message", "bad\x07bell"], "--message"),
                         (["--enable", "zzzz"], "is not a data source"),
@@ -210,3 +212,12 @@ def test_the_onboarded_orgs_file_takes_a_write(app, fake):
     assert result.returncode == 0 and customer.sources[source["id"]]["status"] == "disabled", result.stderr
     [record] = app.records_of("acme")[-1:]
     assert record.name.startswith(f"data_source_update_{source['id']}_")
+
+
+def test_dry_run_of_an_onboarding_that_would_put_a_source_back_shows_the_change(app, fake):
+    customer = onboarded(app, fake)
+    source = edit_source(customer, audience="Edited by hand")
+    result = command(app, "--onboard", customer.org_id, "--dry-run")
+    assert result.returncode == 0 and "Dry run: the update of " + source["id"] in result.stdout, result.stderr
+    assert re.search(r"audience\s+│ Edited by hand\s+│ BYODS", result.stdout) and customer.requests("PUT") == []
+    assert [load_record(p)["operation_type"] for p in app.records_of("acme")] == ["registration"]

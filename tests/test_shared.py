@@ -35,6 +35,16 @@ def test_onboarding_answered_without_an_id_is_not_done(app, fake):
     assert not list((app.records / f"org-{customer.org_id[:8]}").glob("data_source_registration_None*"))
 
 
+def test_onboarding_answered_with_another_url_is_not_done(app, fake):
+    onboarding_app(app, fake)
+    customer = fake.add_org()
+    elsewhere = customer.add_source(audience="Other", url="https://elsewhere.example.com/byods")
+    customer.fail("POST", "/v1/dataSources", status=201, body=customer.public_view(elsewhere))
+    result = command(app, "--onboard", customer.org_id)
+    assert result.returncode == 1 and "is onboarded" not in result.stdout, result.stdout
+    assert "elsewhere.example.com" not in result.stdout.split("Webex's answer")[0]
+
+
 def test_a_rotation_whose_answer_was_lost_is_recorded_as_done_when_the_source_shows_it(fake, env_file, records):
     source = fake.add_source(expires_in=600)
     fake.fail("PUT", f"/v1/dataSources/{source['id']}", status=None, drop=True)  # made, then its answer lost
@@ -170,8 +180,10 @@ def test_a_fifo_or_a_dangling_link_among_the_org_files_is_that_orgs_failure_only
     os.mkfifo(app.root / "orgs" / "bad.env")
     (app.root / "orgs" / "gone.env").symlink_to(app.root / "nowhere.env")
     (app.root / "orgs" / "folder.env").mkdir()
+    (app.root / "orgs" / "zero.env").symlink_to("/dev/zero")
     result = app.run("--rotate", "all", timeout=FIFO_BOUND)
-    assert result.returncode == 1 and all(name in result.stdout for name in ("bad", "gone", "folder")), result.stdout
+    assert result.returncode == 1 and all(name in result.stdout for name in ("bad", "gone", "folder", "zero")), \
+        result.stdout
     assert len(fake.requests("PUT")) == 1 and len(globex.requests("PUT")) == 1
 
 
