@@ -213,7 +213,7 @@ def test_one_orgs_failure_never_stops_the_others_and_the_run_exits_1(app, fake):
     unreachable.fail("GET", "/v1/dataSources/", 500, times=10, drop=True)  # the connection drops: no answer at all
     app.org("unreachable", unreachable)
     write_env(app.root / "orgs" / "badsettings.env", {"WEBEX_ACCESS_TOKEN": "x" * 20, "WEBEX_READ_TIMEOUT": "soon"})
-    result = app.run("--rotate-expiring", "60", timeout=120)
+    result = app.run("--rotate-expiring", "60", WEBEX_RETRY_BACKOFF=0.01)  # the retries' waits, shortened
     assert result.returncode == 1
     assert "acme: Rotated 1, skipped 0, failed 0." in result.stdout
     summary = " ".join(result.stdout.split())
@@ -225,7 +225,7 @@ def test_one_orgs_failure_never_stops_the_others_and_the_run_exits_1(app, fake):
     assert "Error:" not in result.stderr  # each org's failure is said once, in the summary cron mails
     assert "5 of 6 orgs could not be read" in result.stdout
     assert len(fake.requests("PUT")) == 1
-    listing = app.run("--list", timeout=120)
+    listing = app.run("--list", WEBEX_RETRY_BACKOFF=0.01)
     assert listing.returncode == 1 and [r[0] for r in rows_by_org(listing.stdout)] == ["acme"]
 
 
