@@ -1578,11 +1578,13 @@ class Connections:
              **kwargs) -> Answer:
         """One request to Webex, in turn with the run's pace and within --workers, retried as it
         allows: after no answer (not a POST, which may have arrived), and for the statuses in
-        retry_on, with Retry-After honoured, within MAX_ATTEMPTS and RETRY_BUDGET. The last answer
-        comes back whatever its status (after_lost: an earlier attempt may have arrived unanswered,
-        so a refusal may be of a write that went through); ApiError when none came."""
+        retry_on, with Retry-After honoured, within MAX_ATTEMPTS (RATE_LIMITED_ATTEMPTS for 429s,
+        counted apart) and RETRY_BUDGET. The last answer comes back whatever its status (after_lost:
+        an earlier attempt may have arrived unanswered, so a refusal may be of a write that went
+        through); ApiError when none came."""
         started, path, lost = time.monotonic(), urlsplit(url).path, False
-        for attempt in range(1, RATE_LIMITED_ATTEMPTS + 1):
+        tries = Counter()  # attempts by how they failed: "limited" (429) or "failed"
+        while True:
             try:
                 with self.gate:  # --workers bounds the requests in flight across every org
                     self.pace.turn()  # here, not before: a request that waited at the gate still heeds a 429's pause
@@ -1591,9 +1593,10 @@ class Connections:
                     answer = exchange(self.session_for(url), method, url, timeouts, **kwargs)
             except requests.RequestException as exc:
                 error = network_error(exc, method, urlsplit(url).netloc, timeouts)
-                wait = backoff * 2 ** (attempt - 1)
+                tries["failed"] += 1
+                wait = backoff * 2 ** (tries["failed"] - 1)
                 fits = time.monotonic() - started + wait <= RETRY_BUDGET
-                if not (error.maybe_processed and method != "POST" and attempt < MAX_ATTEMPTS and fits) or STOP:
+                if not (error.maybe_processed and method != "POST" and tries["failed"] < MAX_ATTEMPTS and fits) or STOP:
                     raise error from None
                 lost = True
                 sleeper(wait, error.message)
@@ -1609,10 +1612,11 @@ class Connections:
                 self.pace.went_through()
             if answer.status not in retry_on:
                 return answer
+            how, allowed = ("limited", RATE_LIMITED_ATTEMPTS) if answer.status == 429 else ("failed", MAX_ATTEMPTS)
+            tries[how] += 1
             asked = retry_after_seconds(answer.response)
-            wait = min(backoff * 2 ** (attempt - 1), RETRY_WAIT_CAP) if asked is None else asked
-            attempts = RATE_LIMITED_ATTEMPTS if answer.status == 429 else MAX_ATTEMPTS
-            if wait <= RETRY_WAIT_CAP and time.monotonic() - started + wait <= RETRY_BUDGET and attempt < attempts \
+            wait = min(backoff * 2 ** (tries[how] - 1), RETRY_WAIT_CAP) if asked is None else asked
+            if wait <= RETRY_WAIT_CAP and time.monotonic() - started + wait <= RETRY_BUDGET and tries[how] < allowed \
                     and not STOP:  # a run told to stop retries nothing
                 sleeper(wait, f"Webex answered {answer.status}")
                 continue
@@ -1621,7 +1625,6 @@ class Connections:
                 error.hint = f"Webex asked to wait {asked:g} s: try again after that."
             error.maybe_processed = lost
             raise error
-        raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 def checked_token_answer(answer: Answer, what: str) -> dict:
@@ -2058,15 +2061,18 @@ def missing_fields(item: dict) -> list[str]:
     return [name for name in DECISION_FIELDS if item.get(name) in (None, "")]
 
 
-def rotation_payload(view: SourceView, lifetime: int | None = None) -> dict:
-    """A new nonce and everything else as it is. Raises ValueError when it cannot be judged."""
+def rotation_payload(view: SourceView, lifetime: int | None = None, changes: dict | None = None) -> dict:
+    """A new nonce, these changes, and everything else as it is. Raises ValueError when it cannot be
+    judged, or a field it needs can be read neither from the source nor from the changes."""
     if view.unjudged:
         raise ValueError(f"it cannot be judged: {view.unjudged}")
-    payload = payload_from_view(view)
+    payload = {**payload_from_view(view), **(changes or {})}
     missing = [name for name in ("schemaId", "url", "audience", "subject") if not payload[name]]
     if missing:
-        raise ValueError(f"its {', '.join(missing)} cannot be read from the source or its token: use Update instead")
-    chosen = lifetime or view.lifetime_minutes or DEFAULT_LIFETIME
+        raise ValueError(f"its {', '.join(missing)} cannot be read from the source or its token: give them (Update, "
+                         "or --update ID with --url, --audience, --subject)")
+    chosen = payload.get("tokenLifetimeMinutes") if changes and "tokenLifetimeMinutes" in changes else \
+        lifetime or view.lifetime_minutes or DEFAULT_LIFETIME
     payload["tokenLifetimeMinutes"] = min(max(chosen, MIN_LIFETIME), MAX_LIFETIME)
     payload["nonce"] = new_nonce()
     return payload
@@ -2660,7 +2666,8 @@ class Org:
         try:
             self.check_owner()
             settled = []
-            if self.pending() and (writing or self.lock.acquire(0)):  # never a live run's markers
+            dry_run = self.client.connections.dry_run  # a dry run writes no record, not even a settled one
+            if not dry_run and self.pending() and (writing or self.lock.acquire(0)):  # never a live run's markers
                 try:
                     settled = self.resolve_pending()
                 finally:
@@ -3403,7 +3410,8 @@ def rotation_counts(results: list[WriteResult], skipped: int) -> str:
     tally = Counter(outcome(r) for r in results)
     counts = f"Rotated {tally['rotated']}, skipped {skipped}, failed {tally['failed']}."
     if tally["dry-run"]:
-        counts = f"Dry run: {tally['dry-run']} would be rotated, skipped {skipped}; nothing was sent."
+        counts = (f"Dry run: {tally['dry-run']} would be rotated, skipped {skipped}, failed {tally['failed']}; "
+                  "nothing was sent.")
     if tally["busy"]:
         counts += f" Busy {tally['busy']}: another run was writing (left alone)."
     if unrecorded := sum(r.record_error is not None for r in results):
@@ -3991,7 +3999,7 @@ def resend_source(org: Org, view: SourceView, operation: str, changes: dict | No
     """The source as it is, with a new nonce and these changes: a rotation, or an update the tool
     decides (onboarding brings a source back to the template, offboarding disables it)."""
     try:
-        payload = {**rotation_payload(view, lifetime), **(changes or {})}
+        payload = rotation_payload(view, lifetime, changes)
     except ValueError as exc:
         verb = "rotate" if operation == "rotation" else "update"
         return WriteResult(operation, view.id, False, org.name, error=NotSent(f"Cannot {verb} {view.short_id}: {exc}."))
@@ -4042,7 +4050,8 @@ def rotate_many(pairs, lifetime, pool: ThreadPoolExecutor, on_result) -> list[Wr
     the run is told to stop (Ctrl-C, SIGTERM, SIGHUP), nothing more is sent, and the writes in
     flight finish, are recorded and come back with the others. A crash in one is that source's failure."""
     for org, _ in pairs:
-        org.ensure_records()
+        if not org.client.connections.dry_run:
+            org.ensure_records()
     results, taken = [], set()
     futures = {pool.submit(rotate_source, org, view, lifetime): (org, view) for org, view in pairs}
 
@@ -4925,7 +4934,7 @@ def run_schemas(screen: Screen, fleet: Fleet, args) -> int:
     """--schemas: the Service App's, read with the first org's token."""
     if fleet.schemas is None:
         show_notes(screen, fleet.notes())
-        return FAILED
+        return fleet.exit_code() or FAILED
     schemas = list(fleet.schemas.values())
     if args.json:
         screen.data(json_text(schemas))
@@ -4952,8 +4961,6 @@ def chosen_schema(schemas: dict, wanted: str | None) -> str:
 def flag_write(org: Org, fleet: Fleet, mode: str, args, view: SourceView | None) -> tuple[str, WriteResult]:
     """One write a flag asks for, or what is there already: (already, ok, failed or dry-run; the result)."""
     if mode == "register":
-        if fleet.schemas is None:
-            raise ToolError(f"{org.state.warnings[-1]} Nothing was sent.")
         payload = {"schemaId": chosen_schema(fleet.schemas, args.schema), "url": args.register,
                    "audience": args.audience or DEFAULT_AUDIENCE, "subject": args.subject or DEFAULT_SUBJECT,
                    "nonce": new_nonce(), "tokenLifetimeMinutes": args.lifetime or DEFAULT_LIFETIME}
@@ -4993,33 +5000,47 @@ def run_write(screen: Screen, fleet: Fleet, args) -> int:
     before anything is sent."""
     org, mode = fleet.orgs[0], args.mode
     try:
-        if org.problem:
-            raise org.problem
+        if org.problem:  # busy too: nothing was done, so it is no success here
+            raise org.problem if not isinstance(org.problem, Busy) else ToolError(org.problem.message)
         if fleet.schemas is None:  # a writing run's list leaves them out; a source is shown with its schema's name
-            org.state.warnings += fleet.read_schemas(org.client)
+            trouble = fleet.read_schemas(org.client)
+            if mode == "register" and trouble:
+                raise ToolError(f"{trouble[0]} Nothing was sent.")
+            org.state.warnings += trouble
             org.state.schemas = fleet.schemas or {}
         show_notes(screen, fleet.notes())
         ids = args.delete if mode == "delete" else [] if mode == "register" else [getattr(args, mode)]
-        views = [resolve_id(fleet.entries(datetime.now(UTC)), wanted)[1] for wanted in ids] or [None]
+        found = {view.id: view for view in (resolve_id(fleet.entries(datetime.now(UTC)), wanted)[1] for wanted in ids)}
+        views = list(found.values()) or [None]
         for view in views if mode == "delete" and not (args.yes or args.dry_run) else ():
             screen.say(f"{view.id}  {view.audience or '-'}  {view.url or '-'}  {view.status or '-'}")
-            with suppress(Cancelled):
-                if typed_source(screen, view):
-                    continue
-            raise ConfigError(f"That does not match {view.short_id}: nothing was deleted.")
-        done = [flag_write(org, fleet, mode, args, view) for view in views]
+            try:
+                if not typed_source(screen, view):
+                    raise ConfigError(f"That does not match {view.short_id}: nothing was deleted.")
+            except Cancelled:
+                raise Interrupted from None
+        sending = fleet.connections.writes.submit(lambda: [flag_write(org, fleet, mode, args, view) for view in views])
+        try:
+            done = sending.result()
+        except KeyboardInterrupt as exc:  # the write in flight finishes and is recorded; no other starts
+            STOP.ask(getattr(exc, "signum", signal.SIGINT))
+            done = sending.result()
     finally:
         org.release()
     now = datetime.now(UTC)
     for word, result in done:
         if args.json:
             screen.data(json.dumps(write_json(org, fleet, word, result, now), ensure_ascii=True, default=str))
+        elif word == "already" and result.operation == "delete":
+            screen.say(f"{result.source_id} was gone already (Webex answered 404).")
         elif word == "already":
-            screen.say({"registration": f"The source is already registered as {result.source_id}",
-                        "delete": f"{result.source_id} is gone already"}.get(
-                result.operation, f"{result.source_id} is {result.view.status} already") + ": nothing was sent.")
+            screen.say(f"The source is already registered as {result.source_id}: nothing was sent." if
+                       result.operation == "registration" else
+                       f"{result.source_id} is {result.view.status} already: nothing was sent.")
         else:
             show_result(screen, result, now)
+    if STOP:
+        raise Interrupted(STOP.signum)
     return FAILED if any(word == "failed" or result.record_error for word, result in done) else OK
 
 
@@ -5234,7 +5255,8 @@ def run_mode(args, mode: str, screen_for: Callable[[], Screen]) -> int:
         gc.enable()
         return runner.run(screen, fleet, args)
     overview_first = mode == "menu" and fleet.several and not args.save_list and fleet.load_snapshots()
-    writing = runner.writes and not connections.dry_run  # a dry run takes no lock and settles nothing
+    confirming = mode == "delete" and not args.yes and not args.dry_run  # no lock while a person types
+    writing = runner.writes and not connections.dry_run and not confirming  # a dry run takes no lock
     if writing or args.save_list:  # before anything is sent
         for org in fleet.orgs:
             if org.records:

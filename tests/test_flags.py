@@ -5,11 +5,15 @@ sent, the record, the output and the exit code; every refusal sends nothing."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import re
+import signal
+import subprocess
+import sys
 import uuid
 
-from conftest import Terminal, child_env, load_record, record_files, run_cli
+from conftest import OUTPUTS, SCRIPT, Terminal, child_env, load_record, record_files, run_cli
 from test_customers import command, edit_source, onboarded, onboarding_app
 
 URL = "https://dap.example.com/staging"
@@ -167,7 +171,7 @@ def test_dry_run_sends_nothing_and_writes_nothing_for_every_write(app, fake):
         assert result.returncode == 0 and "nothing was sent" in result.stdout.lower(), (args, result.stdout, result.stderr)
     onboard = command(app, "--onboard", newcomer.org_id, "--dry-run")
     assert onboard.returncode == 0 and "Nothing was sent" in onboard.stdout, onboard.stderr
-    assert writes(fake) == [] and not list(app.records.rglob("data_source_*")) and not list(app.records.rglob("*.pending"))
+    assert writes(fake) == [] and not list(app.records.rglob("data_source_*")) and not list(app.records.rglob(".pending/*"))
     assert sorted(p.name for p in (app.root / "orgs").iterdir()) == ["acme.env"]
 
 
@@ -221,3 +225,55 @@ def test_dry_run_of_an_onboarding_that_would_put_a_source_back_shows_the_change(
     assert result.returncode == 0 and "Dry run: the update of " + source["id"] in result.stdout, result.stderr
     assert re.search(r"audience\s+│ Edited by hand\s+│ BYODS", result.stdout) and customer.requests("PUT") == []
     assert [load_record(p)["operation_type"] for p in app.records_of("acme")] == ["registration"]
+
+
+def test_a_dry_run_leaves_an_earlier_runs_marker_for_a_real_run_to_settle(fake, env_file, records):
+    source = fake.add_source(expires_in=600)
+    (records / ".pending").mkdir(parents=True)
+    marker = records / ".pending" / "20260101_000000_000000_rotation_x.json"
+    marker.write_text(json.dumps({"operation_type": "rotation", "data_source_id": source["id"],
+                                  "configuration": {"nonce": "sent-by-a-run-that-died", "url": source["url"]}}))
+    result = run_cli("--update", source["id"], "--subject", "calls", "--dry-run", env_file=env_file)
+    assert result.returncode == 0 and marker.exists() and record_files(records) == [] and writes(fake) == []
+
+
+def test_a_source_given_twice_is_deleted_once_and_one_already_gone_is_no_failure(fake, env_file, records):
+    twice, gone = fake.add_source(audience="Twice"), fake.add_source(audience="Gone")
+    result = run_cli("--delete", twice["id"], twice["id"][:8], "--yes", env_file=env_file)
+    assert result.returncode == 0 and [seen.method for seen in writes(fake)] == ["DELETE"], result.stderr
+    fake.fail("DELETE", f"/v1/dataSources/{gone['id']}", status=404)  # deleted by someone else since the list
+    again = run_cli("--delete", gone["id"], "--yes", "--json", env_file=env_file)
+    assert again.returncode == 0 and json.loads(again.stdout)["result"] == "already", again.stderr
+
+
+def test_a_write_that_cannot_take_the_orgs_lock_fails_and_sends_nothing(fake, env_file, records):
+    source = fake.add_source()
+    records.mkdir()
+    with open(records / ".lock", "w") as held:  # another run is writing to this org
+        fcntl.flock(held, fcntl.LOCK_EX)
+        result = run_cli("--disable", source["id"], "--message", "Paused", env_file=env_file, WEBEX_LOCK_WAIT="0.2")
+    assert result.returncode == 1 and "Another run is writing" in result.stderr and writes(fake) == []
+
+
+def test_sigterm_during_a_flag_write_lets_it_finish_and_records_it(fake, env_file, records):
+    source = fake.add_source()
+    fake.fail("PUT", f"/v1/dataSources/{source['id']}", status=None, delay=1.0)  # answered, a second later
+    argv = [sys.executable, str(SCRIPT), "--env-file", str(env_file), "--disable", source["id"], "--message", "Paused"]
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env())
+    assert fake.wait_for(lambda f: f.requests("PUT"))
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=60)
+    OUTPUTS.append(stdout + stderr)
+    [record] = record_files(records)
+    assert process.returncode == 143 and record.name.startswith(f"data_source_update_{source['id']}_"), stderr
+    assert not list((records / ".pending").glob("*.json")) and fake.sources[source["id"]]["status"] == "disabled"
+
+
+def test_update_can_give_what_a_source_without_a_token_does_not_say(fake, env_file):
+    source = fake.add_source(audience="Unreadable")
+    del source["jwsToken"]  # the list shows no token: audience and subject cannot be read
+    refused = run_cli("--update", source["id"], "--url", URL, env_file=env_file)
+    assert refused.returncode == 1 and "--audience" in refused.stdout + refused.stderr and writes(fake) == []
+    result = run_cli("--update", source["id"], "--audience", "A", "--subject", "B", env_file=env_file)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (body(writes(fake)[0])["audience"], body(writes(fake)[0])["subject"]) == ("A", "B")

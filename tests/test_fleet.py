@@ -164,7 +164,7 @@ def test_the_pace_keeps_429s_rare_whether_webex_counts_a_bucket_or_a_window(app,
     result = app.run("--rotate-expiring", "60")
     requests = sum(len(org.requests()) for org in orgs)
     assert result.returncode == 0 and "Rotated 450, skipped 0, failed 0." in result.stdout, result.stdout[-2000:]
-    assert fake.limited / requests < 0.05, (fake.limited, requests)
+    assert 0 < fake.limited < 0.05 * requests, (fake.limited, requests)  # met the limit, and rarely
 
 
 def test_save_list_writes_one_snapshot_per_org_in_its_own_folder(app, fake):
