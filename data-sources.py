@@ -3740,9 +3740,12 @@ def listed_menu(screen: Screen, header: list[str], heading: str, items: list[tup
         choices.append(questionary.Separator(f"── {len(rest)} more: type to filter, or scroll ──"))
         choices += [questionary.Choice(title, value) for title, value in rest]
     start = next((c for c in choices if not isinstance(c, questionary.Separator) and c.value == default), None)
-    question = questionary.select(wrapped(header, width), choices, default=start, instruction=MENU_HINT,
-                                  use_search_filter=True, use_jk_keys=False)
-    return screen.ask(question, cancel=False)
+    wanted = {value for _, value in (*items, *actions)}
+    while True:  # Enter on a filter that left only a heading (or nothing) answers with the heading: asked again
+        question = questionary.select(wrapped(header, width), choices, default=start, instruction=MENU_HINT,
+                                      use_search_filter=True, use_jk_keys=False)
+        if (answer := screen.ask(question, cancel=False)) in wanted:
+            return answer
 
 
 MENU_ACTIONS = (
@@ -5121,8 +5124,10 @@ def settle_mode(args: argparse.Namespace, parser: argparse.ArgumentParser) -> st
     if usage.get(mode):
         parser.error(usage[mode])
     if mode in ("offboard", "delete") and not (args.yes or args.dry_run or can_prompt()):
-        raise ConfigError(f"{MODES[mode].flag} deletes for good, or disables every source of an org: at a terminal it "
-                          "asks for a name or an id typed; without one, add --yes. Nothing was sent.")
+        what = ("--offboard disables or deletes every source of the org: at a terminal it asks for the org's name "
+                "typed" if mode == "offboard" else "--delete deletes for good: at a terminal it asks for each source's "
+                "audience or id typed")
+        raise ConfigError(f"{what}; without one, add --yes. Nothing was sent.")
     if mode == "menu" and not can_prompt():
         if args.save_list:
             return "save_list"
@@ -5137,6 +5142,8 @@ class Parser(argparse.ArgumentParser):
     Nagios, exit 2 would read as CRITICAL)."""
 
     def error(self, message: str):
+        if clash := re.fullmatch(r"argument (\S+): not allowed with argument (\S+)", message):
+            message = f"{clash[2]} and {clash[1]} do not go together: give one of them"
         if unknown := re.fullmatch(r"unrecognized arguments: (.*)", message):
             typo = next((arg for arg in unknown[1].split() if arg.startswith("-")), "")
             flags = re.findall(r"--[a-z][a-z-]*", self.format_usage())

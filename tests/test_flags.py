@@ -199,7 +199,8 @@ def test_every_refusal_of_a_flag_sends_nothing(app, fake):
                         (["--delete"], "--delete needs the ids"),
                         (["--offboard", "acme", "--delete", source["id"]], "it takes no ids"),
                         (["--rotate", "all", "--delete", source["id"]], "--delete goes with --offboard"),
-                        (["--schemas", "--dry-run"], "--dry-run goes with")):
+                        (["--schemas", "--dry-run"], "--dry-run goes with"),
+                        (["--disable", source["id"], "--enable", source["id"]], "do not go together: give one of them")):
         result = command(app, *one, *args)
         assert result.returncode == 2 and words in " ".join(result.stderr.split()), (args, result.stderr)
     globex = fake.add_org()

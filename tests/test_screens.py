@@ -104,6 +104,18 @@ def test_the_menu_finds_any_of_200_sources_by_typing_and_keeps_the_actions_on_th
     assert term.exit_code() == 0
 
 
+def test_enter_on_a_filter_that_matches_no_source_or_only_the_heading_asks_again(fake, sized_terminal):
+    seed(fake, 60)
+    term = sized_terminal(80, 24)
+    for typed in ("zzz", "Stat", "more"):  # nothing; the column heading; the "more" line
+        term.menu()
+        term.type(typed)
+        term.press("enter")
+        assert "unexpected" not in term.wait_for(r"type to filter", after_last_key=True)
+    term.choose("Quit")
+    assert term.exit_code() == 0
+
+
 def test_the_overview_shows_each_org_on_one_line_with_the_question(app, fake):
     for number in range(12):
         org = fake if number == 0 else fake.add_org()
