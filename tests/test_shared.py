@@ -110,11 +110,16 @@ def test_a_token_answer_holding_a_quote_is_refused_and_the_file_kept(fake, tmp_p
 
 
 def test_two_files_for_one_org_are_refused_naming_both(app, fake):
-    app.two_orgs("A", "G")
-    app.org("acme-again", fake)
+    globex = app.two_orgs("A", "G")
+    app.org("acme-again", fake)  # the same token
     result = app.run("--rotate", "all")
     assert result.returncode == 2 and "acme.env" in result.stderr and "acme-again.env" in result.stderr
-    assert not fake.requests("PUT")
+    (app.root / "orgs" / "acme-again.env").unlink()
+    app.org("acme", fake, WEBEX_TARGET_ORG_ID=fake.org_id)
+    app.org("globex", globex, WEBEX_TARGET_ORG_ID=fake.org_id)  # the same org id, by a slip
+    same_id = app.run("--rotate", "all")
+    assert same_id.returncode == 2 and "WEBEX_TARGET_ORG_ID" in same_id.stderr and "globex.env" in same_id.stderr
+    assert not fake.requests("PUT") and not globex.requests("PUT")
 
 
 def test_a_reused_org_name_never_shows_the_former_orgs_records(app, fake):
