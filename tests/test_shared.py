@@ -292,6 +292,14 @@ def test_history_since_finds_a_rotation_made_under_another_time_zone(fake, env_f
         assert [e["data_source_id"] for e in json.loads(result.stdout)] == [source["id"]], zone
 
 
+def test_history_is_newest_first_across_time_zones(fake, env_file):
+    first, then = fake.add_source(audience="First", expires_in=600), fake.add_source(audience="Then", expires_in=600)
+    assert run_cli("--rotate", first["id"], env_file=env_file, TZ="Asia/Tokyo").returncode == 0  # its file name: +9 h
+    assert run_cli("--rotate", then["id"], env_file=env_file, TZ="America/Los_Angeles").returncode == 0  # -8 h
+    result = run_cli("--history", "--json", env_file=env_file, TZ="UTC")
+    assert [e["data_source_id"] for e in json.loads(result.stdout)] == [then["id"], first["id"]]
+
+
 def test_since_beyond_the_calendar_is_everything_not_a_traceback(fake, env_file):
     source = fake.add_source(expires_in=600)
     assert run_cli("--rotate", source["id"], env_file=env_file).returncode == 0
