@@ -1379,7 +1379,6 @@ def exchange(session: requests.Session, method: str, url: str, timeouts: Timeout
             if len(body) > limit:
                 raise ApiError(f"Webex's answer was larger than {limit // (1024 * 1024) or 1} MiB, which no Webex "
                                "answer is: it was not read. Try again later, or report it to Webex support.",
-
                                status=response.status_code, tracking_id=response.headers.get("TrackingID"))
     raise TooSlow(f"no whole answer within {timeouts.total:g} s")
 
