@@ -639,13 +639,13 @@ def parse_iso(value) -> datetime | None:
 def argparse_type(validator, convert=str):
     """Turn a validator into an argparse type, so a flag is judged like a typed value."""
 
-    def parse_flag(text: str):
+    def parse(text: str):
         verdict = validator(text)
         if verdict is not True:
             raise argparse.ArgumentTypeError(verdict)
         return convert(text)
 
-    return parse_flag
+    return parse
 
 
 def validate_minutes(text: str) -> bool | str:
@@ -2427,19 +2427,19 @@ def read_history(folders: list[tuple[str, Path]], wanted: str = "", limit: int =
             if stamp >= floor and not (wanted and not failed and wanted_part not in what):
                 candidates.append((stamp, org_name, name, failed, folder))
 
-    def written_at(candidate) -> float:
+    def written(candidate) -> float:
         with suppress(OSError):
             return (candidate[4] / candidate[2]).stat().st_mtime
         return 0.0
 
     if since:  # within a day of the line, the name cannot tell: the time it was written does
         surely = (since_utc + OFFSET_SPREAD).strftime(STAMP)
-        candidates = [c for c in candidates if c[0] >= surely or written_at(c) >= since.timestamp()]
+        candidates = [c for c in candidates if c[0] >= surely or written(c) >= since.timestamp()]
     others = sum(1 for c in candidates if not (wanted and c[3]))  # the failed ones of another source do not count
     candidates.sort(reverse=True)
     if limit and not wanted and len(candidates) > limit:  # those that may be newer than the limit-th, in true order
         near = (datetime.strptime(candidates[limit - 1][0], STAMP) - OFFSET_SPREAD).strftime(STAMP)
-        candidates = sorted((c for c in candidates if c[0] >= near), key=written_at, reverse=True)
+        candidates = sorted((c for c in candidates if c[0] >= near), key=written, reverse=True)
     entries, skipped = [], 0
     for _, org_name, name, _, folder in [*candidates, *((None, org, p.name, False, p.parent) for org, p in odd)]:
         if limit and len(entries) >= limit:
@@ -2550,7 +2550,7 @@ def fill_sparse(client: WebexClient, views: list[SourceView]) -> list[SourceView
     side by side; if that fails too, the view says it cannot be judged."""
     sparse = [v for v in views if missing_fields(v.raw) and plain_id(v.id)]
 
-    def read_alone(view: SourceView) -> SourceView:
+    def read(view: SourceView) -> SourceView:
         try:
             body = client.get_source(view.id)
         except ApiError as exc:
@@ -2562,7 +2562,7 @@ def fill_sparse(client: WebexClient, views: list[SourceView]) -> list[SourceView
     if not sparse:
         return views
     with ThreadPoolExecutor(max_workers=client.workers) as pool:
-        filled = {view.id: view for view in pool.map(read_alone, sparse)}
+        filled = {view.id: view for view in pool.map(read, sparse)}
     return [filled.get(view.id, view) for view in views]
 
 
@@ -3309,12 +3309,12 @@ def check_line(rows: list[SourceRow], unread: list[str], minutes: int, idle: lis
     unknown = [row for row in active if row.seconds_left is None]
     invalid = [row for row in active if row.signature.state == "invalid"]
 
-    def listed(found: list[SourceRow]) -> str:
+    def names(found: list[SourceRow]) -> str:
         labels = [f"{r.org_label}/{r.audience or r.short_id}" if r.org_label else r.audience or r.short_id
                   for r in found]
         return ", ".join(labels[:5]) + (f" and {len(labels) - 5} more" if len(labels) > 5 else "")
 
-    parts = [f"{len(found)} {what} ({listed(found)})" for found, what in
+    parts = [f"{len(found)} {what} ({names(found)})" for found, what in
              ((expired, "expired"), (invalid, "invalid signature"), (expiring, f"within {minutes}m"),
               (unknown, "of unknown expiry")) if found]
     if unread:
@@ -4057,7 +4057,7 @@ def rotate_many(pairs, lifetime, pool: ThreadPoolExecutor, on_result) -> list[Wr
     results, taken = [], set()
     futures = {pool.submit(rotate_source, org, view, lifetime): (org, view) for org, view in pairs}
 
-    def collect(future) -> None:
+    def take(future) -> None:
         org, view = futures[future]
         try:
             result = future.result()
@@ -4071,7 +4071,7 @@ def rotate_many(pairs, lifetime, pool: ThreadPoolExecutor, on_result) -> list[Wr
 
     try:
         for future in as_completed(futures):
-            collect(future)
+            take(future)
     except KeyboardInterrupt as exc:
         STOP.ask(getattr(exc, "signum", signal.SIGINT))
         for future in futures:
@@ -4080,7 +4080,7 @@ def rotate_many(pairs, lifetime, pool: ThreadPoolExecutor, on_result) -> list[Wr
             if not future.cancelled() and future not in taken:
                 with suppress(KeyboardInterrupt):
                     future.exception()
-                collect(future)
+                take(future)
     return results
 
 
@@ -4909,7 +4909,7 @@ def run_metrics(screen: Screen, fleet: Fleet, args) -> int:
 
 def run_onboard(screen: Screen, fleet: Fleet, args) -> int:
     """--onboard ORG_ID: a change to a source that is there is asked about at a terminal, else needs --yes."""
-    def agreed_or_yes(question: str) -> bool:
+    def agree(question: str) -> bool:
         if args.yes or args.dry_run:  # a dry run shows the change, and sends nothing
             return True
         if can_prompt():
@@ -4917,7 +4917,7 @@ def run_onboard(screen: Screen, fleet: Fleet, args) -> int:
         raise ConfigError("Its data source differs from the template: without a terminal to ask on, run again with "
                           "--yes to update it. Nothing was sent.")
 
-    return onboard_org(screen, fleet, args.onboard, args.org_name, agreed_or_yes)[1]
+    return onboard_org(screen, fleet, args.onboard, args.org_name, agree)[1]
 
 
 def run_offboard(screen: Screen, fleet: Fleet, args) -> int:
@@ -5234,14 +5234,14 @@ def parse_args(argv) -> tuple[argparse.Namespace, str]:
     return args, args.mode
 
 
-def run_mode(args, mode: str, screen_at_need: Callable[[], Screen]) -> int:
+def run_mode(args, mode: str, screen_for: Callable[[], Screen]) -> int:
     """The run: the orgs loaded, the startup fetch sent off before rich and questionary are
     imported (the screen), so that their imports overlap Webex's answer; then the mode's runner."""
     runner = MODES[mode] if mode in MODES else Mode("--save-list", frozenset(), lambda _, fleet, __: fleet.exit_code())
     wait = countdown if mode == "menu" else announce_wait
-    connections = Connections(args.workers or DEFAULT_WORKERS, lambda line: screen_at_need().tell(line), args.rate,
+    connections = Connections(args.workers or DEFAULT_WORKERS, lambda line: screen_for().tell(line), args.rate,
                               dry_run=args.dry_run)
-    sleeper = lambda seconds, why: wait(screen_at_need(), seconds, why)  # the screen is made later
+    sleeper = lambda seconds, why: wait(screen_for(), seconds, why)  # the screen is made later
     env_files = env_file_paths(args.env_file)
     if mode == "offboard":
         env_files = [org_file_named(args.offboard, env_files)]
@@ -5253,11 +5253,11 @@ def run_mode(args, mode: str, screen_at_need: Callable[[], Screen]) -> int:
             raise ConfigError(f"{runner.flag} works on one org, and {len(fleet.orgs)} org files were given: give one "
                               "--env-file. Nothing was sent.")
         if all(isinstance(org.problem, ConfigError) for org in fleet.orgs):  # nothing could start: bad usage
-            screen = screen_at_need()
+            screen = screen_for()
             show_notes(screen, fleet.notes(fleet.orgs[1:]))
             raise fleet.orgs[0].problem
     if runner.reads != "webex" or args.cached:  # the records, the snapshots, or its own reads
-        screen = screen_at_need()
+        screen = screen_for()
         gc.enable()
         return runner.run(screen, fleet, args)
     overview_first = mode == "menu" and fleet.several and not args.save_list and fleet.load_snapshots()
@@ -5271,7 +5271,7 @@ def run_mode(args, mode: str, screen_at_need: Callable[[], Screen]) -> int:
     pending = reading.submit(fleet.fetch, writing)
     reading.shutdown(wait=False)
     try:
-        screen = screen_at_need()
+        screen = screen_for()
         show_refresh_token_warnings(screen, fleet, in_output=args.rotate_expiring is not None and not args.json)
         if mode == "menu":
             screen.questionary  # noqa: B018 (imported while Webex answers)
@@ -5293,7 +5293,7 @@ def main(argv=None) -> int:
             setattr(sys, name, open(os.devnull, "w"))  # noqa: SIM115 (open for the run)
     screens, making = [], threading.Lock()
 
-    def the_screen() -> Screen:
+    def screen_for() -> Screen:
         """The screen, made when the first thing is to be shown (rich is imported then)."""
         with making:
             if not screens:
@@ -5304,11 +5304,12 @@ def main(argv=None) -> int:
     try:
         args, mode = parse_args(argv)  # a flag's bad usage: argparse says so and exits 2
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # systemd, timeout and Kubernetes: SIGTERM
+
             signal.signal(signum, STOP.on_signal)
-        return run_mode(args, mode, the_screen)
+        return run_mode(args, mode, screen_for)
     except KeyboardInterrupt as exc:
         signum = getattr(exc, "signum", signal.SIGINT)
-        the_screen().tell("Interrupted." if signum == signal.SIGINT else f"Stopped by {signal.Signals(signum).name}.")
+        screen_for().tell("Interrupted." if signum == signal.SIGINT else f"Stopped by {signal.Signals(signum).name}.")
         return 128 + signum
     except Exception as exc:  # noqa: BLE001 (the last guard: a sentence, never a traceback)
         if mode == "check":  # a monitoring probe answers in its own convention, whatever happened
@@ -5316,7 +5317,7 @@ def main(argv=None) -> int:
             return UNKNOWN
         if not isinstance(exc, ToolError):
             exc = ToolError(f"unexpected {type(exc).__name__}: {exc}. Please report it with the command you ran.")
-        the_screen().error(exc)
+        screen_for().error(exc)
         return exc.exit_code
 
 
