@@ -1538,8 +1538,8 @@ def wait_quietly(seconds: float, reason: str) -> None:
 class Connections:
     """What every org's client shares: one session (one connection pool) per API host, which keeps
     no cookie (one org's answers never reach another's requests); one bound on the requests in
-    flight across the fleet (--workers); one pace for the Service App's rate limit; the minters (one per
-    integration token); one pool for the run's writes; and whether writes are sent at all."""
+    flight across the fleet (--workers); one pace for the Service App's rate limit; one minter per
+    integration token; one pool for the run's writes; and whether writes are sent at all."""
 
     def __init__(self, workers: int = DEFAULT_WORKERS, notify: Callable[[str], None] = print,
                  rate: float | None = None, dry_run: bool = False):
@@ -1550,7 +1550,7 @@ class Connections:
         self.closing = threading.Event()  # the run is ending: no request starts after this
         self.pace = Pace(rate)
         self.sessions: dict[tuple, requests.Session] = {}  # by (scheme, host)
-        self.minters: dict = {}  # one Minter per (API host, integration token): Minter.shared
+        self.minters: dict[tuple, Minter] = {}
         self.lock = threading.Lock()
         self.skew: float | None = None  # seconds Webex's clock (its answers' Date) is ahead of this machine's
 
@@ -1572,6 +1572,15 @@ class Connections:
                 session.mount("http://", adapter)
                 self.sessions[host] = session
             return self.sessions[host]
+
+    def minter_for(self, settings: Settings, sleeper) -> Minter | None:
+        if not settings.can_mint:
+            return None
+        key = (settings.base_url, settings.integration.token)
+        with self.lock:
+            if key not in self.minters:
+                self.minters[key] = Minter(settings, self, sleeper)
+            return self.minters[key]
 
     def send(self, method: str, url: str, timeouts: Timeouts, backoff: float, sleeper, retry_on=RETRY_STATUSES,
              **kwargs) -> Answer:
@@ -1667,17 +1676,6 @@ class Minter:
         self.lock = threading.Lock()
         self.renewed = False
 
-    @classmethod
-    def shared(cls, settings: Settings, connections: Connections, sleeper) -> Minter | None:
-        """The run's minter for these settings' integration token, None if they cannot mint."""
-        if not settings.can_mint:
-            return None
-        key = (settings.base_url, settings.integration.token)
-        with connections.lock:
-            if key not in connections.minters:
-                connections.minters[key] = cls(settings, connections, sleeper)
-            return connections.minters[key]
-
     def mint(self, settings: Settings) -> dict:
         body = {"clientId": settings.client_id, "clientSecret": settings.client_secret,
                 "targetOrgId": settings.target_org_id}
@@ -1752,7 +1750,7 @@ class WebexClient:
         self.connections = connections or Connections()
         self.workers = self.connections.workers
         self.sleeper = sleeper  # called with (seconds, reason) for every wait before a retry
-        self.minter = Minter.shared(settings, self.connections, sleeper)
+        self.minter = self.connections.minter_for(settings, sleeper)
         self.on_token_renewed = None  # called with the env values a renewal or mint changed, and how
         self.token_state = "ok"  # ok, renewed, minted
         self.lock = threading.Lock()
@@ -2070,8 +2068,7 @@ def rotation_payload(view: SourceView, lifetime: int | None = None, changes: dic
     if missing:
         raise ValueError(f"its {', '.join(missing)} cannot be read from the source or its token: give them (Update, "
                          "or --update ID with --url, --audience, --subject)")
-    chosen = payload.get("tokenLifetimeMinutes") if changes and "tokenLifetimeMinutes" in changes else \
-        lifetime or view.lifetime_minutes or DEFAULT_LIFETIME
+    chosen = (changes or {}).get("tokenLifetimeMinutes") or lifetime or view.lifetime_minutes or DEFAULT_LIFETIME
     payload["tokenLifetimeMinutes"] = min(max(chosen, MIN_LIFETIME), MAX_LIFETIME)
     payload["nonce"] = new_nonce()
     return payload
@@ -2713,8 +2710,8 @@ class Org:
     # Its records: checked before the first write, a marker before each write, a record after it.
     def ensure_records(self) -> None:
         """Before the run's first write to the org: can a record be written there? A real write,
-        once a run; after that, each write's own marker is the check (mark_pending)."""
-        if not self.checked:
+        once a run; after that, each write's own marker is the check (mark_pending). A dry run writes nothing."""
+        if not self.checked and not self.client.connections.dry_run:
             ensure_records_dir(self.records)
             self.checked = True
 
@@ -4052,8 +4049,7 @@ def rotate_many(pairs, lifetime, pool: ThreadPoolExecutor, on_result) -> list[Wr
     the run is told to stop (Ctrl-C, SIGTERM, SIGHUP), nothing more is sent, and the writes in
     flight finish, are recorded and come back with the others. A crash in one is that source's failure."""
     for org, _ in pairs:
-        if not org.client.connections.dry_run:
-            org.ensure_records()
+        org.ensure_records()
     results, taken = [], set()
     futures = {pool.submit(rotate_source, org, view, lifetime): (org, view) for org, view in pairs}
 
@@ -4268,7 +4264,7 @@ def onboard_org(screen: Screen, fleet: Fleet, org_id: str, name: str | None,
     if known:
         screen.say(f"Org {org_id} was onboarded before, as {settings.org_name}: {settings.env_file} is used as it is.")
     else:
-        answer = Minter.shared(settings, fleet.connections, fleet.sleeper).mint(settings)  # NotAuthorized: it did not
+        answer = fleet.connections.minter_for(settings, fleet.sleeper).mint(settings)  # NotAuthorized: it did not
         write_org_file(settings.env_file, org_id, settings.org_name, token_env_values(answer))
         screen.say(f"Minted a token for org {org_id} and wrote it to {settings.env_file}.")
     org = fleet.org_for(settings.org_name, load_settings(settings.env_file, read_env_file(settings.env_file),
@@ -4709,7 +4705,8 @@ class FleetMenu:
         trouble = [(sum(bool(o.expired) for o in org_rows), "with an expired source"),
                    (sum(bool(o.soon) for o in org_rows), "with a source expiring within the hour"),
                    (sum(not o.readable and o.problem is not None for o in org_rows), "unreadable")]
-        lines = [f"Customer orgs ({len(org_rows)})" + "".join(f" · {count} {what}" for count, what in trouble if count)]
+        counts = "".join(f" · {count} {what}" for count, what in trouble if count)
+        lines = [f"Customer orgs ({len(org_rows)}){counts}"]
         if waiting := sum(not o.readable and o.problem is None for o in org_rows):
             lines.append(f"{waiting} still being read from Webex: Refresh shows what has come.")
         if any(org.as_of for org in org_rows):
@@ -5304,7 +5301,6 @@ def main(argv=None) -> int:
     try:
         args, mode = parse_args(argv)  # a flag's bad usage: argparse says so and exits 2
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # systemd, timeout and Kubernetes: SIGTERM
-
             signal.signal(signum, STOP.on_signal)
         return run_mode(args, mode, screen_for)
     except KeyboardInterrupt as exc:
