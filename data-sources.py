@@ -3512,7 +3512,7 @@ def fitted_table(screen: Screen, title: str, headers: list[tuple[str, int]], row
     """A table that fits the console, one line per row. notes: the caption's sentences; a column
     left out to fit adds one that names it and where to see it whole."""
     widths = fit_widths(headers, rows, screen.out.width)
-    table = screen.Table(title=title, title_justify="left")
+    table = screen.Table(title=title, title_justify="left", caption_justify="left")  # a caption may wrap
     shown = [i for i, w in enumerate(widths) if w is not None]
     for i in shown:
         table.add_column(headers[i][0], width=widths[i], no_wrap=True, overflow="ellipsis")
