@@ -4019,31 +4019,6 @@ def delete_source(org: Org, view: SourceView) -> WriteResult:
     return result
 
 
-def rotation_targets(entries, selector, within_minutes, now) -> tuple[list, list]:
-    """(to rotate, skipped because disabled) for --rotate IDS|all and --rotate-expiring, as
-    (org, view) pairs across every org."""
-    if within_minutes is not None:
-        chosen = [(org, v) for org, v in entries if needs_rotation(v, now, within_minutes)]
-    elif selector == ["all"]:
-        chosen = list(entries)
-    else:
-        chosen = [resolve_id(entries, wanted) for wanted in selector]
-    chosen = list({(org.name, v.id): (org, v) for org, v in chosen}.values())
-    return [(org, v) for org, v in chosen if v.active], [(org, v) for org, v in chosen if not v.active]
-
-
-def resolve_id(entries, wanted: str):
-    """An id or a unique prefix (4+ characters) across the fleet: its (org, view)."""
-    matches = [(o, v) for o, v in entries if v.id == wanted] or \
-        [(o, v) for o, v in entries if v.id.startswith(wanted) and len(wanted) >= 4]
-    if not matches and len(wanted) < 4:
-        raise ConfigError(f"{wanted!r} is too short a prefix: give 4 or more characters of the id (--list shows them).")
-    if len(matches) != 1:
-        problem = "matches several data sources" if matches else "is not a data source in any org that could be read"
-        raise ConfigError(f"{wanted!r} {problem}. Run --list to see the ids (a unique prefix of 4+ characters works).")
-    return matches[0]
-
-
 def rotate_many(pairs, lifetime, pool: ThreadPoolExecutor, on_result) -> list[WriteResult]:
     """Rotate (org, view) pairs on the run's writes pool (--workers at once, across every org). If
     the run is told to stop (Ctrl-C, SIGTERM, SIGHUP), nothing more is sent, and the writes in
@@ -4078,6 +4053,31 @@ def rotate_many(pairs, lifetime, pool: ThreadPoolExecutor, on_result) -> list[Wr
                     future.exception()
                 take(future)
     return results
+
+
+def rotation_targets(entries, selector, within_minutes, now) -> tuple[list, list]:
+    """(to rotate, skipped because disabled) for --rotate IDS|all and --rotate-expiring, as
+    (org, view) pairs across every org."""
+    if within_minutes is not None:
+        chosen = [(org, v) for org, v in entries if needs_rotation(v, now, within_minutes)]
+    elif selector == ["all"]:
+        chosen = list(entries)
+    else:
+        chosen = [resolve_id(entries, wanted) for wanted in selector]
+    chosen = list({(org.name, v.id): (org, v) for org, v in chosen}.values())
+    return [(org, v) for org, v in chosen if v.active], [(org, v) for org, v in chosen if not v.active]
+
+
+def resolve_id(entries, wanted: str):
+    """An id or a unique prefix (4+ characters) across the fleet: its (org, view)."""
+    matches = [(o, v) for o, v in entries if v.id == wanted] or \
+        [(o, v) for o, v in entries if v.id.startswith(wanted) and len(wanted) >= 4]
+    if not matches and len(wanted) < 4:
+        raise ConfigError(f"{wanted!r} is too short a prefix: give 4 or more characters of the id (--list shows them).")
+    if len(matches) != 1:
+        problem = "matches several data sources" if matches else "is not a data source in any org that could be read"
+        raise ConfigError(f"{wanted!r} {problem}. Run --list to see the ids (a unique prefix of 4+ characters works).")
+    return matches[0]
 
 
 def run_bulk_rotation(screen: Screen, pairs, lifetime, pool, shown: str,
@@ -4305,16 +4305,6 @@ def onboard_org(screen: Screen, fleet: Fleet, org_id: str, name: str | None,
     return org, FAILED if failed else OK
 
 
-def offboard_source(org: Org, view: SourceView, delete: bool, message: str) -> WriteResult | None:
-    """Delete the source, or disable it with the message its admin sees in Control Hub; None: it is
-    disabled already, and nothing is sent."""
-    if delete:
-        return delete_source(org, view)
-    if not view.active:
-        return None
-    return resend_source(org, view, "update", {"status": "disabled", "errorMessage": message})
-
-
 def retire_org_file(path: Path) -> Path:
     """{name}.env becomes {name}.env.offboarded: kept, and no longer matched by *.env. One there from
     an earlier offboarding is never written over: the new one takes a timestamp."""
@@ -4332,6 +4322,16 @@ def retire_org_file(path: Path) -> Path:
     except OSError as exc:
         raise ToolError(f"Could not set {path} aside ({exc.strerror or exc}): rename it by hand to "
                         f"{path.name}.offboarded, so that --env-file orgs/*.env no longer reads it.") from None
+
+
+def offboard_source(org: Org, view: SourceView, delete: bool, message: str) -> WriteResult | None:
+    """Delete the source, or disable it with the message its admin sees in Control Hub; None: it is
+    disabled already, and nothing is sent."""
+    if delete:
+        return delete_source(org, view)
+    if not view.active:
+        return None
+    return resend_source(org, view, "update", {"status": "disabled", "errorMessage": message})
 
 
 def offboard_org(screen: Screen, org: Org, delete: bool, message: str, confirmed: Callable[[], bool]) -> int:
@@ -5284,10 +5284,15 @@ def run_mode(args, mode: str, screen_for: Callable[[], Screen]) -> int:
         fleet.save_snapshots()  # after the output, so it comes no later for them
 
 
-def main(argv=None) -> int:
-    for name in ("stdout", "stderr"):  # closed (>&-): what would go there goes nowhere
+def reopen_closed_streams() -> None:
+    """A run started with stdout or stderr closed (>&-): what would go there goes nowhere."""
+    for name in ("stdout", "stderr"):
         if getattr(sys, name) is None:
             setattr(sys, name, open(os.devnull, "w"))  # noqa: SIM115 (open for the run)
+
+
+def main(argv=None) -> int:
+    reopen_closed_streams()
     screens, making = [], threading.Lock()
 
     def screen_for() -> Screen:
