@@ -274,8 +274,11 @@ class ToolError(Exception):
         self.hint = hint
 
     def text(self, limit: int = MAX_RECORDED_MESSAGE) -> str:
-        """The sentence, its (outside) message cut at limit characters."""
-        return scrub(" ".join(part for part in (clip(self.message, limit), self.hint) if part))
+        """The sentence, its (outside) message cut at limit characters; what Webex answered, if it did."""
+        message = clip(self.message, limit)
+        parts = (f"Webex answered {self.status}: {message}" if self.status else message,
+                 self.tracking_id and f"(tracking id {self.tracking_id})", self.hint)
+        return scrub(" ".join(part for part in parts if part))
 
     def __str__(self) -> str:
         return self.text()  # what a record keeps
@@ -313,15 +316,6 @@ class ApiError(ToolError):
     def __init__(self, message, status=None, tracking_id=None, hint="", body=None, maybe_processed=False):
         super().__init__(message, hint)
         self.status, self.tracking_id, self.body, self.maybe_processed = status, tracking_id, body, maybe_processed
-
-    def text(self, limit: int = MAX_RECORDED_MESSAGE) -> str:
-        message = clip(self.message, limit)
-        parts = [f"Webex answered {self.status}: {message}" if self.status else message]
-        if self.tracking_id:
-            parts.append(f"(tracking id {self.tracking_id})")
-        if self.hint:
-            parts.append(self.hint)
-        return scrub(" ".join(parts))
 
 
 class TokenRefused(ApiError):
@@ -648,20 +642,16 @@ def argparse_type(validator, convert=str):
     return parse
 
 
-def validate_minutes(text: str) -> bool | str:
-    if not re.fullmatch(r"[0-9]{1,6}", text or ""):
-        return "Give a whole number of minutes, e.g. 180."
-    return True
+def whole_number(digits: int, least: int, most: float, message: str) -> Callable[[str], bool | str]:
+    """A validator of a whole number of at most digits digits, from least to most."""
+    pattern = re.compile(rf"[0-9]{{1,{digits}}}")
+    return lambda text: bool(pattern.fullmatch(text or "")) and least <= int(text) <= most or message
 
 
-def validate_rate(text: str) -> bool | str:
-    if not re.fullmatch(r"[0-9]{1,6}", text or "") or int(text) < 1:
-        return "Give a whole number of requests a minute, e.g. 300."
-    return True
-
-
-def validate_limit(text: str) -> bool | str:
-    return True if re.fullmatch(r"[0-9]{1,7}", text or "") else "Give a whole number of operations, e.g. 50 (0: all)."
+validate_minutes = whole_number(6, 0, math.inf, "Give a whole number of minutes, e.g. 180.")
+validate_rate = whole_number(6, 1, math.inf, "Give a whole number of requests a minute, e.g. 300.")
+validate_limit = whole_number(7, 0, math.inf, "Give a whole number of operations, e.g. 50 (0: all).")
+validate_workers = whole_number(3, 1, MAX_WORKERS, f"Give a whole number of workers from 1 to {MAX_WORKERS}.")
 
 
 def validate_duration(text: str) -> bool | str:
@@ -673,12 +663,6 @@ def parse_duration(text: str) -> datetime:
     unit = {"m": 60, "h": 3600, "d": 86400}[text[-1]]
     epoch = datetime(1970, 1, 1, tzinfo=UTC)  # no record is older: a longer duration means all of them
     return max(epoch, datetime.now(UTC) - min(timedelta(seconds=int(text[:-1]) * unit), datetime.now(UTC) - epoch))
-
-
-def validate_workers(text: str) -> bool | str:
-    if not re.fullmatch(r"[0-9]{1,3}", text or "") or not 1 <= int(text) <= MAX_WORKERS:
-        return f"Give a whole number of workers from 1 to {MAX_WORKERS}."
-    return True
 
 
 # ---------------------------------------------------------------------------------------------
@@ -876,18 +860,6 @@ def check_service_url(name: str, url: str) -> str:
     return url.rstrip("/")
 
 
-def read_seconds(name: str, value: str, default: float, least: float = 0.1, most: float = 600) -> float:
-    if not value:
-        return default
-    try:
-        seconds = float(value)
-    except ValueError:
-        seconds = -1.0
-    if not least <= seconds <= most:
-        raise ConfigError(f"{name} must be a number of seconds from {least:g} to {most:g}; got {value!r}.")
-    return seconds
-
-
 SECRET_KEYS = ("WEBEX_ACCESS_TOKEN", "WEBEX_REFRESH_TOKEN", "WEBEX_CLIENT_SECRET", "WEBEX_INTEGRATION_TOKEN",
                "WEBEX_INTEGRATION_REFRESH_TOKEN", "WEBEX_INTEGRATION_CLIENT_SECRET")
 
@@ -968,7 +940,13 @@ def load_settings(path: Path, own: dict[str, str], records_dir: str | None, laye
         return values.get(key, "").strip()
 
     def seconds(key: str, default: float, least: float = 0.1, most: float = 600) -> float:
-        return read_seconds(key, value(key), default, least, most)
+        try:
+            seconds = float(value(key)) if value(key) else default
+        except ValueError:
+            seconds = -1.0
+        if not least <= seconds <= most:
+            raise ConfigError(f"{key} must be a number of seconds from {least:g} to {most:g}; got {value(key)!r}.")
+        return seconds
 
     for key in SECRET_KEYS:
         remember_secret(value(key))  # before any check, so that no message can show them
@@ -1201,24 +1179,29 @@ def sync_folder(folder: Path) -> None:
         os.close(fd)
 
 
+def link_first_free(source, folder: Path, names) -> Path:
+    """A hard link to source under the first of names free in folder (a link never overwrites a
+    file), the folder synced. FileExistsError when every name is taken."""
+    for name in names:
+        try:
+            os.link(source, folder / name, follow_symlinks=False)
+        except FileExistsError:
+            continue
+        sync_folder(folder)  # the link itself survives a power loss
+        return folder / name
+    raise FileExistsError(f"every name for the new file in {folder} is taken")
+
+
 def write_new_file(folder: Path, text: str, names) -> Path:
-    """A new file, whole or not at all, under the first of names that is free: temporary file, fsync,
-    hard link (which never overwrites an existing file), folder synced; 0600. FileExistsError when
-    every name is taken."""
+    """A new file, whole or not at all, under the first of names that is free: temporary file,
+    fsync, then link_first_free; 0600."""
     fd, temp_name = tempfile.mkstemp(dir=folder, prefix=".new-", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
-        for name in names:
-            try:
-                os.link(temp_name, folder / name)
-            except FileExistsError:
-                continue
-            sync_folder(folder)  # the link itself survives a power loss
-            return folder / name
-        raise FileExistsError(f"every name for the new file in {folder} is taken")
+        return link_first_free(temp_name, folder, names)
     finally:
         Path(temp_name).unlink(missing_ok=True)
 
@@ -1781,19 +1764,7 @@ class WebexClient:
     def get_schema(self, schema_id: str) -> dict:
         return self.request("GET", source_path("schemas", schema_id)).body
 
-    def check_token(self, token: str) -> None:
-        """One list call with a candidate token; raises ApiError if Webex refuses it."""
-        self.request("GET", "/dataSources/", token=token)
-
-    def use_token(self, token: str) -> None:
-        remember_secret(token)
-        self.tokens.access = token
-
     # The token: renewed with the refresh token, else minted, at most once each per run.
-    @property
-    def can_recover(self) -> bool:
-        return (self.settings.can_renew and not self.renew_failed) or (self.minter is not None and not self.minted)
-
     def take_tokens(self, answer: dict, how: str) -> None:
         self.tokens.access = answer["access_token"]
         self.tokens.refresh = answer.get("refresh_token") or self.tokens.refresh
@@ -1838,7 +1809,8 @@ class WebexClient:
             answer = self.connections.send(method, self.settings.base_url + path, self.settings.timeouts,
                                            self.settings.backoff, self.sleeper, retry_on, json=payload,
                                            headers={"Authorization": f"Bearer {sent_token}"})
-            if answer.status == 401 and token is None and not recovered and self.can_recover:
+            can_recover = (self.settings.can_renew and not self.renew_failed) or (self.minter and not self.minted)
+            if answer.status == 401 and token is None and not recovered and can_recover:
                 self.recover_token(sent_token)
                 continue
             if answer.status == 401 and token is None and self.renew_failed:
@@ -2371,20 +2343,15 @@ class OrgLock:
                 self._fd = None
 
     @contextmanager
-    def held(self, what: str, wait: float | None = None):
+    def held(self, what: str):
         """Hold the lock for a write, or raise Busy: another run is writing to this org."""
-        if not self.acquire(wait):
-            raise Busy(f"Another run is writing to this org ({what} waited {self.wait if wait is None else wait:g} s "
+        if not self.acquire():
+            raise Busy(f"Another run is writing to this org ({what} waited {self.wait:g} s "
                        f"for {self.path}): nothing was sent. Try again in a minute; WEBEX_LOCK_WAIT sets how long.")
         try:
             yield
         finally:
             self.release()
-
-
-def list_record(org_name: str, org_id: str | None, views: list[SourceView]) -> dict:
-    return {"retrieved_timestamp": now_iso(), "org_name": org_name, "org_id": org_id, "count": len(views),
-            "data_sources": [v.raw for v in views]}
 
 
 @dataclass
@@ -2672,22 +2639,18 @@ class Org:
             state = read_sources(self.client, schemas)
             self.org_id = self.org_id or next((v.org_id for v in state.views if v.org_id), None)
             self.check_owner()
-            self.state, self.problem = state, None
+            self.state, self.problem, self.read_at = state, None, None
             self.state.warnings += settled
         except ToolError as exc:
             self.state, self.problem = None, exc
-            return
         except OSError as exc:  # its records folder (markers, the lock) cannot be used
             self.state, self.problem = None, RecordError(
                 f"Cannot use {exc.filename or self.records} ({exc.strerror or exc}): whoever runs the tool must be "
                 "able to read and write the org's records folder. Fix its owner or mode, or choose another with "
                 "--records-dir.")
-            return
         except Exception as exc:  # noqa: BLE001 (a crash in our code stays this org's failure)
             self.state, self.problem = None, ToolError(f"unexpected {type(exc).__name__} while reading it: {exc}. "
                                                        "Please report it with the command you ran.")
-            return
-        self.read_at = None
 
     def check_owner(self) -> None:
         """An org name's records belong to one org: a folder that holds another org's is refused
@@ -2695,7 +2658,7 @@ class Org:
         if not self.org_id or not self.settings.own_file:
             return
         with suppress(OSError, ValueError, AttributeError, RecursionError):
-            owner = json.loads(read_file(self.snapshot_path, MAX_SNAPSHOT_BYTES)).get("org_id")
+            owner = self.snapshot().get("org_id")
             if isinstance(owner, str) and owner != self.org_id:
                 raise ConfigError(f"The name {self.name} belongs to another org: its records folder {self.records} "
                                   f"holds the records of org {owner}, and this org is {self.org_id}. Give this org "
@@ -2725,20 +2688,13 @@ class Org:
         marker that cannot be written stops the write: nothing is sent that could go unrecorded."""
         content = {"operation_type": operation, "data_source_id": source_id, "configuration": payload,
                    "marked_timestamp": now_iso(), "org_name": self.name, "org_id": self.org_id}
-        path = self.pending_dir / f"{file_timestamp()}_{operation}_{file_safe(source_id or 'new')}.json"
+        name = f"{file_timestamp()}_{operation}_{file_safe(source_id or 'new')}.json"
         try:
             make_private_folder(self.pending_dir)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(scrub(json.dumps(redact(content), ensure_ascii=False, default=str)))
-                handle.flush()
-                os.fsync(handle.fileno())
-            sync_folder(self.pending_dir)
+            text = scrub(json.dumps(redact(content), ensure_ascii=False, default=str))
+            return write_new_file(self.pending_dir, text, [name])  # whole or not at all
         except OSError as exc:
-            with suppress(OSError):
-                path.unlink()  # half a marker is none
             raise unwritable(self.records, exc) from None
-        return path
 
     def pending(self) -> list[Path]:
         """The markers of writes sent by a run that did not live to record them, oldest first; and
@@ -2829,6 +2785,10 @@ class Org:
     def snapshot_path(self) -> Path:
         return self.records / "state.json"
 
+    def snapshot(self):
+        """The last snapshot's JSON; OSError or ValueError when there is none to read."""
+        return json.loads(read_file(self.snapshot_path, MAX_SNAPSHOT_BYTES))
+
     def save_snapshot(self) -> None:
         """What was just read, for the next run to show at once: the views with their claims and
         their token's fingerprint, never a raw token, and the names of the schemas they use. What
@@ -2839,10 +2799,8 @@ class Org:
                   if isinstance(token := view.raw.get("jwsToken"), str) else {}} for view in self.state.views]
         schemas = self.state.schemas
         if not schemas:  # a rotation reads no schemas: keep the ones the last snapshot had
-            try:
-                schemas = json.loads(read_file(self.snapshot_path, MAX_SNAPSHOT_BYTES)).get("schemas") or {}
-            except (OSError, ValueError, AttributeError):
-                schemas = {}
+            with suppress(OSError, ValueError, AttributeError):
+                schemas = self.snapshot().get("schemas") or {}
         used = {view.schema_id for view in self.state.views}
         schemas = {sid: {"id": sid, "serviceType": schema.get("serviceType")} for sid, schema in schemas.items()
                    if sid in used and isinstance(schema, dict)}
@@ -2855,7 +2813,7 @@ class Org:
         """What an earlier run read, shown until this run's answer comes; False when there is none,
         or none to trust (not ours, wrong types, read in the future): then the fresh read shows."""
         try:
-            content = json.loads(read_file(self.snapshot_path, MAX_SNAPSHOT_BYTES))
+            content = self.snapshot()
             views = [SourceView(**{**view, "issued_at": parse_iso(view["issued_at"]),
                                    "expires_at": parse_iso(view["expires_at"])}) for view in content["views"]]
 
@@ -2949,10 +2907,6 @@ class Column:
     wanted: Callable[[list[SourceRow]], bool] = lambda rows: True  # shown at all for these rows
 
 
-def schema_label(row: SourceRow) -> str:
-    return row.schema_name or f"unknown ({(row.schema_id or '?')[:8]})"
-
-
 COLUMNS = (
     Column("Org", "org", lambda r: r.org_label, json=(("org", lambda r: r.org_label),),
            wanted=lambda rows: any(r.org_label for r in rows)),
@@ -2961,7 +2915,7 @@ COLUMNS = (
            priority=1),
     Column("Subject", "subject", lambda r: r.subject or "unknown", json=(("subject", lambda r: r.subject),),
            priority=3),
-    Column("Schema", "schema", schema_label, priority=4,
+    Column("Schema", "schema", lambda r: r.schema_name or schema_name({}, r.schema_id), priority=4,
            json=(("schema_id", lambda r: r.schema_id), ("schema_name", lambda r: r.schema_name))),
     Column("URL", "url", lambda r: r.url or "unknown", json=(("url", lambda r: r.url),), priority=5),
     Column("Status", "status", lambda r: (r.status or "unknown") + (" · drift" if r.drift else ""),
@@ -3021,14 +2975,12 @@ class Fleet:
         self.reading: ThreadPoolExecutor | None = None  # the reads under way, so that leaving can drop the rest
         self.shared_note: str | None = None  # about the shared .env
 
-    @classmethod
-    def load(cls, env_files: list[Path] | None, records_dir: str | None, connections: Connections, sleeper) -> Fleet:
+    def load(self, env_files: list[Path] | None) -> Fleet:
         """An Org per env file, their clients sharing connections: the --workers bound and one pace."""
-        fleet = cls([], connections, tuple(map(str, env_files or ())), records_dir, sleeper)
-        fleet.orgs = [fleet.org_for(name, profile) for name, profile in org_profiles(env_files, records_dir)]
-        if any(org.settings and org.settings.own_file for org in fleet.orgs):  # the shared .env holds secrets too
-            fleet.shared_note = readable_by_others(SHARED_ENV_FILE, shared_env())
-        return fleet
+        self.orgs = [self.org_for(name, profile) for name, profile in org_profiles(env_files, self.records_dir)]
+        if any(org.settings and org.settings.own_file for org in self.orgs):  # the shared .env holds secrets too
+            self.shared_note = readable_by_others(SHARED_ENV_FILE, shared_env())
+        return self
 
     def command(self, *args: str) -> str:
         """A command to suggest: how this run was started (its files and records folder), then args."""
@@ -3108,6 +3060,13 @@ class Fleet:
         self.unsaved = True
         return self
 
+    def take(self, results: list[WriteResult]) -> None:
+        """What went through, into each org's state: the table and the snapshots show the new expiries."""
+        by_name = {org.name: org for org in self.orgs}
+        for result in results:
+            if result.ok and result.view and result.org in by_name:
+                by_name[result.org].state.put(result.view)
+
     def stop_reading(self) -> None:
         """The run is ending: the orgs not yet asked are not asked, and those on their way finish
         within their timeout. Otherwise a thousand orgs still loading would hold the exit for minutes."""
@@ -3121,16 +3080,13 @@ class Fleet:
         if not self.unsaved:
             return
         self.unsaved = False
-        if in_background:
-            threading.Thread(target=self.write_snapshots, name="snapshots").start()  # joined at exit
-        else:
-            self.write_snapshots()
+        def write() -> None:
+            for org in self.orgs:
+                if org.state is not None and org.problem is None and org.read_at is None:
+                    with suppress(OSError, TypeError, ValueError):
+                        org.save_snapshot()
 
-    def write_snapshots(self) -> None:
-        for org in self.orgs:
-            if org.state is not None and org.problem is None and org.read_at is None:
-                with suppress(OSError, TypeError, ValueError):
-                    org.save_snapshot()
+        threading.Thread(target=write, name="snapshots").start() if in_background else write()  # joined at exit
 
     def load_snapshots(self) -> bool:
         """Every org's last snapshot (what an earlier run read); True if any org had one."""
@@ -3214,10 +3170,6 @@ class Fleet:
     def history_folders(self) -> list[tuple[str, Path]]:
         return [(org.name, org.records) for org in self.orgs if org.records]
 
-    def named_org_rows(self, now: datetime) -> list[OrgRow]:
-        """The orgs a summary names one by one: none in a fleet of one."""
-        return self.org_rows(now) if self.several else []
-
     def exit_code(self, results: list[WriteResult] = ()) -> int:
         """OK when all went well; FAILED if an org could not be read or a write failed (or left no
         record); USAGE when nothing could be done because every org, or every write, was refused
@@ -3238,13 +3190,15 @@ class Fleet:
 # ---------------------------------------------------------------------------------------------
 
 
+def tsv(header: list[str], rows) -> str:
+    """Tab-separated, for pipes: a tab or newline inside a value shows as \\t, \\n."""
+    return "\n".join("\t".join(safe_text(value) for value in line) for line in [header, *rows])
+
+
 def tsv_text(rows: list[SourceRow]) -> str:
-    """--list when piped: tab-separated with full ids, easy to cut and grep; org first with several."""
+    """--list when piped: full ids, easy to cut and grep; org first with several."""
     columns = [column for column in COLUMNS if column.key and column.wanted(rows)]
-    lines = ["\t".join(column.key for column in columns)]
-    for row in rows:  # a tab or newline inside a value shows as \\t, \\n
-        lines.append("\t".join(safe_text((column.plain or column.text)(row)) for column in columns))
-    return "\n".join(lines)
+    return tsv([c.key for c in columns], ([(c.plain or c.text)(row) for c in columns] for row in rows))
 
 
 def row_notes(rows: list[SourceRow]) -> list[tuple[str, str]]:
@@ -3286,11 +3240,9 @@ def history_tsv(entries: list[dict], org_column: bool) -> str:
     """--history when piped: tab-separated with whole values (full ids, tracking ids), as --list is."""
     keys = ["time", "operation", *(["org"] if org_column else []), "data_source_id", "audience", "result",
             "tracking_id"]
-    lines = ["\t".join(keys).replace("data_source_id", "id")]
-    for entry in entries:
-        values = {**entry, "result": history_result(entry)}
-        lines.append("\t".join(safe_text(values[key] if values[key] is not None else "-") for key in keys))
-    return "\n".join(lines)
+    values = ({**entry, "result": history_result(entry)} for entry in entries)
+    return tsv([key.replace("data_source_id", "id") for key in keys],
+               ([v[key] if v[key] is not None else "-" for key in keys] for v in values))
 
 
 def check_line(rows: list[SourceRow], unread: list[str], minutes: int, idle: list[str | None] = (), unnamed: int = 0,
@@ -3336,33 +3288,32 @@ def metric_label(value) -> str:
 
 def metrics_text(rows: list[SourceRow], org_rows: list[OrgRow], now: datetime) -> str:
     """Prometheus text exposition: per source, expiry, active and signature; per org, up and sources."""
-    families = [
-        ("byods_source_expiry_timestamp_seconds", "When the data source's token expires, in Unix time.",
-         lambda r: r.expires_at.timestamp() if r.expires_at else None),
-        ("byods_source_active", "1 if the data source is active, 0 if disabled.", lambda r: int(r.active)),
+    def source(r: SourceRow) -> str:
+        return f'{{org="{metric_label(r.org)}",id="{metric_label(r.id)}",audience="{metric_label(r.audience)}"}}'
+
+    def org(o: OrgRow) -> str:
+        return f'{{org="{metric_label(o.name)}"}}'
+
+    families = [  # (name, help, what it is per, its labels, its value: None leaves the line out)
+        ("byods_source_expiry_timestamp_seconds", "When the data source's token expires, in Unix time.", rows,
+         source, lambda r: r.expires_at.timestamp() if r.expires_at else None),
+        ("byods_source_active", "1 if the data source is active, 0 if disabled.", rows, source,
+         lambda r: int(r.active)),
         ("byods_source_signature_valid", "1 if the token's RS256 signature verified (an expired token still counts).",
-         lambda r: int(r.signature.state in ("valid", "expired"))),
+         rows, source, lambda r: int(r.signature.state in ("valid", "expired"))),
+        ("byods_org_up", "1 if the org's data sources could be read.", org_rows, org, lambda o: int(o.readable)),
+        ("byods_org_sources", "How many data sources the org has.", org_rows, org,
+         lambda o: o.sources if o.readable else None),
+        ("byods_org_active_sources", "How many of the org's data sources are active (0: Webex sends it nothing).",
+         org_rows, org, lambda o: o.active if o.readable else None),
+        ("byods_run_timestamp_seconds", "When these metrics were made, in Unix time.", [now], lambda _: "",
+         lambda moment: moment.timestamp()),
     ]
     lines = []
-    for name, help_text, value_of in families:
+    for name, help_text, items, labels, value_of in families:
         lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge"]
-        for row in rows:
-            if (value := value_of(row)) is not None:
-                labels = (f'org="{metric_label(row.org)}",id="{metric_label(row.id)}",'
-                          f'audience="{metric_label(row.audience)}"')
-                lines.append(f"{name}{{{labels}}} {value:g}" if isinstance(value, int) else
-                             f"{name}{{{labels}}} {value:.3f}")
-    org_families = [("byods_org_up", "1 if the org's data sources could be read.", lambda o: int(o.readable)),
-                    ("byods_org_sources", "How many data sources the org has.",
-                     lambda o: o.sources if o.readable else None),
-                    ("byods_org_active_sources",
-                     "How many of the org's data sources are active (0: Webex sends it nothing).",
-                     lambda o: o.active if o.readable else None)]
-    for name, help_text, value_of in org_families:
-        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge"]
-        lines += [f'{name}{{org="{metric_label(o.name)}"}} {value_of(o)}' for o in org_rows if value_of(o) is not None]
-    lines += ["# HELP byods_run_timestamp_seconds When these metrics were made, in Unix time.",
-              "# TYPE byods_run_timestamp_seconds gauge", f"byods_run_timestamp_seconds {now.timestamp():.3f}"]
+        lines += [f"{name}{labels(item)} {value if isinstance(value, int) else f'{value:.3f}'}" for item in items
+                  if (value := value_of(item)) is not None]
     return "\n".join(lines) + "\n"
 
 
@@ -3507,6 +3458,21 @@ def fit_widths(headers: list[tuple[str, int]], rows: list[list], width: int) -> 
         shown.remove(cuttable[0])
 
 
+def changes_table(screen: Screen, changes, title: str, headings=("Before", "After")):
+    """(field, before, after) rows; (field, value) rows with one heading."""
+    table = screen.Table(title=title, title_justify="left")
+    for heading in ("Field", *headings):
+        table.add_column(heading, overflow="fold")
+    for name, *values in changes:
+        table.add_row(name, *(screen.text(v, "bold" if i else "", width=None) for i, v in enumerate(values)))
+    return table
+
+
+def payload_table(screen: Screen, payload: dict, schemas: dict, title: str):
+    return changes_table(screen, [(key, f"{schema_name(schemas, value)}  {value}" if key == "schemaId" and value in
+                                   schemas else str(value)) for key, value in payload.items()], title, ("Value",))
+
+
 def fitted_table(screen: Screen, title: str, headers: list[tuple[str, int]], rows: list[list], notes: list[str],
                  whole: str):
     """A table that fits the console, one line per row. notes: the caption's sentences; a column
@@ -3558,7 +3524,7 @@ SCHEMA_FIELDS = (("Service type", 1, "serviceType"), ("Description", 4, "descrip
 def schemas_tsv(schemas: list[dict]) -> str:
     """--schemas when piped: tab-separated, the id first (what a script takes), whole values."""
     keys = ["id", *(key for _, _, key in SCHEMA_FIELDS if key != "id")]
-    return "\n".join(["\t".join(keys), *("\t".join(safe_text(s.get(key) or "-") for key in keys) for s in schemas)])
+    return tsv(keys, ([s.get(key) or "-" for key in keys] for s in schemas))
 
 
 def schemas_table(screen: Screen, schemas: list[dict]):
@@ -3605,30 +3571,6 @@ def details_panel(screen: Screen, view: SourceView, schemas: dict, now: datetime
     for warning in warnings:
         grid.add_row(screen.Text("Warning", style="yellow"), screen.text(warning, "yellow", width=None))
     return screen.Panel(grid, title=screen.text(f"Data source {view.short_id}"), title_align="left")
-
-
-def json_panel(screen: Screen, value, title: str):
-    return screen.Panel(screen.Text(safe_json(value)), title=screen.text(title, width=None), title_align="left")
-
-
-def changes_table(screen: Screen, changes, title="Changes"):
-    table = screen.Table(title=title, title_justify="left")
-    table.add_column("Field")
-    table.add_column("Before", overflow="fold")
-    table.add_column("After", overflow="fold")
-    for name, before, after in changes:
-        table.add_row(name, screen.text(before, width=None), screen.text(after, "bold", width=None))
-    return table
-
-
-def payload_table(screen: Screen, payload: dict, schemas: dict, title: str):
-    table = screen.Table(title=title, title_justify="left")
-    table.add_column("Field")
-    table.add_column("Value", overflow="fold")
-    for key, value in payload.items():
-        shown = f"{schema_name(schemas, value)}  {value}" if key == "schemaId" and value in schemas else str(value)
-        table.add_row(key, screen.text(shown, width=None))
-    return table
 
 
 def show_result(screen: Screen, result: WriteResult, now: datetime) -> None:
@@ -3707,10 +3649,6 @@ def menu_title(row: SourceRow, columns: tuple[int, int] = (8, 17), width: int = 
     return line + clip(safe_text(row.audience or "unknown"), max(8, width - 4 - len(line)))
 
 
-def source_heading(columns: tuple[int, int]) -> str:
-    return f"{'ID':<8}  {'Status':<{columns[0]}}  {'Expires':<{columns[1]}}  Audience"
-
-
 def wrapped(lines: list[str], width: int) -> str:
     """A question's text over several lines, each wrapped at spaces to the terminal's width
     (prompt_toolkit would break a long line inside a word); a path or command stays whole."""
@@ -3769,7 +3707,8 @@ def prompt_menu(screen: Screen, header: list[str], rows: list[SourceRow], action
     action the cursor starts on (else the most urgent source)."""
     columns, width = source_columns(rows), screen.size[0]
     items = [(menu_title(row, columns, width), ("view", row.id)) for row in rows]
-    return listed_menu(screen, header, source_heading(columns), items,
+    heading = f"{'ID':<8}  {'Status':<{columns[0]}}  {'Expires':<{columns[1]}}  Audience"
+    return listed_menu(screen, header, heading, items,
                        [(label, (kind, None)) for label, kind in actions], (default, None) if default else None)
 
 
@@ -3886,15 +3825,6 @@ def prompt_instead_of_duplicate(screen: Screen, duplicate: SourceRow) -> bool:
     return screen.ask(questionary.select("What now?", choices, default=choices[0]))
 
 
-def prompt_org_id(screen: Screen) -> str:
-    return prompt_text(screen, "The customer's org id", "", validate_org_id)
-
-
-def prompt_org_name(screen: Screen, org_id: str) -> str:
-    return prompt_text(screen, "Org name (it names the org's file and records folder)", f"org-{org_id[:8]}",
-                       validate_org_name)
-
-
 def prompt_offboarding(screen: Screen) -> tuple[bool, str]:
     """Delete every source (True), or disable them with the message Control Hub shows the customer's admin."""
     questionary = screen.questionary
@@ -3919,11 +3849,6 @@ def typed_name(screen: Screen, name: str) -> bool:
     return typed == name
 
 
-def prompt_token(screen: Screen) -> str:
-    question = screen.questionary.password("New Service App access token (input hidden):", validate=validate_token)
-    return screen.ask(question)
-
-
 # ---------------------------------------------------------------------------------------------
 # 15. Writes and their records: each holds the org's lock, leaves a marker, sends, reads the
 #     source again when the answer does not show what was sent, and records what came of it.
@@ -3931,7 +3856,7 @@ def prompt_token(screen: Screen) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-def answered_view(operation: str, source_id, payload: dict, reply: Reply) -> SourceView | None:
+def answered_view(source_id, payload: dict, reply: Reply) -> SourceView | None:
     """The source as Webex's answer shows it, if the answer shows what was sent: its id (the one
     sent, for an update), its URL, and a token that carries the nonce sent. None otherwise."""
     body = reply.body if isinstance(reply.body, dict) else {}
@@ -3961,7 +3886,7 @@ def write_operation(org: Org, operation: str, source_id, payload: dict, send: Ca
             reply, error = send(), None
         except (ApiError, NotSent) as exc:
             reply, error = None, exc
-        view = answered_view(operation, source_id, payload, reply) if reply and operation != "delete" else None
+        view = answered_view(source_id, payload, reply) if reply and operation != "delete" else None
         if reply and operation != "delete" and view is None:
             error = ApiError("Webex's answer does not show the source as it was sent (another id, URL or nonce, or "
                              "none).", status=reply.status, tracking_id=reply.tracking_id, body=reply.body,
@@ -4207,34 +4132,13 @@ def offboarding_message() -> str:
     return f"Service ended on {datetime.now().date().isoformat()}"
 
 
-@dataclass
-class Onboarding:
-    """What onboarding finds in an org: what the template registers, the source the template
-    describes if one is registered, and how that one differs from it."""
-
-    payload: dict
-    existing: SourceView | None
-    changes: list[tuple[str, object, object]]
-
-
-def plan_onboarding(org: Org) -> Onboarding:
-    payload = onboarding_payload(org.settings.template, org.settings.target_org_id, org.name, org.state.schemas)
-    existing = template_source(org.state.views, payload)
-    changes = template_drift(existing, payload) if existing else []
-    if existing and not existing.active:  # offboarded once, and back: onboarding enables it again
-        changes.append(("status", existing.status, "active"))
-    return Onboarding(payload, existing, changes)
-
-
-def finish_onboarding(org: Org, plan: Onboarding) -> WriteResult | None:
-    """Register the template's source, or bring the one there back to the template (its schema
-    stays: the API's update does not move a source between schemas). None: nothing to send."""
-    if plan.existing is None:
-        return register_source(org, plan.payload)
-    changes = {name: want for name, _, want in plan.changes if name != "schemaId"}
+def onboarding_update(org: Org, existing: SourceView, drift: list) -> WriteResult | None:
+    """Bring the source there back to the template (its schema stays: the API's update does not
+    move a source between schemas). None: nothing to send."""
+    changes = {name: want for name, _, want in drift if name != "schemaId"}
     if changes.get("status") == "active":
         changes["errorMessage"] = ""  # re-enabling clears the message Control Hub showed
-    return resend_source(org, plan.existing, "update", changes) if changes else None
+    return resend_source(org, existing, "update", changes) if changes else None
 
 
 def preview_onboarding(screen: Screen, fleet: Fleet, org_id: str, name: str | None) -> str:
@@ -4274,19 +4178,23 @@ def onboard_org(screen: Screen, fleet: Fleet, org_id: str, name: str | None,
     if org.problem:
         raise org.problem
     org.state.warnings += warnings
-    plan, result = plan_onboarding(org), None
-    if plan.existing is None:
-        result = finish_onboarding(org, plan)
-    elif not plan.changes:
-        screen.say(f"Its data source is already registered as {plan.existing.id}, as the template says.")
+    payload = onboarding_payload(org.settings.template, org.settings.target_org_id, org.name, org.state.schemas)
+    existing, result = template_source(org.state.views, payload), None
+    drift = template_drift(existing, payload) if existing else []
+    if existing and not existing.active:  # offboarded once, and back: onboarding enables it again
+        drift.append(("status", existing.status, "active"))
+    if existing is None:
+        result = register_source(org, payload)
+    elif not drift:
+        screen.say(f"Its data source is already registered as {existing.id}, as the template says.")
     else:
-        screen.say(f"Its data source {plan.existing.id} differs from the template:")
-        screen.print(changes_table(screen, plan.changes, "Template drift"))
-        if any(name == "schemaId" for name, _, _ in plan.changes):
+        screen.say(f"Its data source {existing.id} differs from the template:")
+        screen.print(changes_table(screen, drift, "Template drift"))
+        if any(name == "schemaId" for name, _, _ in drift):
             screen.warning("Its schema stays as it is: the API's update does not move a source between schemas. To "
                            "move it, delete the source (the menu's Delete) and onboard the org again.")
-        if any(name != "schemaId" for name, _, _ in plan.changes) and agree("Update it to the template?"):
-            result = finish_onboarding(org, plan)
+        if any(name != "schemaId" for name, _, _ in drift) and agree("Update it to the template?"):
+            result = onboarding_update(org, existing, drift)
     now = datetime.now(UTC)
     if result:
         show_result(screen, result, now)
@@ -4294,7 +4202,7 @@ def onboard_org(screen: Screen, fleet: Fleet, org_id: str, name: str | None,
             org.state.put(result.view)
     if result and result.would_send is not None:
         return org, OK
-    view = result.view if result and result.view else plan.existing
+    view = result.view if result and result.view else existing
     verdict = fleet.verdict(org, view, now) if view else None
     if verdict:
         screen.say(f"Its token's signature: {verdict.text}.")
@@ -4309,16 +4217,11 @@ def retire_org_file(path: Path) -> Path:
     """{name}.env becomes {name}.env.offboarded: kept, and no longer matched by *.env. One there from
     an earlier offboarding is never written over: the new one takes a timestamp."""
     try:
-        for suffix in (".offboarded", f".offboarded.{file_timestamp()}"):
-            target = path.with_name(path.name + suffix)
-            try:
-                os.link(path, target, follow_symlinks=False)
-            except FileExistsError:
-                continue
-            path.unlink()
-            sync_folder(path.parent)
-            return target
-        raise FileExistsError(f"{path.name}.offboarded and its timestamped twin exist")
+        target = link_first_free(path, path.parent, [f"{path.name}.offboarded",
+                                                     f"{path.name}.offboarded.{file_timestamp()}"])
+        path.unlink()
+        sync_folder(path.parent)
+        return target
     except OSError as exc:
         raise ToolError(f"Could not set {path} aside ({exc.strerror or exc}): rename it by hand to "
                         f"{path.name}.offboarded, so that --env-file orgs/*.env no longer reads it.") from None
@@ -4390,11 +4293,18 @@ def show_history(screen: Screen, folders: list[tuple[str, Path]], fleet: Fleet) 
         screen.tell(f"The {fits} newest of {history.total}; all of them:\n{fleet.command('--history', '--limit', '0')}")
 
 
+def rotate_in_menu(screen: Screen, fleet: Fleet, pairs, org_rows: list[OrgRow] = ()) -> None:
+    results = run_bulk_rotation(screen, pairs, None, fleet.connections.writes, "bar", fleet.label_of)
+    screen.say(rotation_summary(results, Counter(), datetime.now(UTC), org_rows))
+    fleet.take(results)
+
+
 def onboard_in_menu(screen: Screen, fleet: Fleet) -> Org:
     """Another customer org joins from the menu: its id, a name unless it was onboarded before,
     the payload shown and confirmed, then what --onboard does."""
-    org_id = prompt_org_id(screen)
-    name = None if onboarded_as(org_id) else prompt_org_name(screen, org_id)
+    org_id = prompt_text(screen, "The customer's org id", "", validate_org_id)
+    name = None if onboarded_as(org_id) else prompt_text(
+        screen, "Org name (it names the org's file and records folder)", f"org-{org_id[:8]}", validate_org_name)
     org_name = preview_onboarding(screen, fleet, org_id, name)
     if not confirm(screen, f"Onboard {safe_text(org_name)} now?", True):
         raise Cancelled
@@ -4409,28 +4319,8 @@ class Menu:
         self.screen, self.fleet, self.org, self.back = screen, fleet, org, back
         if org.state is None:
             org.state = State([], {}, [])
-        self.actions = {
-            "view": self.view,
-            "register": self.register,
-            "rotate": self.rotate,
-            "delete": self.delete,
-            "schemas": self.schemas,
-            "token": self.replace_token,
-            "history": self.history,
-            "refresh": self.refresh,
-            "onboard": self.onboard,
-            "offboard": self.offboard,
-        }
         self.choices = menu_actions(onboard=fleet.alone is org and org.settings.can_onboard,
                                     offboard=org.settings.own_file, back=back)
-
-    @property
-    def client(self) -> WebexClient:
-        return self.org.client
-
-    @property
-    def state(self) -> State:
-        return self.org.state
 
     def run(self) -> str:
         """Until Quit ("quit") or, in a fleet, Back to all orgs ("back")."""
@@ -4446,7 +4336,7 @@ class Menu:
             if kind in ("quit", "back"):
                 return kind
             try:
-                self.with_token_recovery(self.actions[kind], source_id)
+                self.with_token_recovery(getattr(self, "replace_token" if kind == "token" else kind), source_id)
             except Cancelled:
                 screen.say("Cancelled: nothing was sent.")
             except ToolError as exc:
@@ -4484,8 +4374,7 @@ class Menu:
         """The token was refused at startup (said above): offer to paste one now; a token that works
         reloads the sources."""
         try:
-            if confirm(self.screen, "Paste a new access token now?", True):
-                self.replace_token()
+            if self.recover_token():
                 self.refresh()
         except Cancelled:
             self.screen.say("Cancelled: the menu opens without the sources; choose Replace the access token to try "
@@ -4515,7 +4404,7 @@ class Menu:
         if isinstance(result.error, TokenRefused) and self.recover_token():
             return self.write(action, *args)
         if result.view:  # done, or a lost register answer found it created
-            self.state.put(result.view)
+            self.org.state.put(result.view)
         return result
 
     def write_until_done(self, wizard, send, start: dict) -> None:
@@ -4529,7 +4418,7 @@ class Menu:
             start = payload
 
     def view(self, source_id: str) -> None:
-        view = self.state.find(source_id)
+        view = self.org.state.find(source_id)
         now = datetime.now(UTC)
         self.screen.print(self.details(view, now, self.fleet.verdict(self.org, view, now)))
         if confirm(self.screen, "Update this data source?", False):
@@ -4539,13 +4428,13 @@ class Menu:
         """The details panel, short enough to leave the question under it on screen: the claims
         (which repeat the fields above, but for the issuer) go first when it would not be."""
         warnings = next(row.warnings for row in self.fleet.rows(now, self.org) if row.id == view.id)
-        panel = details_panel(self.screen, view, self.state.schemas, now, verdict, warnings)
+        panel = details_panel(self.screen, view, self.org.state.schemas, now, verdict, warnings)
         if self.screen.lines(panel) + 2 > self.screen.size[1]:
-            panel = details_panel(self.screen, view, self.state.schemas, now, verdict, warnings, claims=False)
+            panel = details_panel(self.screen, view, self.org.state.schemas, now, verdict, warnings, claims=False)
         return panel
 
     def update(self, view: SourceView) -> None:
-        screen, schemas = self.screen, self.state.schemas
+        screen, schemas = self.screen, self.org.state.schemas
 
         def wizard(start):
             payload = source_wizard(screen, schemas, start, updating=True)
@@ -4559,11 +4448,11 @@ class Menu:
         self.write_until_done(wizard, lambda org, payload: update_source(org, view.id, payload), start)
 
     def register(self, _=None) -> None:
-        screen, schemas = self.screen, self.state.schemas
+        screen, schemas = self.screen, self.org.state.schemas
 
         def wizard(start):
             payload = source_wizard(screen, schemas, start, updating=False)
-            duplicate = find_duplicate(self.state.views, payload)
+            duplicate = find_duplicate(self.org.state.views, payload)
             row = duplicate and source_row(self.org, None, duplicate, None, datetime.now(UTC))
             if duplicate and prompt_instead_of_duplicate(screen, row):
                 raise UpdateInstead(duplicate)
@@ -4593,7 +4482,7 @@ class Menu:
         due = [row for row in rows if is_due(row)]
         extra = [screen.questionary.Choice(f"All {len(due)} active sources expiring within the hour", "due")]
         chosen = prompt_source(screen, rows, "Rotate which source?", extra if len(due) > 1 else ())
-        targets = [self.state.find(row.id) for row in due] if chosen == "due" else [self.state.find(chosen)]
+        targets = [self.org.state.find(row.id) for row in due] if chosen == "due" else [self.org.state.find(chosen)]
         for view in targets:
             lifetime = view.lifetime_minutes or DEFAULT_LIFETIME
             screen.say(f"{view.short_id} {clip(view.audience or '')}: new nonce, lifetime {lifetime} minutes, "
@@ -4603,16 +4492,11 @@ class Menu:
         if len(targets) == 1:
             self.write(rotate_source, targets[0])
             return
-        pairs = [(self.org, view) for view in targets]
-        results = run_bulk_rotation(screen, pairs, None, self.fleet.connections.writes, "bar")
-        screen.say(rotation_summary(results, Counter(), datetime.now(UTC)))
-        for result in results:
-            if result.ok and result.view:
-                self.state.put(result.view)
+        rotate_in_menu(screen, self.fleet, [(self.org, view) for view in targets])
 
     def delete(self, _=None) -> None:
         screen, now = self.screen, datetime.now(UTC)
-        view = self.state.find(prompt_source(screen, self.fleet.rows(now, self.org), "Delete which source?"))
+        view = self.org.state.find(prompt_source(screen, self.fleet.rows(now, self.org), "Delete which source?"))
         screen.print(self.details(view, now, None))
         if not typed_source(screen, view):
             screen.say("That does not match: nothing was deleted.")
@@ -4620,29 +4504,32 @@ class Menu:
         result = run_to_completion(screen, self.fleet.connections.writes, delete_source, self.org, view)
         show_result(screen, result, now)
         if result.ok or result.gone:
-            self.state.drop(view.id)
+            self.org.state.drop(view.id)
 
     def schemas(self, _=None) -> None:
         screen, questionary = self.screen, self.screen.questionary
-        schemas = self.client.list_schemas()
-        self.state.schemas = {s["id"]: s for s in schemas}
+        schemas = self.org.client.list_schemas()
+        self.org.state.schemas = {s["id"]: s for s in schemas}
         screen.print(schemas_table(screen, schemas))
         choices = [questionary.Choice(clip(safe_text(s.get("serviceType") or s["id"])), s["id"]) for s in schemas]
         question = questionary.select("Show which schema?", [*choices, questionary.Choice("Back", None)])
         schema_id = screen.ask(question, cancel=False)
         if schema_id:
-            screen.print(json_panel(screen, self.client.get_schema(schema_id), f"Schema {schema_id}"))
+            screen.print(screen.Panel(screen.Text(safe_json(self.org.client.get_schema(schema_id))),
+                                      title=screen.text(f"Schema {schema_id}", width=None), title_align="left"))
 
     def replace_token(self, _=None) -> None:
         """Check a pasted token with one list call before it replaces the one in the org's file."""
         while True:
-            token = prompt_token(self.screen)
+            token = self.screen.ask(self.screen.questionary.password("New Service App access token (input hidden):",
+                                                                     validate=validate_token))
             try:
-                self.client.check_token(token)
+                self.org.client.request("GET", "/dataSources/", token=token)  # one list call: does Webex take it?
                 break
             except ApiError as exc:
                 self.screen.error(exc)
-        self.client.use_token(token)
+        remember_secret(token)
+        self.org.client.tokens.access = token
         with self.org.lock.held("saving the new token"):
             where = save_tokens(self.org.settings, {"WEBEX_ACCESS_TOKEN": token})
         self.screen.say(f"The new access token works and was {where}.")
@@ -4661,9 +4548,9 @@ class Menu:
         offboard_org(self.screen, self.org, delete, message, lambda: typed_name(self.screen, self.org.name))
 
     def refresh(self, _=None) -> None:
-        warnings = self.fleet.read_schemas(self.client) if self.fleet.schemas is None else []
-        self.org.state, self.org.problem = read_sources(self.client, self.fleet.schemas or {}), None
-        self.state.warnings += warnings
+        warnings = self.fleet.read_schemas(self.org.client) if self.fleet.schemas is None else []
+        self.org.state, self.org.problem = read_sources(self.org.client, self.fleet.schemas or {}), None
+        self.org.state.warnings += warnings
 
 
 class FleetMenu:
@@ -4743,12 +4630,7 @@ class FleetMenu:
         orgs = len({org.name for org, _ in pairs})
         if not confirm(screen, f"Rotate {len(pairs)} token(s) in {orgs} org(s) now?", True):
             raise Cancelled
-        results = run_bulk_rotation(screen, pairs, None, fleet.connections.writes, "bar", fleet.label_of)
-        screen.say(rotation_summary(results, Counter(), datetime.now(UTC), fleet.org_rows(now)))
-        by_name = {org.name: org for org in fleet.orgs}
-        for result in results:
-            if result.ok and result.view:
-                by_name[result.org].state.put(result.view)
+        rotate_in_menu(screen, fleet, pairs, fleet.org_rows(now))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -4781,7 +4663,10 @@ def show_refresh_token_warnings(screen: Screen, fleet: Fleet, in_output: bool) -
 def save_lists(screen: Screen, fleet: Fleet) -> None:
     for org in fleet.orgs:
         if org.state:
-            path = write_record(org.records, "data_sources_list", list_record(org.name, org.org_id, org.state.views))
+            views = org.state.views
+            path = write_record(org.records, "data_sources_list", {
+                "retrieved_timestamp": now_iso(), "org_name": org.name, "org_id": org.org_id, "count": len(views),
+                "data_sources": [v.raw for v in views]})
             screen.tell(f"{fleet.label(org.name)}Saved the list of {len(org.state.views)} sources to {path}")
 
 
@@ -4813,12 +4698,6 @@ def run_list(screen: Screen, fleet: Fleet, args) -> int:
     return FAILED if missing else OK
 
 
-def unnamed_results(org: Org) -> list[WriteResult]:
-    """List items without an id cannot be judged: a rotation over everything fails for them, never a quiet 0."""
-    error = NotSent("Webex listed it without an id, so it cannot be judged or rotated.")
-    return [WriteResult("rotation", "(no id)", False, org.name, error=error)] * (org.state.unnamed if org.state else 0)
-
-
 def run_rotation(screen: Screen, fleet: Fleet, args) -> int:
     now = datetime.now(UTC)
     show_notes(screen, fleet.notes(summarized=fleet.read_any()))  # first: an id not found may be in an unread org
@@ -4828,7 +4707,9 @@ def run_rotation(screen: Screen, fleet: Fleet, args) -> int:
         where = fleet.label_of(org.name)
         say(safe_text(f"skipped  {where + '  ' if where else ''}{view.id}  disabled"))
     everything = args.rotate_expiring is not None or args.rotate == ["all"]
-    unjudged = [result for org in fleet.orgs for result in unnamed_results(org)] if everything else []
+    unnamed = NotSent("Webex listed it without an id, so it cannot be judged or rotated.")  # never a quiet 0
+    unjudged = [WriteResult("rotation", "(no id)", False, org.name, error=unnamed) for org in fleet.orgs if org.state
+                for _ in range(org.state.unnamed)] if everything else []
     busy = [WriteResult("rotation", None, False, org.name, error=org.problem) for org in fleet.orgs
             if isinstance(org.problem, Busy)]
     for result in unjudged + busy:
@@ -4840,10 +4721,7 @@ def run_rotation(screen: Screen, fleet: Fleet, args) -> int:
         for org in fleet.orgs:
             org.release()
     results += unjudged + busy
-    orgs = {org.name: org for org in fleet.orgs}
-    for result in results:  # the snapshots then show the new expiries
-        if result.ok and result.view:
-            orgs[result.org].state.put(result.view)
+    fleet.take(results)
     if not fleet.read_any():
         pass  # no summary that reads as "nothing to do": the reasons are on stderr
     elif args.json:
@@ -4855,7 +4733,7 @@ def run_rotation(screen: Screen, fleet: Fleet, args) -> int:
         screen.data(json_text({"results": listed, "summary": summary}))
     else:
         skips = Counter(org.name for org, _ in skipped)
-        screen.data(rotation_summary(results, skips, datetime.now(UTC), fleet.named_org_rows(now)))
+        screen.data(rotation_summary(results, skips, datetime.now(UTC), fleet.org_rows(now) if fleet.several else []))
         if pace := fleet.connections.pace.summary():
             screen.data(pace)
     if STOP:  # the summary is out: now end as the signal asks
@@ -5244,8 +5122,7 @@ def run_mode(args, mode: str, screen_for: Callable[[], Screen]) -> int:
         env_files = [org_file_named(args.offboard, env_files)]
     fleet = Fleet([], connections, files=tuple(args.env_file or ()), records_dir=args.records_dir, sleeper=sleeper)
     if runner.reads != "fleet":  # onboarding: the org may have no file yet, and joins an empty fleet
-        fleet = Fleet.load(env_files, args.records_dir, connections, sleeper)
-        fleet.files = tuple(args.env_file or ())
+        fleet.load(env_files)
         if runner.one_org and fleet.several:
             raise ConfigError(f"{runner.flag} works on one org, and {len(fleet.orgs)} org files were given: give one "
                               "--env-file. Nothing was sent.")

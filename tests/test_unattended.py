@@ -134,7 +134,7 @@ def test_after_a_sigkill_the_next_run_records_what_was_sent_as_applied(fake, env
 
 def test_a_marker_whose_write_never_arrived_is_recorded_as_not_applied(ds, fake, env_file, records):
     source = fake.add_source(audience="Never sent", expires_in=20 * 3600)
-    org = ds.Fleet.load([env_file], None, ds.Connections(), None).orgs[0]
+    org = ds.Fleet([], ds.Connections()).load([env_file]).orgs[0]
     ds.make_private_folder(records)
     org.mark_pending("rotation", source["id"], {"nonce": "a-nonce-webex-never-saw", "url": source["url"]})
     result = run_cli("--rotate-expiring", "60", env_file=env_file)
