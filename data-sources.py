@@ -3080,13 +3080,17 @@ class Fleet:
         if not self.unsaved:
             return
         self.unsaved = False
+
         def write() -> None:
             for org in self.orgs:
                 if org.state is not None and org.problem is None and org.read_at is None:
                     with suppress(OSError, TypeError, ValueError):
                         org.save_snapshot()
 
-        threading.Thread(target=write, name="snapshots").start() if in_background else write()  # joined at exit
+        if in_background:
+            threading.Thread(target=write, name="snapshots").start()  # joined at exit
+        else:
+            write()
 
     def load_snapshots(self) -> bool:
         """Every org's last snapshot (what an earlier run read); True if any org had one."""
