@@ -4298,6 +4298,7 @@ def show_history(screen: Screen, folders: list[tuple[str, Path]], fleet: Fleet) 
 
 
 def rotate_in_menu(screen: Screen, fleet: Fleet, pairs, org_rows: list[OrgRow] = ()) -> None:
+    """A bulk rotation from the menu: the bar, the summary, then the new expiries in the table."""
     results = run_bulk_rotation(screen, pairs, None, fleet.connections.writes, "bar", fleet.label_of)
     screen.say(rotation_summary(results, Counter(), datetime.now(UTC), org_rows))
     fleet.take(results)
