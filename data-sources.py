@@ -537,7 +537,7 @@ def validate_token(text: str) -> bool | str:
 
 def validate_lifetime(text: str) -> bool | str:
     if not re.fullmatch(r"[0-9]{1,5}", text or ""):
-        return f"Type a whole number of minutes from {MIN_LIFETIME} to {MAX_LIFETIME}."
+        return f"Give a whole number of minutes from {MIN_LIFETIME} to {MAX_LIFETIME}."
     if not MIN_LIFETIME <= int(text) <= MAX_LIFETIME:
         return f"The token lifetime must be {MIN_LIFETIME} to {MAX_LIFETIME} minutes (24 hours)."
     return True
@@ -5026,7 +5026,7 @@ class Parser(argparse.ArgumentParser):
         if unknown := re.fullmatch(r"unrecognized arguments: (.*)", message):
             typo = next((arg for arg in unknown[1].split() if arg.startswith("-")), "")
             flags = re.findall(r"--[a-z][a-z-]*", self.format_usage())
-            near = difflib.get_close_matches(typo.split("=")[0], flags, n=1)
+            near = difflib.get_close_matches(typo.split("=")[0], flags, n=1, cutoff=0.75)  # --frobnicate: none
             message = f"unknown flag {typo}" if typo else f"unexpected {unknown[1]}"
             message += f": did you mean {near[0]}?" if near else ""
         if any(arg == "--check" or arg.startswith("--check=") for arg in self.probe_argv):

@@ -85,15 +85,15 @@ def test_without_a_terminal_the_menu_is_refused_with_the_flags_to_use(fake, env_
 
 
 def test_bad_flag_values_exit_2_before_any_request(fake, env_file):
-    for args in (
-        ["--rotate-expiring", "soon"],
-        ["--rotate", "all", "--lifetime", "0"],
-        ["--rotate", "all", "--lifetime", "1441"],
-        ["--rotate", "all", "--workers", "0"],
+    for args, said in (
+        (["--rotate-expiring", "soon"], "Give a whole number of minutes, e.g. 180."),
+        (["--rotate", "all", "--lifetime", "0"], "must be 1 to 1440 minutes"),
+        (["--rotate", "all", "--lifetime", "1441"], "must be 1 to 1440 minutes"),
+        (["--rotate", "all", "--lifetime", "abc"], "Give a whole number of minutes from 1 to 1440."),
+        (["--rotate", "all", "--workers", "0"], "Give a whole number of workers from 1 to 32."),
     ):
         result = run_cli(*args, env_file=env_file)
-        assert result.returncode == 2, args
-        assert "error:" in result.stderr
+        assert result.returncode == 2 and said in result.stderr, (args, result.stderr)
     assert fake.seen == []
 
 

@@ -320,6 +320,9 @@ def test_a_typo_in_a_flag_suggests_the_nearest_in_one_line(tmp_path):
     result = run_cli("--lsit")
     assert result.returncode == 2 and result.stderr.splitlines() == [
         "data-sources.py: error: unknown flag --lsit: did you mean --list? (--help lists every flag)"]
+    unrelated = run_cli("--frobnicate")
+    assert unrelated.returncode == 2 and unrelated.stderr.splitlines() == [
+        "data-sources.py: error: unknown flag --frobnicate (--help lists every flag)"]
 
 
 def test_a_pattern_no_shell_expanded_is_expanded_and_one_that_matches_nothing_says_so(fake, tmp_path):
