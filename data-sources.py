@@ -809,8 +809,11 @@ def read_file(path: Path, limit: int = MAX_FILE_BYTES) -> bytes:
             raise OSError(errno.EINVAL, "not a regular file (a folder, a FIFO or a device)", str(path))
         if found.st_size > limit:
             raise OSError(errno.EFBIG, f"larger than {limit // 1024} KiB", str(path))
-        with os.fdopen(os.dup(fd), "rb") as handle:  # asked for the limit, a read would allocate all of it
-            return handle.read(found.st_size + 1)[:limit]
+        with os.fdopen(os.dup(fd), "rb") as handle:  # read(n) allocates n bytes up front: the size first
+            data = handle.read(found.st_size + 1)
+            if len(data) > found.st_size:  # it grew since, or its size says 0 (/proc): the rest, up to the limit
+                data += handle.read(limit + 1 - len(data))
+            return data[:limit]
     finally:
         os.close(fd)
 
@@ -2404,7 +2407,7 @@ def read_history(folders: list[tuple[str, Path]], wanted: str = "", limit: int =
     others = sum(1 for c in candidates if not (wanted and c[3]))  # the failed ones of another source do not count
     if limit and not wanted and len(candidates) > limit:  # those that may be newer than the limit-th, in true order
         near = (datetime.strptime(heapq.nlargest(limit, candidates)[-1][0], STAMP) - OFFSET_SPREAD).strftime(STAMP)
-        candidates = sorted((c for c in candidates if c[0] >= near), key=written, reverse=True)
+        candidates = sorted((c for c in candidates if c[0] >= near), key=lambda c: (written(c), c), reverse=True)
     else:
         candidates.sort(reverse=True)
     entries, skipped = [], 0
@@ -5019,8 +5022,8 @@ def settle_mode(args: argparse.Namespace, parser: argparse.ArgumentParser) -> st
 
 
 def startup_done() -> None:
-    """Startup's objects live as long as the run: kept out of the collector's sight, which then
-    starts (unfrozen, the first collections of a 200,000-record --history walk all of them: +10 %)."""
+    """Startup's objects live as long as the run: frozen out of the collector's sight, then it starts
+    (unfrozen, its collections walk them all: +10 % on a 200,000-record --history)."""
     gc.freeze()
     gc.enable()
 

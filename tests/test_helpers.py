@@ -8,6 +8,7 @@ import os
 import stat
 import threading
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from conftest import load_record, write_env
@@ -399,3 +400,11 @@ def test_a_crash_while_saving_env_leaves_the_old_file_whole_and_no_temporary_fil
         ds.save_env_values(env, {"WEBEX_ACCESS_TOKEN": "new"})
     assert env.read_text() == ENV_TEXT
     assert [p.name for p in tmp_path.iterdir()] == [".env"]
+
+
+def test_a_file_whose_size_says_less_than_it_holds_is_read_whole_up_to_the_limit(ds):
+    """Linux's /proc files say 0 bytes (as a file that grew after its size was taken says too few):
+    the read goes on past the size, and stops at the limit."""
+    status = Path("/proc/self/status")
+    assert status.stat().st_size == 0 and ds.read_file(status).startswith(b"Name:")
+    assert ds.read_file(status, limit=10) == ds.read_file(status)[:10]

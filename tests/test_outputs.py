@@ -376,6 +376,16 @@ def test_history_shows_the_newest_50_and_never_opens_the_files_it_does_not_show(
     assert len(everything) == 59  # the broken one is read now, and skipped
 
 
+def test_history_of_records_written_within_one_clock_tick_keeps_the_newest_by_name(fake, env_file, records):
+    """A bulk rotation writes many records before the file system's clock moves on: their names decide."""
+    paths = write_records(records, 8, datetime.now(UTC) - timedelta(hours=1), timedelta(milliseconds=1))
+    tick = paths[0].stat().st_mtime
+    for path in paths:
+        os.utime(path, (tick, tick))
+    result = run_cli("--history", "--json", "--limit", "3", env_file=env_file)
+    assert result.returncode == 0 and [e["audience"] for e in json.loads(result.stdout)] == ["A7", "A6", "A5"]
+
+
 def test_history_since_a_duration_and_of_one_source_reads_only_what_it_shows(fake, env_file, records):
     now = datetime.now(UTC)
     write_records(records, 5, now - timedelta(days=10), timedelta(hours=1), "old-src")
