@@ -4491,7 +4491,7 @@ class Menu:
             screen.say("No active data source to rotate.")
             return
         due = [row for row in rows if is_due(row)]
-        extra = [screen.questionary.Choice(f"All {len(due)} active sources expiring within the hour", "due")]
+        extra = [screen.questionary.Choice(f"All {len(due)} expired or expiring within the hour", "due")]
         chosen = prompt_source(screen, rows, "Rotate which source?", extra if len(due) > 1 else ())
         targets = [self.org.state.find(row.id) for row in due] if chosen == "due" else [self.org.state.find(chosen)]
         for view in targets:

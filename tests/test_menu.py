@@ -236,7 +236,7 @@ def test_rotating_all_urgent_sources_shows_a_progress_bar_and_summary(fake, term
     fake.add_source(expires_in=20 * 3600)
     term = terminal()
     term.choose("Rotate")
-    term.wait_for("All 2 active sources expiring within the hour")
+    term.wait_for("All 2 expired or expiring within the hour")
     term.press("enter")
     term.wait_for(r"Rotate 2 token\(s\) now\?")
     term.press("y")
