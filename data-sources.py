@@ -5039,7 +5039,7 @@ class Parser(argparse.ArgumentParser):
         if unknown := re.fullmatch(r"unrecognized arguments: (.*)", message):
             typo = next((arg for arg in unknown[1].split() if arg.startswith("-")), "")
             flags = re.findall(r"--[a-z][a-z-]*", self.format_usage())
-            near = difflib.get_close_matches(typo.split("=")[0], flags, n=1, cutoff=0.75)  # --frobnicate: none
+            near = difflib.get_close_matches(typo.split("=")[0], flags, n=1, cutoff=0.75)  # a typo, not --frobnicate
             message = f"unknown flag {typo}" if typo else f"unexpected {unknown[1]}"
             message += f": did you mean {near[0]}?" if near else ""
         if any(arg == "--check" or arg.startswith("--check=") for arg in self.probe_argv):
