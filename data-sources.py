@@ -4678,7 +4678,7 @@ def save_lists(screen: Screen, fleet: Fleet) -> None:
             path = write_record(org.records, "data_sources_list", {
                 "retrieved_timestamp": now_iso(), "org_name": org.name, "org_id": org.org_id, "count": len(views),
                 "data_sources": [v.raw for v in views]})
-            screen.tell(f"{fleet.label(org.name)}Saved the list of {len(org.state.views)} sources to {path}")
+            screen.tell(f"{fleet.label(org.name)}Saved the list of {len(views)} sources to {path}")
 
 
 def run_list(screen: Screen, fleet: Fleet, args) -> int:
